@@ -1,0 +1,58 @@
+"""The `sound-generator` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module with two functions, `configure(parser)` and
+`run(args) -> int`; this file only lists them, and imports a module when its subcommand is
+asked for, so `sound-generator --help` stays fast and does not load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("osc_server.cli", "run the live OSC server (and optionally HTTP) playing through the sound card"),
+    "render": ("synth.render_cli", "render one note to a WAV file"),
+    "bench": ("bench.cli", "measure speed figures (--json for a machine-readable last line)"),
+    "dataset": ("synth.data.cli", "build or inspect an NSynth-format data set rendered from a SoundFont"),
+    "train": ("synth.training.cli", "train one stage of the generator"),
+    "evaluate": ("synth.evaluate", "evaluate the shipped (or given) models on the test split"),
+    "midi-bridge": ("osc_server.midi_bridge", "forward a MIDI controller to the OSC server"),
+}
+
+
+def build_parser(load: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sound-generator",
+        description="A neural instrument played live over OSC.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == load:
+            importlib.import_module(module).configure(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(load=command)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
