@@ -1,0 +1,261 @@
+"""Live server figures (`sound-generator bench --only server`).
+
+    osc_to_audio_ms_median / _max   a cached note: UDP message sent -> first sample of it in the
+                                    JACK cycle that delivers it (48 kHz, 256-frame blocks; measured
+                                    by a JACK capture client on the same frame clock). Target:
+                                    median <= 5.3 ms (one block), max <= 10.7 ms.
+    osc_msgs_per_s                  the highest paced rate of /note on+off messages, from another
+                                    process, sustained for 10 s (2 s with --quick) with no lost
+                                    note and no under-run. Target >= 5000.
+    osc_lost_notes, osc_underruns   at that rate (0 and 0 when the rate counts).
+    callback_cpu_pct_32_voices_mean / _p99
+                                    the mixer callback's time per 256-frame block with 32 voices
+                                    sounding, as % of the block's 5.33 ms. Target < 20 %.
+
+A JACK dummy server is started for the run (jackd must be installed; without it only the
+callback figures are measured). The generator is a numpy tone: these figures measure the
+server, not the model (cached notes never call it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from osc_server.audio import RT_PRIORITY_AUDIO, RT_PRIORITY_OSC
+
+SR, BLOCK = 48000, 256
+
+
+class _Tone:
+    model_version = "bench-tone"
+
+    def render(self, params, sample_rate):
+        t = np.arange(4 * sample_rate) / sample_rate
+        f0 = 440.0 * 2 ** ((params.pitch - 69) / 12)
+        env = np.minimum(1.0, t / 0.001) * np.exp(-t / 2)
+        return (0.3 * env * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+
+
+def callback_cpu(blocks: int) -> dict[str, float]:
+    from osc_server.audio import Mixer
+
+    m = Mixer(SR, max_voices=32)
+    gen = _Tone()
+    from synth.params import NoteParams
+
+    notes = [gen.render(NoteParams(pitch=40 + i), SR) for i in range(32)]
+    for i, a in enumerate(notes):
+        m.note_on(a, 0.8, 40 + i, target=i)
+    out = np.zeros((BLOCK, 2), dtype=np.float32)
+    times = np.zeros(blocks)
+    for _ in range(8):
+        m.render(out)
+    # As the live callback runs: at real-time priority where allowed, so other processes on the
+    # machine do not preempt the measurement.
+    with _realtime(RT_PRIORITY_AUDIO):
+        cpu0 = time.thread_time()
+        for k in range(blocks):
+            t = time.perf_counter()
+            m.render(out)
+            times[k] = time.perf_counter() - t
+        cpu = (time.thread_time() - cpu0) / blocks
+    assert m.n_voices == 32
+    block_s = BLOCK / SR
+    return {"callback_cpu_pct_32_voices_mean": 100 * cpu / block_s,
+            "callback_cpu_pct_32_voices_p99": 100 * float(np.percentile(times, 99)) / block_s}
+
+
+class _realtime:
+    """SCHED_FIFO for the calling thread inside the block, where allowed."""
+
+    def __init__(self, priority: int):
+        self.priority = priority
+
+    def __enter__(self):
+        from osc_server.audio import try_realtime
+
+        self.ok = try_realtime(self.priority)
+        return self
+
+    def __exit__(self, *exc):
+        if self.ok:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def _msg(address: str, *args) -> bytes:
+    from osc_server.addresses import build
+
+    return build(address, *args)
+
+
+def _sender(port: int, rate: float, seconds: float, pitches: list[int]) -> None:
+    """Run in a child process: paced note on/off pairs, then /sync; prints one JSON line."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+    sock.bind(("127.0.0.1", 0))
+    packets = []
+    for p in pitches:
+        packets += [_msg("/note", p, 100), _msg("/note/off", p)]
+    sent = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        due = int((now - t0) * rate)
+        while sent < due:
+            sock.sendto(packets[sent % len(packets)], ("127.0.0.1", port))
+            sent += 1
+        time.sleep(0.0005)
+    elapsed = time.perf_counter() - t0
+    sock.sendto(_msg("/sync", "end"), ("127.0.0.1", port))
+    sock.settimeout(30)
+    while True:
+        data = sock.recv(65536)
+        if data.startswith(b"/synced"):
+            break
+    print(json.dumps({"sent": sent, "note_ons": (sent + 1) // 2, "elapsed": elapsed,
+                      "synced_after_s": time.perf_counter() - t0 - elapsed}), flush=True)
+
+
+def _capture(server_name: str):
+    import jack
+
+    client = jack.Client("bench-capture", no_start_server=True, servername=server_name)
+    port = client.inports.register("in")
+    size = 10 * SR
+    buf = np.zeros(size, dtype=np.float32)
+    state = {"end": -1}
+
+    def process(frames):
+        if "rt" not in state:
+            from osc_server.audio import try_realtime
+
+            state["rt"] = try_realtime(RT_PRIORITY_AUDIO - 5)
+        f = client.last_frame_time
+        i = f % size
+        k = min(frames, size - i)
+        data = port.get_array()
+        buf[i:i + k] = data[:k]
+        buf[:frames - k] = data[k:]
+        state["end"] = f + frames
+
+    client.set_process_callback(process)
+    client.activate()
+
+    def read(f0, f1):
+        deadline = time.monotonic() + 5
+        while state["end"] < f1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("capture stalled")
+            time.sleep(0.002)
+        return buf[np.arange(f0, f1) % size].copy()
+
+    return client, port, read
+
+
+def live_figures(quick: bool) -> dict[str, float]:
+    from osc_server.server import LiveServer, ServerConfig, reinit_portaudio, start_jack_dummy, terminate_portaudio
+
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    jackd, name = start_jack_dummy(SR, BLOCK, name=f"sg-bench-{os.getpid()}")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    sd = reinit_portaudio()
+    figures: dict[str, float] = {}
+    try:
+        device = next(i for i, d in enumerate(sd.query_devices())
+                      if "JACK" in sd.query_hostapis(d["hostapi"])["name"] and d["max_output_channels"])
+        client, port, read = _capture(name)
+        before = {p.name for p in client.get_ports(is_audio=True, is_output=True)}
+        server = LiveServer(_Tone(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
+                                                  jack_fallback=False)).start()
+        for p in client.get_ports(is_audio=True, is_output=True):
+            if p.name not in before:
+                client.connect(p, port)
+        osc_port = server.address[1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        pitches = list(range(60, 68))
+        for p in pitches:
+            sock.sendto(_msg("/note", p, 100), ("127.0.0.1", osc_port))
+            sock.sendto(_msg("/note/off", p), ("127.0.0.1", osc_port))
+        sock.sendto(_msg("/sync", 1), ("127.0.0.1", osc_port))
+        while not sock.recv(65536).startswith(b"/synced"):
+            pass
+        time.sleep(0.3)
+
+        # Latency of cached notes. The sending thread shares the GIL with the server (same
+        # process): at real-time priority where allowed, as the server's own threads are.
+        lat = []
+        rt = _realtime(RT_PRIORITY_OSC - 5).__enter__()
+        for k in range(15 if quick else 60):
+            f = client.frame_time
+            sock.sendto(_msg("/note", 69 if k == 0 else pitches[k % 8], 100), ("127.0.0.1", osc_port))
+            audio = read(f, f + SR // 10)
+            above = np.flatnonzero(np.abs(audio) > 1e-3)
+            sock.sendto(_msg("/note/off", 69 if k == 0 else pitches[k % 8]), ("127.0.0.1", osc_port))
+            if k > 0 and above.size:  # note 0 warms 69 (a miss) and is not counted
+                lat.append(1e3 * above[0] / SR)
+            time.sleep(0.08)
+        rt.__exit__()
+        client.deactivate()  # the rate test needs no capture: only the server's own work in the graph
+        figures["osc_to_audio_ms_median"] = float(np.median(lat))
+        figures["osc_to_audio_ms_max"] = float(np.max(lat))
+        figures["osc_to_audio_notes_heard_pct"] = 100.0 * len(lat) / ((15 if quick else 60) - 1)
+
+        # Sustained message rate, sent by another process.
+        seconds = 2.0 if quick else 10.0
+        best, at_best = 0.0, {}
+        for rate in (5000, 10000, 20000):
+            started0 = int(server.mixer.stats[0])
+            under0 = int(server.mixer.stats[3])
+            dropped0 = int(server.mixer.stats[2])
+            code = f"from bench.server import _sender; _sender({osc_port}, {rate}, {seconds}, {pitches})"
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds + 60,
+                                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            if out.returncode:
+                raise RuntimeError(out.stderr)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            lost = result["note_ons"] - (int(server.mixer.stats[0]) - started0) + int(server.mixer.stats[2]) - dropped0
+            under = int(server.mixer.stats[3]) - under0
+            achieved = result["sent"] / result["elapsed"]
+            print(f"  {rate}/s asked: {achieved:.0f}/s sent, {lost} lost notes, {under} under-runs, "
+                  f"caught up {result['synced_after_s'] * 1e3:.0f} ms after the last message", flush=True)
+            if lost == 0 and under == 0:
+                best, at_best = achieved, {"osc_lost_notes": 0.0, "osc_underruns": 0.0}
+            else:
+                if not at_best:
+                    at_best = {"osc_lost_notes": float(lost), "osc_underruns": float(under)}
+                break
+        figures["osc_msgs_per_s"] = best
+        figures.update(at_best)
+        cpu = server.mixer.cpu
+        figures["live_callback_ms_mean"] = 1e3 * cpu[0] / max(1, cpu[2])
+        sock.close()
+        server.close()
+        client.close()
+    finally:
+        terminate_portaudio()
+        jackd.terminate()
+        jackd.wait(timeout=10)
+    return figures
+
+
+def run(quick: bool) -> dict[str, float]:
+    import shutil
+
+    figures = callback_cpu(300 if quick else 3000)
+    if shutil.which("jackd"):
+        figures.update(live_figures(quick))
+    else:
+        print("  jackd not installed: skipping the live (JACK) figures", flush=True)
+    return figures

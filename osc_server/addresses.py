@@ -1,0 +1,437 @@
+"""The OSC address space of the live server, defined once.
+
+Bytes in, typed commands out: `decode_packet(datagram)` walks messages and (nested) bundles and
+returns `Timed(time, address, args)` items; `parse_message(address, args)` validates one message
+against `ADDRESSES` and returns a typed command, or raises `CommandError(address, reason)` whose
+reason names the field and what is allowed (NoteParams' own messages where they apply). Nothing
+here touches a socket, a thread or the sound card, so it is tested with literal datagram bytes.
+
+`python -m osc_server.addresses --markdown` prints the table the README carries.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from synth.params import (
+    LATENT_DIM,
+    LATENT_MAX,
+    LATENT_MIN,
+    PITCH_MAX,
+    PITCH_MIN,
+    QUALITIES,
+    SOURCES,
+    NoteParams,
+    canonical_quality,
+)
+
+GAIN_DB_MIN, GAIN_DB_MAX = -80.0, 24.0
+# A keyboard: the 88 piano keys, the default range of /prerender.
+PRERENDER_LO, PRERENDER_HI = 21, 108
+SCHEDULE_HORIZON_S = 60.0
+MALFORMED = "?"  # the <address> of an /error about a packet that could not be parsed
+
+
+class CommandError(Exception):
+    """A refused message: answered with `/error <address> <reason>`."""
+
+    def __init__(self, address: str, reason: str):
+        super().__init__(f"{address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class MalformedPacket(Exception):
+    """A datagram that is not OSC."""
+
+
+# ---- typed commands -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoteOn:
+    pitch: int
+    velocity: int
+
+
+@dataclass(frozen=True)
+class NoteOff:
+    pitch: int
+
+
+@dataclass(frozen=True)
+class SetLatent:
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SetLatentOne:
+    index: int
+    value: float
+
+
+@dataclass(frozen=True)
+class SetSource:
+    source: str
+
+
+@dataclass(frozen=True)
+class SetQualities:
+    qualities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetQuality:
+    quality: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class Prerender:
+    lo: int = PRERENDER_LO
+    hi: int = PRERENDER_HI
+
+
+@dataclass(frozen=True)
+class Panic:
+    pass
+
+
+@dataclass(frozen=True)
+class SetGain:
+    db: float
+
+
+@dataclass(frozen=True)
+class Status:
+    pass
+
+
+@dataclass(frozen=True)
+class Sync:
+    id: Any
+
+
+@dataclass(frozen=True)
+class ReplyPort:
+    port: int
+
+
+# ---- argument checks ------------------------------------------------------------------------
+
+
+def _n_args(address: str, args: list, lo: int, hi: int | None, usage: str) -> None:
+    if len(args) < lo or (hi is not None and len(args) > hi):
+        raise CommandError(address, f"expected {usage}, got {len(args)} argument(s)")
+
+
+def _number(address: str, name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise CommandError(address, f"{name}: expected a number in [{lo:g}, {hi:g}], got {value!r}")
+    if not lo <= float(value) <= hi:
+        raise CommandError(address, f"{name}: expected a number in [{lo:g}, {hi:g}], got {value!r}")
+    return float(value)
+
+
+def _int(address: str, name: str, value: Any, lo: int, hi: int) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or float(value) != int(value)
+        or not lo <= int(value) <= hi
+    ):
+        raise CommandError(address, f"{name}: expected an integer {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def _note_fields(address: str, **fields: Any) -> NoteParams:
+    """Validate pitch/velocity with NoteParams itself, so the reasons are the schema's."""
+    try:
+        return NoteParams.from_dict(fields)
+    except ValueError as e:
+        raise CommandError(address, str(e)) from None
+
+
+def _pitch(address: str, value: Any) -> int:
+    return _note_fields(address, pitch=value).pitch
+
+
+# ---- one parser per address -----------------------------------------------------------------
+
+
+def _note(address: str, args: list) -> NoteOn | NoteOff:
+    _n_args(address, args, 2, 2, "pitch velocity")
+    pitch = _pitch(address, args[0])
+    velocity = args[1]
+    if not isinstance(velocity, bool) and isinstance(velocity, numbers.Real) and velocity == 0:
+        return NoteOff(pitch)
+    return NoteOn(pitch, _note_fields(address, pitch=pitch, velocity=velocity).velocity)
+
+
+def _note_off(address: str, args: list) -> NoteOff:
+    _n_args(address, args, 1, 2, "pitch [velocity]")
+    return NoteOff(_pitch(address, args[0]))
+
+
+def _latent(address: str, args: list) -> SetLatent:
+    _n_args(address, args, LATENT_DIM, LATENT_DIM, f"{LATENT_DIM} numbers in [{LATENT_MIN:g}, {LATENT_MAX:g}]")
+    try:
+        return SetLatent(NoteParams(latent_sample=tuple(args)).latent_sample)
+    except ValueError as e:
+        raise CommandError(address, str(e)) from None
+
+
+def _latent_one(address: str, args: list) -> SetLatentOne:
+    index_text = address.rsplit("/", 1)[1]
+    if not index_text.isdigit() or not 0 <= int(index_text) < LATENT_DIM:
+        raise CommandError(address, f"unknown address; latent knobs are /latent/0 .. /latent/{LATENT_DIM - 1}")
+    index = int(index_text)
+    _n_args(address, args, 1, 1, "value")
+    value = _number(address, f"latent_sample[{index}]", args[0], LATENT_MIN, LATENT_MAX)
+    return SetLatentOne(index, value)
+
+
+def _source(address: str, args: list) -> SetSource:
+    _n_args(address, args, 1, 1, f"one of {', '.join(SOURCES)}")
+    return SetSource(_note_fields(address, source=args[0]).source)
+
+
+def _qualities(address: str, args: list) -> SetQualities:
+    return SetQualities(_note_fields(address, qualities=list(args)).qualities)
+
+
+def _quality_one(address: str, args: list) -> SetQuality:
+    name = address.split("/", 2)[2]
+    try:
+        quality = canonical_quality(name)
+    except ValueError as e:
+        raise CommandError(address, str(e)) from None
+    _n_args(address, args, 1, 1, "0 or 1")
+    value = args[0]
+    if value is True or value is False:
+        return SetQuality(quality, bool(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value in (0, 1):
+        return SetQuality(quality, bool(value))
+    raise CommandError(address, f"{quality}: expected 0 or 1, got {value!r}")
+
+
+def _prerender(address: str, args: list) -> Prerender:
+    if not args:
+        return Prerender()
+    _n_args(address, args, 2, 2, "no arguments, or lo hi (pitches)")
+    lo, hi = _pitch(address, args[0]), _pitch(address, args[1])
+    if lo > hi:
+        raise CommandError(address, f"lo: expected lo <= hi, got {lo} > {hi}")
+    return Prerender(lo, hi)
+
+
+def _no_args(command: Callable[[], Any]) -> Callable[[str, list], Any]:
+    def parse(address: str, args: list) -> Any:
+        _n_args(address, args, 0, 0, "no arguments")
+        return command()
+
+    return parse
+
+
+def _gain(address: str, args: list) -> SetGain:
+    _n_args(address, args, 1, 1, "db")
+    return SetGain(_number(address, "db", args[0], GAIN_DB_MIN, GAIN_DB_MAX))
+
+
+def _sync(address: str, args: list) -> Sync:
+    _n_args(address, args, 1, 1, "id (int, float or string)")
+    if not isinstance(args[0], (int, float, str)) or isinstance(args[0], bool):
+        raise CommandError(address, f"id: expected an int, float or string, got {args[0]!r}")
+    return Sync(args[0])
+
+
+def _reply_port(address: str, args: list) -> ReplyPort:
+    _n_args(address, args, 1, 1, "port")
+    return ReplyPort(_int(address, "port", args[0], 0, 65535))
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+
+class Address(NamedTuple):
+    pattern: str  # literal address, or with a <placeholder> last part
+    arguments: str
+    ranges: str
+    effect: str
+    replies: str
+    parse: Callable[[str, list], Any] | None  # None: a reply the server sends
+
+
+_Q = ", ".join(QUALITIES)
+ADDRESSES: tuple[Address, ...] = (
+    Address("/note", "pitch velocity", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity int 0..127 (ints or integral floats)",
+            "Note on with the current timbre; velocity 0 is a note off. A cached note sounds in the next audio block; "
+            "a missing one is rendered and sounds as soon as it lands (it is played from the nearest of the five NSynth "
+            "velocity layers, scaled to the velocity).", "`/ready` when a missing note lands; `/error` if refused", _note),
+    Address("/note/off", "pitch [velocity]", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity ignored",
+            "Note off: every voice of that pitch fades out (20 ms raised cosine).", "`/error` if refused", _note_off),
+    Address("/latent", f"{LATENT_DIM} floats", f"each in [{LATENT_MIN:g}, {LATENT_MAX:g}]",
+            "Set all 16 timbre knobs (`latent_sample`). Later notes use the new timbre; sounding notes keep theirs.",
+            "`/error` if refused", _latent),
+    Address("/latent/<i>", "value", f"i 0..{LATENT_DIM - 1}; value in [{LATENT_MIN:g}, {LATENT_MAX:g}]",
+            "Set one timbre knob.", "`/error` if refused", _latent_one),
+    Address("/source", "name", ", ".join(SOURCES), "Set the instrument source.", "`/error` if refused", _source),
+    Address("/qualities", "name ...", f"zero or more of {_Q} (`tempo-synced` accepted)",
+            "Set the quality tags (no arguments: none).", "`/error` if refused", _qualities),
+    Address("/quality/<name>", "0|1", f"name one of {_Q}", "Switch one quality tag off (0) or on (1).",
+            "`/error` if refused", _quality_one),
+    Address("/prerender", "[lo hi]", f"pitches {PITCH_MIN}..{PITCH_MAX}; default {PRERENDER_LO}..{PRERENDER_HI}",
+            "Render the keyboard (every pitch x the five velocity layers) for the current timbre in the background; "
+            "a later timbre change or `/prerender` supersedes it.", "`/prerender/progress`, then `/prerender/done`",
+            _prerender),
+    Address("/panic", "", "", "Silence everything at once (5 ms fade), drop scheduled events and waiting notes.",
+            "", _no_args(Panic)),
+    Address("/gain", "db", f"[{GAIN_DB_MIN:g}, {GAIN_DB_MAX:g}] dB", "Master gain (smoothed per sample); a limiter "
+            "keeps the output below full scale.", "`/error` if refused", _gain),
+    Address("/status", "", "", "Ask for the server's figures.", "`/status`", _no_args(Status)),
+    Address("/sync", "id", "int, float or string", "Answered once every render requested before it has landed "
+            "(scsynth's habit).", "`/synced id`", _sync),
+    Address("/reply/port", "port", "int 0..65535", "Send replies for this sender's host to that UDP port "
+            "(0: back to the sending port, the default).", "", _reply_port),
+    # Replies (server -> client).
+    Address("/error", "address reason", "strings", "A message was refused: `address` is the refused message's "
+            f"address (`{MALFORMED}` for a packet that is not OSC), `reason` names the field and what is allowed.",
+            "(reply)", None),
+    Address("/status", "voices cache_notes cache_mb hits misses renders_queued underruns gain_db rendering",
+            "ints, except cache_mb and gain_db (floats)",
+            "Reply to `/status`: sounding voices, notes in the memory cache, its size in MB, cache hits and misses, "
+            "renders waiting in the queue, output under-runs, master gain, renders in progress.", "(reply)", None),
+    Address("/synced", "id", "the id of `/sync`", "All renders requested before the `/sync` have landed.",
+            "(reply)", None),
+    Address("/ready", "pitch velocity", "ints", "A requested (or pre-rendered) note landed in the cache; velocity "
+            "is the layer it was rendered at.", "(reply)", None),
+    Address("/prerender/progress", "done total", "ints", "Progress of `/prerender` (about every 5%).", "(reply)", None),
+    Address("/prerender/done", "total", "int", "`/prerender` finished: that many notes are cached.", "(reply)", None),
+)
+
+_LITERAL = {a.pattern: a for a in ADDRESSES if a.parse is not None and "<" not in a.pattern}
+
+
+def lookup(address: str) -> Address | None:
+    """The table entry for an incoming address, or None."""
+    if address in _LITERAL:
+        return _LITERAL[address]
+    if address.startswith("/latent/"):
+        return ADDRESSES[3]
+    if address.startswith("/quality/") and address.count("/") == 2:
+        return ADDRESSES[6]
+    return None
+
+
+def parse_message(address: str, args: list) -> Any:
+    """A typed command for one message; raises CommandError (with the reply's reason)."""
+    entry = lookup(address)
+    if entry is None:
+        raise CommandError(address, "unknown address; see the README's OSC table (python -m osc_server.addresses)")
+    return entry.parse(address, list(args))
+
+
+# ---- packets --------------------------------------------------------------------------------
+
+
+class Timed(NamedTuple):
+    time: float | None  # Unix time at which to act; None = at once
+    address: str
+    args: list
+
+
+_TYPE_TAGS = set("ifdsbhrmtTFN[]")  # what python-osc decodes; anything else is refused
+
+
+def decode_packet(dgram: bytes) -> list[Timed]:
+    """The messages of one datagram, in packet order, with their bundle timetags.
+
+    An immediate timetag gives time None. Raises MalformedPacket for anything that is not OSC,
+    including type tags and bundle elements python-osc would skip with only a log line.
+    """
+    if not dgram:
+        raise MalformedPacket("empty packet")
+    out: list[Timed] = []
+    _decode(bytes(dgram), None, out, depth=0)
+    return out
+
+
+def _decode(dgram: bytes, when: float | None, out: list[Timed], depth: int) -> None:
+    if dgram.startswith(b"#bundle\x00"):
+        if depth > 8:
+            raise MalformedPacket("bundles nested too deeply")
+        if len(dgram) < 16:
+            raise MalformedPacket("truncated bundle header")
+        seconds = int.from_bytes(dgram[8:12], "big")
+        fraction = int.from_bytes(dgram[12:16], "big")
+        # NTP time 0.1 (seconds 0, fraction 1) means "immediately".
+        stamp = None if (seconds, fraction) == (0, 1) else seconds - 2208988800 + fraction / 2**32
+        i = 16
+        while i < len(dgram):
+            if i + 4 > len(dgram):
+                raise MalformedPacket(f"truncated bundle element size at byte {i}")
+            size = int.from_bytes(dgram[i:i + 4], "big", signed=True)
+            if size <= 0 or size % 4 or i + 4 + size > len(dgram):
+                raise MalformedPacket(f"bad bundle element size {size} at byte {i}")
+            _decode(dgram[i + 4:i + 4 + size], stamp, out, depth + 1)
+            i += 4 + size
+        return
+    if not dgram.startswith(b"/"):
+        raise MalformedPacket("not an OSC packet (must start with '/' or '#bundle')")
+    bad = set(_type_tags(dgram)) - _TYPE_TAGS
+    if bad:
+        raise MalformedPacket(f"unsupported OSC type tag(s) {''.join(sorted(bad))!r}")
+    try:
+        msg = OscMessage(dgram)
+    # python-osc raises its ParseError, but also struct/index/unicode errors on some garbage;
+    # every one of them means "not OSC" and is answered, never swallowed.
+    except Exception as e:  # noqa: BLE001
+        raise MalformedPacket(f"not an OSC packet ({type(e).__name__}: {e})"[:200]) from None
+    out.append(Timed(when, msg.address, list(msg.params)))
+
+
+def _type_tags(dgram: bytes) -> str:
+    end = dgram.find(b"\x00")
+    start = (end // 4 + 1) * 4
+    if start >= len(dgram) or dgram[start:start + 1] != b",":
+        return ""
+    stop = dgram.find(b"\x00", start)
+    return dgram[start + 1:stop if stop >= 0 else len(dgram)].decode("ascii", "replace")
+
+
+def build(address: str, *args: Any) -> bytes:
+    """One OSC message as bytes (for replies)."""
+    builder = OscMessageBuilder(address=address)
+    for a in args:
+        if isinstance(a, bool):
+            a = int(a)
+        elif isinstance(a, float):
+            builder.add_arg(a, "f")
+            continue
+        builder.add_arg(a)
+    return builder.build().dgram
+
+
+def markdown() -> str:
+    rows = ["| address | arguments | ranges | effect | replies |", "|---|---|---|---|---|"]
+    for a in ADDRESSES:
+        name = f"`{a.pattern}`" + (" (reply)" if a.parse is None else "")
+        cells = [name, a.arguments and f"`{a.arguments}`", a.ranges, a.effect, a.replies if a.parse else ""]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    if "--markdown" in sys.argv[1:]:
+        print(markdown())
+    else:
+        print("usage: python -m osc_server.addresses --markdown", file=sys.stderr)
+        sys.exit(2)

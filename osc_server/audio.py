@@ -1,0 +1,452 @@
+"""The audio side: a polyphonic mixer run by one output stream.
+
+`Mixer.render(out)` fills one block. It is the whole audio callback: it takes commands posted
+by other threads from a `collections.deque` (append/popleft are atomic in CPython, so no lock
+is shared with rendering), starts, releases and steals voices at the exact sample a command
+asks for, mixes the voices, applies the master gain (ramped per sample from the last block's
+value, so no zipper) and a peak limiter with a hard clip at full scale. Every buffer and the
+voice table are numpy arrays allocated up front; the callback creates no arrays, takes no
+lock, calls no generator and logs nothing (counters are read by other threads).
+
+Time: the mixer counts samples (`block_start`). Outputs publish, per block, the pair
+(block_start, the block's DAC time in the output's clock) and the offset of that clock from
+`time.monotonic()`, from which `sample_at(t)` maps a wall-clock time (an OSC timetag) to the
+sample that reaches the DAC then. With PortAudio the clock is the stream's time and the pair
+comes from `outputBufferDacTime`, which follows the hardware, not the callback's jitter.
+
+Outputs: `SoundDeviceOutput` (one sounddevice stream), `ClockOutput` (no sound card: an
+internal real-time clock, optionally writing the stream to a WAV file).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+log = logging.getLogger("osc_server.audio")
+
+IMMEDIATE = -1
+NEVER = np.iinfo(np.int64).max // 4
+
+# Event kinds posted to the mixer.
+EV_ON, EV_OFF, EV_PANIC, EV_GAIN = 0, 1, 2, 3
+
+
+class Mixer:
+    """Voices and the mix; `render(out)` is the audio callback's body.
+
+    Other threads call `note_on`, `note_off`, `panic`, `set_gain_db`; each posts one event.
+    `target` is an absolute sample index (see `sample_at`), or IMMEDIATE for the next block.
+    """
+
+    def __init__(self, sample_rate: int, max_block: int = 8192, max_voices: int = 32,
+                 release_ms: float = 20.0, steal_ms: float = 5.0, limit: float = 0.95,
+                 limiter_release_s: float = 0.2, max_pending: int = 8192):
+        self.sample_rate = int(sample_rate)
+        self.max_voices = int(max_voices)
+        slots = 2 * self.max_voices  # room for voices fading out after a steal
+        self.n_slots = slots
+        self.release_len = max(1, int(round(release_ms * 1e-3 * sample_rate)))
+        self.steal_len = max(1, int(round(steal_ms * 1e-3 * sample_rate)))
+        self.limit = float(limit)
+        self.limiter_release_s = limiter_release_s
+
+        # Voice table.
+        self.active = np.zeros(slots, dtype=bool)
+        self.pitch = np.zeros(slots, dtype=np.int64)
+        self.start = np.zeros(slots, dtype=np.int64)
+        self.release = np.full(slots, NEVER, dtype=np.int64)
+        self.fade = np.ones(slots, dtype=np.int64)
+        self.vgain = np.zeros(slots, dtype=np.float32)
+        self.order = np.zeros(slots, dtype=np.int64)
+        self.audio: list = [None] * slots
+        self._order_seq = 0
+
+        # Scheduled events: (key, kind, target, payload) in preallocated arrays + an object list.
+        self.max_pending = max_pending
+        self._ev_key = np.zeros(max_pending, dtype=np.int64)
+        self._ev: list = [None] * max_pending
+        self._n_ev = 0
+        self.inbox: deque = deque()
+
+        # Scratch.
+        self._mix = np.zeros(max_block, dtype=np.float32)
+        self._seg = np.zeros(max_block, dtype=np.float32)
+        self._env = np.zeros(max_block, dtype=np.float32)
+        self._ramp = np.arange(max_block, dtype=np.float32)
+        self._tmp = np.zeros(max_block, dtype=np.float32)
+
+        self.block_start = 0
+        self._gain = 1.0
+        self._gain_target = 1.0
+        self._lim = 1.0
+
+        # Counters (read by other threads): index names in STAT_NAMES.
+        self.stats = np.zeros(8, dtype=np.int64)
+        self.cpu = np.zeros(3, dtype=np.float64)  # total s, max s, blocks
+        self.block_times = np.zeros(4096, dtype=np.float64)  # the last blocks' durations (s), a ring
+        self._post_seq = 0
+
+    STAT_NAMES = ("notes_started", "notes_stolen", "events_dropped", "underruns", "voices", "clipped_blocks",
+                  "events_done", "skipped_notes")
+
+    # ---- producer side (any thread) -----------------------------------------------------
+    def post(self, kind: int, target: int, payload) -> None:
+        self._post_seq += 1
+        self.inbox.append((kind, int(target), self._post_seq, payload))
+
+    def note_on(self, audio: np.ndarray, gain: float, pitch: int, target: int = IMMEDIATE,
+                release_at: int = NEVER) -> None:
+        self.post(EV_ON, target, (audio, float(gain), int(pitch), int(release_at)))
+
+    def note_off(self, pitch: int, target: int = IMMEDIATE) -> None:
+        self.post(EV_OFF, target, int(pitch))
+
+    def panic(self) -> None:
+        self.post(EV_PANIC, IMMEDIATE, None)
+
+    def set_gain_db(self, db: float) -> None:
+        self.post(EV_GAIN, IMMEDIATE, 10.0 ** (db / 20.0))
+
+    @property
+    def n_voices(self) -> int:
+        return int(self.stats[4])
+
+    @property
+    def n_pending(self) -> int:
+        return self._n_ev + len(self.inbox)
+
+    # ---- the callback -------------------------------------------------------------------
+    def render(self, out: np.ndarray) -> None:
+        """Fill `out` ([frames, channels] float32) with the next block."""
+        t_cpu = time.perf_counter()
+        n = out.shape[0]
+        t0 = self.block_start
+        t1 = t0 + n
+        self._take_inbox(t0)
+        self._run_events(t0, t1)
+
+        mix = self._mix[:n]
+        mix.fill(0.0)
+        seg_all, env_all, ramp = self._seg, self._env, self._ramp
+        voices = 0
+        for v in range(self.n_slots):
+            if not self.active[v]:
+                continue
+            audio = self.audio[v]
+            start = int(self.start[v])
+            end = min(start + audio.shape[0], int(self.release[v]) + int(self.fade[v]))
+            j0 = max(0, start - t0)
+            j1 = min(n, end - t0)
+            if j1 > j0:
+                a0 = t0 + j0 - start
+                seg = seg_all[j0:j1]
+                np.multiply(audio[a0:a0 + (j1 - j0)], self.vgain[v], out=seg)
+                rel = int(self.release[v])
+                if rel < t0 + j1:
+                    # Raised-cosine fade from `rel` over `fade` samples: 0.5 - 0.5 cos(pi x).
+                    fade = int(self.fade[v])
+                    env = env_all[j0:j1]
+                    np.subtract(float(rel + fade - t0), ramp[j0:j1], out=env)
+                    env *= 1.0 / fade
+                    np.clip(env, 0.0, 1.0, out=env)
+                    env *= math.pi
+                    np.cos(env, out=env)
+                    env *= -0.5
+                    env += 0.5
+                    seg *= env
+                mix[j0:j1] += seg
+            if end <= t1:
+                self.active[v] = False
+                self.audio[v] = None
+            else:
+                voices += 1
+        self.stats[4] = voices
+
+        # Master gain, latched per block and ramped per sample.
+        g0, g1 = self._gain, self._gain_target
+        tmp = self._tmp[:n]
+        if g0 != g1:
+            np.multiply(ramp[:n], (g1 - g0) / n, out=tmp)
+            tmp += g0
+            mix *= tmp
+            self._gain = g1
+        elif g1 != 1.0:
+            mix *= g1
+
+        # Peak limiter: instant attack, smooth release; then a hard clip as a safety net.
+        np.abs(mix, out=tmp)
+        peak = float(tmp.max()) if n else 0.0
+        target = self.limit / peak if peak > self.limit else 1.0
+        lim0 = self._lim
+        if target < lim0:
+            lim0 = lim1 = target
+        else:
+            coef = 1.0 - math.exp(-n / (self.limiter_release_s * self.sample_rate))
+            lim1 = min(target, lim0 + (1.0 - lim0) * coef)
+        if lim0 != 1.0 or lim1 != 1.0:
+            np.multiply(ramp[:n], (lim1 - lim0) / n, out=tmp)
+            tmp += lim0
+            mix *= tmp
+        self._lim = lim1
+        if peak * max(lim0, lim1) > 1.0:
+            self.stats[5] += 1
+        np.clip(mix, -1.0, 1.0, out=mix)
+
+        for c in range(out.shape[1]):
+            out[:, c] = mix
+        self.block_start = t1
+        dt = time.perf_counter() - t_cpu
+        self.cpu[0] += dt
+        if dt > self.cpu[1]:
+            self.cpu[1] = dt
+        self.block_times[int(self.cpu[2]) % self.block_times.size] = dt
+        self.cpu[2] += 1
+
+    def _take_inbox(self, t0: int) -> None:
+        inbox = self.inbox
+        while inbox:
+            kind, target, seq, payload = inbox.popleft()
+            if target < t0:
+                target = t0  # immediate, or late: now
+            if self._n_ev >= self.max_pending:
+                self.stats[2] += 1
+                continue
+            i = self._n_ev
+            # Order by target sample, then by arrival.
+            self._ev_key[i] = target * 1_000_000 + seq % 1_000_000
+            self._ev[i] = (kind, target, payload)
+            self._n_ev = i + 1
+
+    def _run_events(self, t0: int, t1: int) -> None:
+        limit = t1 * 1_000_000
+        while self._n_ev:
+            keys = self._ev_key[: self._n_ev]
+            i = int(keys.argmin())
+            if keys[i] >= limit:
+                return
+            kind, target, payload = self._ev[i]
+            last = self._n_ev - 1
+            self._ev_key[i] = self._ev_key[last]
+            self._ev[i] = self._ev[last]
+            self._ev[last] = None
+            self._n_ev = last
+            self.stats[6] += 1
+            if kind == EV_ON:
+                self._start_voice(target, *payload)
+            elif kind == EV_OFF:
+                self._release_pitch(payload, target)
+            elif kind == EV_PANIC:
+                for v in range(self.n_slots):
+                    if self.active[v]:
+                        self._release_voice(v, target, self.steal_len)
+                for k in range(self._n_ev):
+                    self._ev[k] = None
+                self._n_ev = 0
+                return
+            elif kind == EV_GAIN:
+                self._gain_target = payload
+
+    def _start_voice(self, target: int, audio, gain: float, pitch: int, release_at: int) -> None:
+        if release_at <= target:
+            self.stats[7] += 1
+            return
+        sounding = 0
+        oldest, oldest_order = -1, NEVER
+        free = -1
+        for v in range(self.n_slots):
+            if not self.active[v]:
+                if free < 0:
+                    free = v
+            elif self.release[v] > target:
+                sounding += 1
+                if self.order[v] < oldest_order:
+                    oldest, oldest_order = v, int(self.order[v])
+        if sounding >= self.max_voices and oldest >= 0:
+            self._release_voice(oldest, target, self.steal_len)
+            self.stats[1] += 1
+        if free < 0:
+            # Every slot busy (many fading voices): take the one that started first.
+            free = int(np.argmin(self.order))
+        self._order_seq += 1
+        self.active[free] = True
+        self.audio[free] = audio
+        self.vgain[free] = gain
+        self.pitch[free] = pitch
+        self.start[free] = target
+        self.release[free] = release_at
+        self.fade[free] = self.release_len
+        self.order[free] = self._order_seq
+        self.stats[0] += 1
+
+    def _release_voice(self, v: int, at: int, fade: int) -> None:
+        at = max(at, int(self.start[v]))
+        if at + fade < self.release[v] + self.fade[v]:  # whichever release ends first wins
+            self.release[v] = at
+            self.fade[v] = fade
+
+    def _release_pitch(self, pitch: int, at: int) -> None:
+        for v in range(self.n_slots):
+            if self.active[v] and self.pitch[v] == pitch and self.start[v] <= at and self.release[v] > at:
+                self._release_voice(v, at, self.release_len)
+
+
+class _Clock:
+    """Maps wall-clock/monotonic times to sample indices from the last block's (sample, DAC time)."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.anchor = np.zeros(2, dtype=np.float64)  # [block_start, dac_time in output clock]
+        self.valid = False
+        self.output_minus_monotonic = 0.0
+
+    def sample_at_monotonic(self, t_mono: float) -> int:
+        if not self.valid:
+            return IMMEDIATE
+        block_start, dac = float(self.anchor[0]), float(self.anchor[1])
+        t_out = t_mono + self.output_minus_monotonic
+        return int(round(block_start + (t_out - dac) * self.sample_rate))
+
+
+RT_PRIORITY_AUDIO = 70  # SCHED_FIFO priorities, as JACK uses for its own threads
+RT_PRIORITY_OSC = 60
+
+
+def try_realtime(priority: int) -> bool:
+    """Give the calling thread SCHED_FIFO `priority` if the system allows it (root, or rtprio
+    in limits.conf as audio users have); False otherwise. Never raises."""
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError):
+        return False
+    return True
+
+
+def wall_to_monotonic(t_wall: float) -> float:
+    return t_wall - (time.time() - time.monotonic())
+
+
+class SoundDeviceOutput:
+    """One sounddevice OutputStream whose callback is `Mixer.render`."""
+
+    kind = "sounddevice"
+
+    def __init__(self, mixer: Mixer, device=None, blocksize: int = 256, channels: int | None = None,
+                 realtime: bool = True):
+        import sounddevice as sd
+
+        self.realtime = realtime
+        self.realtime_ok: bool | None = None  # set by the first callback
+
+        self.sd = sd
+        self.mixer = mixer
+        self.clock = _Clock(mixer.sample_rate)
+        info = sd.query_devices(device, "output")
+        self.device_name = f"{info['name']} ({sd.query_hostapis(info['hostapi'])['name']})"
+        ch = channels or min(2, int(info["max_output_channels"]))
+        self.stream = sd.OutputStream(
+            samplerate=mixer.sample_rate, blocksize=blocksize, device=device, channels=ch,
+            dtype="float32", latency="low", callback=self._callback,
+        )
+        self.blocksize = blocksize
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        if self.realtime_ok is None:
+            # The host API's thread: raise it to real-time priority once (reported by `start`).
+            self.realtime_ok = try_realtime(RT_PRIORITY_AUDIO) if self.realtime else False
+        if status.output_underflow:
+            self.mixer.stats[3] += 1
+        self.clock.anchor[0] = self.mixer.block_start
+        self.clock.anchor[1] = time_info.outputBufferDacTime
+        self.clock.valid = True
+        self.mixer.render(outdata)
+
+    def start(self) -> None:
+        self.stream.start()
+        # Offset of the stream clock from time.monotonic(): the tightest of a few readings.
+        best = None
+        for _ in range(20):
+            a = time.monotonic()
+            s = self.stream.time
+            b = time.monotonic()
+            if best is None or b - a < best[0]:
+                best = (b - a, s - (a + b) / 2)
+        self.clock.output_minus_monotonic = best[1]
+
+    def sample_at(self, t_wall: float) -> int:
+        return self.clock.sample_at_monotonic(wall_to_monotonic(t_wall))
+
+    @property
+    def latency_s(self) -> float:
+        return float(self.stream.latency)
+
+    def close(self) -> None:
+        self.stream.stop()
+        self.stream.close()
+
+
+class ClockOutput:
+    """No sound card: run the mixer on an internal real-time clock; optionally write a WAV."""
+
+    kind = "clock"
+
+    def __init__(self, mixer: Mixer, blocksize: int = 256, record: str | None = None, channels: int = 2):
+        self.mixer = mixer
+        self.blocksize = blocksize
+        self.clock = _Clock(mixer.sample_rate)
+        self.record = record
+        self.channels = channels
+        self.device_name = f"internal clock, writing {record}" if record else "internal clock (silent)"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audio-clock", daemon=True)
+        self._file = None
+
+    def start(self) -> None:
+        if self.record:
+            import soundfile
+
+            self._file = soundfile.SoundFile(self.record, "w", samplerate=self.mixer.sample_rate,
+                                             channels=self.channels, subtype="FLOAT")
+        self._t0 = time.monotonic()
+        self.clock.output_minus_monotonic = 0.0
+        self._thread.start()
+
+    def _run(self) -> None:
+        out = np.zeros((self.blocksize, self.channels), dtype=np.float32)
+        sr = self.mixer.sample_rate
+        while not self._stop.is_set():
+            start = self.mixer.block_start
+            due = self._t0 + start / sr
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            elif now - due > 4 * self.blocksize / sr:
+                self.mixer.stats[3] += 1  # late: an under-run of the internal clock
+                self._t0 = now - start / sr
+            self.clock.anchor[0] = start
+            self.clock.anchor[1] = self._t0 + start / sr + self.blocksize / sr
+            self.clock.valid = True
+            self.mixer.render(out)
+            if self._file is not None:
+                self._file.write(out)
+
+    def sample_at(self, t_wall: float) -> int:
+        return self.clock.sample_at_monotonic(wall_to_monotonic(t_wall))
+
+    @property
+    def latency_s(self) -> float:
+        return self.blocksize / self.mixer.sample_rate
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,200 @@
+"""`LiveServer`: the mixer, an output, the cache, the engine and the UDP transport, wired.
+
+Used by `serve` (osc_server.cli), the tests and the benchmark. `open_output` opens the sound
+card and, when there is none, falls back (a JACK dummy server it starts, or an internal clock
+that optionally records to a WAV file), saying so in the log; it never lets a PortAudio error
+escape as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from osc_server.audio import ClockOutput, Mixer, SoundDeviceOutput
+from osc_server.cache import NoteCache
+from osc_server.engine import Engine, Generator
+from osc_server.transport import OscTransport
+
+log = logging.getLogger("osc_server")
+SWITCH_INTERVAL_S = 0.0005
+
+
+class SetupError(Exception):
+    """The server cannot start as asked (message is for the performer)."""
+
+
+def reinit_portaudio() -> Any:
+    """(Re)initialise PortAudio so it sees JACK servers started since it was loaded."""
+    import sounddevice as sd
+
+    while sd._initialized:
+        sd._terminate()
+    sd._initialize()
+    return sd
+
+
+def terminate_portaudio() -> None:
+    import sys
+
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        while sd._initialized:
+            sd._terminate()
+
+
+def realtime_threads(pid: int, priority: int) -> bool:
+    """SCHED_FIFO for every thread of a process, where allowed. `jackd --no-realtime` starts
+    anywhere; raising its threads afterwards keeps its cycle on time on a loaded machine."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError, AttributeError):
+        return False
+    return True
+
+
+def start_jack_dummy(sample_rate: int, blocksize: int, name: str | None = None,
+                     timeout_s: float = 10.0) -> tuple[subprocess.Popen, str]:
+    """Start `jackd --no-realtime -d dummy` under a unique name; return once clients can connect."""
+    name = name or f"sound-generator-{os.getpid()}"
+    proc = subprocess.Popen(
+        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", str(sample_rate), "-p", str(blocksize)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SetupError(f"jackd exited: {proc.stderr.read().decode(errors='replace')[-500:]}")
+        if not shutil.which("jack_lsp"):
+            time.sleep(1.0)  # no probe tool: give it a second
+            return proc, name
+        probe = subprocess.run(["jack_lsp"], env=env, capture_output=True, timeout=5)
+        if probe.returncode == 0 and b"system:" in probe.stdout:
+            realtime_threads(proc.pid, 75)
+            return proc, name
+        time.sleep(0.1)
+    proc.kill()
+    raise SetupError("jackd did not become ready")
+
+
+def _device_list() -> str:
+    import sounddevice as sd
+
+    return str(sd.query_devices())
+
+
+def open_output(mixer: Mixer, device=None, blocksize: int = 256, record: str | None = None,
+                jack_fallback: bool = True, realtime: bool = True) -> tuple[Any, str, subprocess.Popen | None]:
+    """(output, what it is, jackd process we started or None)."""
+    if record:
+        out = ClockOutput(mixer, blocksize, record=record)
+        return out, f"no sound card used: writing the stream to {record}", None
+    try:
+        import sounddevice as sd
+    except OSError as e:  # the PortAudio library itself is missing
+        sd = None
+        reason = f"PortAudio not available ({e})"
+    if sd is not None:
+        try:
+            return SoundDeviceOutput(mixer, device, blocksize, realtime=realtime), "", None
+        except (sd.PortAudioError, ValueError) as e:
+            if device is not None:
+                raise SetupError(f"cannot open output device {device!r}: {e}\navailable devices:\n{_device_list()}")
+            reason = f"no usable output device ({e})"
+    if sd is not None and jack_fallback and shutil.which("jackd"):
+        os.environ["JACK_NO_START_SERVER"] = "1"
+        proc, name = start_jack_dummy(mixer.sample_rate, blocksize)
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        sd = reinit_portaudio()
+        try:
+            out = SoundDeviceOutput(mixer, None, blocksize, realtime=realtime)
+        except (sd.PortAudioError, ValueError) as e:
+            terminate_portaudio()
+            proc.kill()
+            proc.wait()
+            reason += f"; the JACK dummy server failed too ({e})"
+        else:
+            return out, (f"{reason}; started a JACK dummy server '{name}' (silent; connect a JACK client "
+                         f"with JACK_DEFAULT_SERVER={name} to hear or record it)"), proc
+    out = ClockOutput(mixer, blocksize)
+    return out, f"{reason}; running on an internal clock, nothing is heard (use --record PATH to keep it)", None
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    device: Any = None
+    sample_rate: int = 48000
+    blocksize: int = 256
+    cache_mb: float = 512
+    cache_dir: str | None = None
+    voices: int = 32
+    workers: int = 2
+    record: str | None = None
+    jack_fallback: bool = True
+    realtime: bool = True  # SCHED_FIFO for the audio callback and the OSC thread, when allowed
+
+
+class LiveServer:
+    def __init__(self, generator: Generator, config: ServerConfig):
+        self.config = config
+        self.mixer = Mixer(config.sample_rate, max_voices=config.voices)
+        self.output, self.fallback, self._jackd = open_output(
+            self.mixer, config.device, config.blocksize, config.record, config.jack_fallback, config.realtime)
+        self.cache = NoteCache(int(config.cache_mb * 2**20), config.cache_dir)
+        self.engine = Engine(generator, self.mixer, self.output, self.cache, workers=config.workers)
+        try:
+            self.transport = OscTransport(self.engine, config.host, config.port, realtime=config.realtime)
+        except OSError:
+            self.engine.close()
+            self._release_output()
+            raise
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.transport.address
+
+    def start(self) -> "LiveServer":
+        # The audio callback needs the GIL every block; a busy receiving thread would otherwise
+        # hold it for up to 5 ms (CPython's default switch interval), close to a 256-frame block.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.output.start()
+        self.transport.start()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and (
+                self.transport.realtime_ok is None or getattr(self.output, "realtime_ok", False) is None):
+            time.sleep(0.01)
+        if self.config.realtime:
+            rt = {"audio callback": getattr(self.output, "realtime_ok", False), "OSC thread": self.transport.realtime_ok}
+            if all(rt.values()):
+                log.info("real-time priority (SCHED_FIFO) for the audio callback and the OSC thread")
+            else:
+                log.info("no real-time priority for %s (needs rtprio, e.g. the audio group); running at normal "
+                         "priority", ", ".join(k for k, v in rt.items() if not v))
+        if self.fallback:
+            log.warning("%s", self.fallback)
+        log.info("audio: %s, %d Hz, %d-frame blocks (latency %.1f ms)", self.output.device_name,
+                 self.mixer.sample_rate, self.config.blocksize, 1e3 * self.output.latency_s)
+        log.info("listening for OSC on udp://%s:%d", *self.address)
+        return self
+
+    def close(self) -> None:
+        self.transport.close()
+        self.engine.close()
+        self.output.close()
+        self._release_output()
+
+    def _release_output(self) -> None:
+        if self._jackd is not None:
+            terminate_portaudio()
+            self._jackd.terminate()
+            self._jackd.wait(timeout=5)

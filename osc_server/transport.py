@@ -1,0 +1,115 @@
+"""UDP transport: one receiving thread that parses each datagram and drives the engine.
+
+Not python-osc's ThreadingOSCUDPServer (a thread per message) nor its Dispatcher (which sleeps
+until a bundle's timetag): packets are decoded by `addresses.decode_packet`, timetags become
+sample positions in the engine, and every refused message or malformed packet is answered
+with `/error <address> <reason>` to the sender (or to the port it asked for with /reply/port).
+Datagrams up to 64 KiB are read whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from osc_server import addresses as A
+from osc_server.audio import RT_PRIORITY_OSC, try_realtime
+
+log = logging.getLogger("osc_server.osc")
+
+MAX_DATAGRAM = 65536
+
+
+class OscTransport:
+    def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000, realtime: bool = True):
+        self.engine = engine
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()
+        self.realtime = realtime
+        self.realtime_ok: bool | None = None
+        self.reply_ports: dict[str, int] = {}
+        self._repliers: dict[tuple[str, int], object] = {}
+        self.received = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="osc-receive", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def replier(self, sender: tuple[str, int]):
+        """The reply function of one sender (the same object for every packet it sends)."""
+        reply = self._repliers.get(sender)
+        if reply is None:
+            if len(self._repliers) > 4096:
+                self._repliers.clear()
+            reply = self._repliers[sender] = self._make_replier(sender)
+        return reply
+
+    def _make_replier(self, sender: tuple[str, int]):
+        host, port = sender[0], sender[1]
+
+        def reply(address: str, *args: Any) -> None:
+            dest = (host, self.reply_ports.get(host) or port)
+            if address == "/error":
+                self.errors += 1
+                log.info("-> %s:%d /error %s", dest[0], dest[1], " ".join(map(str, args)))
+            try:
+                self.sock.sendto(A.build(address, *args), dest)
+            except OSError as e:
+                log.warning("cannot reply %s to %s:%d: %s", address, dest[0], dest[1], e)
+
+        return reply
+
+    def _run(self) -> None:
+        # A note's path to the sound card starts here: above ordinary processes when allowed.
+        self.realtime_ok = try_realtime(RT_PRIORITY_OSC) if self.realtime else False
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(MAX_DATAGRAM)
+            except socket.timeout:
+                continue
+            except ConnectionRefusedError:
+                continue  # an ICMP error about an earlier reply: not ours to act on
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            self.handle_datagram(data, sender)
+
+    def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
+        self.received += 1
+        reply = self.replier(sender)
+        try:
+            items = A.decode_packet(data)
+        except A.MalformedPacket as e:
+            reply("/error", A.MALFORMED, str(e))
+            return
+        for item in items:
+            self.handle_message(item.address, item.args, item.time, sender, reply)
+
+    def handle_message(self, address: str, args: list, when: float | None, sender, reply) -> None:
+        try:
+            command = A.parse_message(address, args)
+            if isinstance(command, A.ReplyPort):
+                if command.port:
+                    self.reply_ports[sender[0]] = command.port
+                else:
+                    self.reply_ports.pop(sender[0], None)
+                return
+            self.engine.handle(command, when, reply)
+        except A.CommandError as e:
+            reply("/error", e.address or address, e.reason)
+        except Exception as e:  # noqa: BLE001 - a bug must not stop the receiving thread; it is logged and answered
+            log.exception("error handling %s %r", address, args)
+            reply("/error", address, f"internal error: {type(e).__name__}: {e}")

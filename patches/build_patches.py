@@ -1,0 +1,672 @@
+"""Writes the performer patches: Pure Data (sound_generator.pd + its abstractions) and Max.
+
+    python patches/build_patches.py          # rewrite the files next to this script
+    python patches/build_patches.py --check  # exit 1 if a shipped file differs from what it would write
+
+The patches are generated because Pd and Max files address objects by their index in the file
+(Pd) or by id with outlet/inlet numbers (Max): 16 knobs and 10 toggles wired by hand is where
+mistakes hide. Edit this script, run it, and commit the patches it writes; the tests open the
+shipped files (Pd headless), so a patch edited in Pd and saved keeps working too, but it is then
+no longer what this script writes (`--check` says so).
+
+Both patches send the same OSC addresses to 127.0.0.1:9000, announce their reply port with
+``/reply/port 9001`` when they load, and show what the server answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SERVER = ("127.0.0.1", 9000)
+REPLY_PORT = 9001
+SOURCES = ("acoustic", "electronic", "synthetic")
+QUALITIES = (
+    "bright", "dark", "distortion", "fast_decay", "long_release",
+    "multiphonic", "nonlinear_env", "percussive", "reverb", "tempo_sync",
+)
+N_LATENT = 16
+GAIN_DB = (-60, 12)
+
+# ------------------------------------------------------------------------------------------
+# Pure Data
+# ------------------------------------------------------------------------------------------
+
+BG, FG, LBL = "#fcfcfc", "#000000", "#000000"
+
+
+def pd_escape(text: str) -> str:
+    """Pd's file escaping: `$`, `;` and `,` inside a box are written `\\$`, `\\;`, `\\,`."""
+    text = text.replace("$", "\\$")
+    # The separators stand alone as atoms: "a, b" is written "a \\, b".
+    return re.sub(r"\s*([;,])\s*", r" \\\1 ", text).strip()
+
+
+class PdCanvas:
+    """One canvas of a .pd file; `add` returns the object's index for `connect`."""
+
+    def __init__(self, width: int, height: int, name: str | None = None, font: int = 12):
+        self.header = f"#N canvas 40 40 {width} {height} {name + ' 0' if name else font};"
+        self.records: list[str] = []
+        self.connections: list[str] = []
+        self.count = 0
+
+    def _add(self, record: str) -> int:
+        self.records.append(record)
+        self.count += 1
+        return self.count - 1
+
+    def obj(self, x: int, y: int, text: str) -> int:
+        return self._add(f"#X obj {x} {y} {pd_escape(text)};")
+
+    def msg(self, x: int, y: int, text: str) -> int:
+        return self._add(f"#X msg {x} {y} {pd_escape(text)};")
+
+    def text(self, x: int, y: int, text: str) -> int:
+        return self._add(f"#X text {x} {y} {pd_escape(text)};")
+
+    def floatatom(self, x: int, y: int, width: int, label: str = "-", receive: str = "-") -> int:
+        return self._add(f"#X floatatom {x} {y} {width} 0 0 1 {label} {receive} - 0;")
+
+    def subpatch(self, x: int, y: int, canvas: "PdCanvas", name: str) -> int:
+        body = "\n".join([canvas.header, *canvas.records, *canvas.connections])
+        return self._add(f"{body}\n#X restore {x} {y} pd {name};")
+
+    # IEM GUIs. `send`/`receive` "empty" = none; a receive name hides the inlet, a send name the outlet.
+    def bng(self, x, y, size, label="empty", send="empty", receive="empty", colour=BG) -> int:
+        return self.obj(x, y, f"bng {size} 250 50 0 {send} {receive} {label} {size + 4} {size // 2} 0 12 {colour} {FG} {LBL}")
+
+    def tgl(self, x, y, size, label="empty", send="empty", receive="empty") -> int:
+        return self.obj(x, y, f"tgl {size} 0 {send} {receive} {label} {size + 4} {size // 2} 0 12 {BG} {FG} {LBL} 0 1")
+
+    def nbx(self, x, y, digits, lo, hi, init_value=None, label="empty", send="empty", receive="empty") -> int:
+        init = 0 if init_value is None else 1
+        return self.obj(
+            x, y,
+            f"nbx {digits} 20 {lo} {hi} 0 {init} {send} {receive} {label} 0 -10 0 12 {BG} {FG} {LBL} "
+            f"{init_value or 0} 256",
+        )
+
+    def slider(self, kind, x, y, w, h, lo, hi, label="empty", send="empty", receive="empty", lx=0, ly=-10) -> int:
+        return self.obj(x, y, f"{kind} {w} {h} {lo} {hi} 0 0 {send} {receive} {label} {lx} {ly} 0 12 {BG} {FG} {LBL} 0 1")
+
+    def radio(self, kind, x, y, size, number, label="empty", send="empty", receive="empty") -> int:
+        return self.obj(x, y, f"{kind} {size} 1 0 {number} {send} {receive} {label} 0 -10 0 12 {BG} {FG} {LBL} 0")
+
+    def cnv(self, x, y, w, h, label, colour="#e8e8e8") -> int:
+        return self.obj(x, y, f"cnv 15 {w} {h} empty empty {label} 8 12 0 14 {colour} #404040 0")
+
+    def connect(self, a: int, outlet: int, b: int, inlet: int) -> None:
+        self.connections.append(f"#X connect {a} {outlet} {b} {inlet};")
+
+    def chain(self, *indices: int) -> None:
+        for a, b in zip(indices, indices[1:]):
+            self.connect(a, 0, b, 0)
+
+    def render(self, gop: str | None = None) -> str:
+        lines = [self.header, *self.records, *self.connections]
+        if gop:
+            lines.append(gop)
+        return "\n".join(lines) + "\n"
+
+
+def pd_sg_send() -> str:
+    c = PdCanvas(520, 260)
+    inlet = c.obj(20, 20, "inlet")
+    to_list = c.obj(20, 60, "list")
+    fmt = c.obj(20, 100, "oscformat $1")
+    out = c.obj(20, 140, "s sg-osc-out")
+    c.chain(inlet, to_list, fmt, out)
+    c.text(150, 20, "[sg_send ADDRESS]: whatever comes in (a float, a list, a symbol; a bang = no "
+                    "arguments) leaves as one OSC message ADDRESS args... for the server, through "
+                    "[r sg-osc-out] in sound_generator.pd. Pd numbers go as OSC floats; the server "
+                    "accepts 60.0 for a pitch.")
+    return c.render()
+
+
+def pd_sg_latent() -> str:
+    """One timbre knob: [sg_latent I] shows a slider -7..7 sending /latent/I (graph on parent)."""
+    c = PdCanvas(420, 300)
+    slider = c.slider("vsl", 4, 18, 18, 110, -7, 7, label="$1", receive="sg-latent-$1", lx=2, ly=-9)
+    shown = c.floatatom(0, 132, 4)
+    send = c.obj(120, 40, "sg_send /latent/$1")
+    c.connect(slider, 0, send, 0)
+    c.connect(slider, 0, shown, 0)
+    reset = c.obj(120, 90, "r sg-latent-reset")
+    zero = c.msg(120, 120, "0")
+    rnd = c.obj(260, 90, "r sg-latent-random")
+    draw = c.obj(260, 120, "random 1401")
+    centre = c.obj(260, 150, "- 700")
+    scale = c.obj(260, 180, "/ 100")
+    to_knob = c.obj(120, 220, "s sg-latent-$1")
+    c.chain(reset, zero, to_knob)
+    c.chain(rnd, draw, centre, scale, to_knob)
+    c.text(120, 250, "knob value -7..7 -> /latent/$1")
+    return c.render(gop="#X coords 0 -1 1 1 34 152 2 0 0;")
+
+
+def pd_sg_quality() -> str:
+    """One quality tag: [sg_quality NAME] shows a toggle sending /quality/NAME 0|1 (graph on parent)."""
+    c = PdCanvas(420, 220)
+    toggle = c.tgl(2, 2, 17, label="$1", receive="sg-quality-$1")
+    send = c.obj(20, 60, "sg_send /quality/$1")
+    c.connect(toggle, 0, send, 0)
+    clear = c.obj(200, 60, "r sg-qualities-clear")
+    off = c.msg(200, 90, "set 0")
+    to_toggle = c.obj(200, 120, "s sg-quality-$1")
+    c.chain(clear, off, to_toggle)
+    c.text(20, 160, "toggle -> /quality/$1 0|1; 'clear' in the panel only redraws it")
+    return c.render(gop="#X coords 0 -1 1 1 140 21 2 0 0;")
+
+
+def pd_logic() -> PdCanvas:
+    """[pd logic]: what the panel's controls do (they reach it through their send names)."""
+    c = PdCanvas(900, 620, name="logic")
+    c.text(10, 10, "panel controls -> OSC. Each [r sg-...-out] is the send name of a control.")
+    # Notes: pitch and velocity are remembered; play / off send them.
+    r_pitch = c.obj(10, 50, "r sg-pitch-out")
+    r_vel = c.obj(150, 50, "r sg-velocity-out")
+    r_play = c.obj(10, 90, "r sg-play-out")
+    pitch_on = c.obj(10, 130, "f 60")
+    pack = c.obj(10, 170, "pack 0 100")
+    note = c.obj(10, 210, "sg_send /note")
+    c.chain(r_play, pitch_on, pack, note)
+    c.connect(r_pitch, 0, pitch_on, 1)
+    c.connect(r_vel, 0, pack, 1)
+    r_off = c.obj(150, 90, "r sg-off-out")
+    pitch_off = c.obj(150, 130, "f 60")
+    note_off = c.obj(150, 170, "sg_send /note/off")
+    c.chain(r_off, pitch_off, note_off)
+    c.connect(r_pitch, 0, pitch_off, 1)
+    # One-octave keyboard: key 0..11 + 12 * (octave + 1) -> pitch box, then play.
+    r_key = c.obj(300, 50, "r sg-key-out")
+    r_oct = c.obj(420, 50, "r sg-octave-out")
+    oct1 = c.obj(420, 80, "+ 1")
+    oct12 = c.obj(420, 110, "* 12")
+    add = c.obj(300, 140, "+ 60")
+    c.chain(r_oct, oct1, oct12)
+    c.connect(r_key, 0, add, 0)
+    c.connect(oct12, 0, add, 1)
+    key_t = c.obj(300, 170, "t b f")
+    c.connect(add, 0, key_t, 0)
+    to_pitch = c.obj(360, 210, "s sg-pitch")
+    to_play = c.obj(300, 240, "s sg-play")
+    c.connect(key_t, 1, to_pitch, 0)
+    c.connect(key_t, 0, to_play, 0)
+    # MIDI keyboard through Pd's own MIDI settings (velocity 0 = note off, as the server reads it).
+    notein = c.obj(560, 50, "notein")
+    midi_pack = c.obj(560, 90, "pack 0 0")
+    midi_note = c.obj(560, 130, "sg_send /note")
+    c.connect(notein, 1, midi_pack, 1)
+    c.connect(notein, 0, midi_pack, 0)
+    c.connect(midi_pack, 0, midi_note, 0)
+    # Source.
+    r_src = c.obj(10, 290, "r sg-source-out")
+    sel = c.obj(10, 320, "sel 0 1 2")
+    src_send = c.obj(10, 400, "sg_send /source")
+    c.connect(r_src, 0, sel, 0)
+    for i, name in enumerate(SOURCES):
+        m = c.msg(10 + 90 * i, 360, f"symbol {name}")
+        c.connect(sel, i, m, 0)
+        c.connect(m, 0, src_send, 0)
+    # Qualities: 'clear' empties the set on the server and redraws the toggles.
+    r_clear = c.obj(300, 290, "r sg-qualities-clear-out")
+    clear_t = c.obj(300, 320, "t b b")
+    redraw = c.obj(360, 360, "s sg-qualities-clear")
+    qualities = c.obj(300, 400, "sg_send /qualities")
+    c.connect(r_clear, 0, clear_t, 0)
+    c.connect(clear_t, 1, redraw, 0)
+    c.connect(clear_t, 0, qualities, 0)
+    # Actions and gain.
+    for i, (name, address) in enumerate([("prerender", "/prerender"), ("panic", "/panic"), ("gain", "/gain")]):
+        r = c.obj(560 + i * 110, 200, f"r sg-{name}-out")
+        s = c.obj(560 + i * 110, 230, f"sg_send {address}")
+        c.connect(r, 0, s, 0)
+    # /status, by hand or polled; each is preceded by /reply/port (see [pd network]).
+    r_status = c.obj(560, 290, "r sg-status-out")
+    r_poll = c.obj(680, 290, "r sg-poll-out")
+    metro = c.obj(680, 320, "metro 1000")
+    c.chain(r_poll, metro)
+    ask = c.obj(560, 360, "t b b")
+    c.connect(r_status, 0, ask, 0)
+    c.connect(metro, 0, ask, 0)
+    announce = c.obj(640, 400, "s sg-announce")
+    status = c.obj(560, 440, "sg_send /status")
+    c.connect(ask, 1, announce, 0)
+    c.connect(ask, 0, status, 0)
+    return c
+
+
+def pd_network() -> PdCanvas:
+    """[pd network]: netsend / netreceive, the server address and the reply port.
+
+    Settings are applied once the patch has loaded ([del 0]), unless `sg-server` /
+    `sg-reply-port` were already sent (e.g. with `pd -send`), so a test or a second copy of the
+    patch can pick its own ports without first binding 9001.
+    """
+    c = PdCanvas(900, 560, name="network")
+    c.text(10, 10, f"server: [; sg-server HOST PORT( (default {SERVER[0]} {SERVER[1]}); "
+                   f"replies: [; sg-reply-port N( (default {REPLY_PORT}), announced with /reply/port N")
+    # Outgoing: every [sg_send] ends here.
+    r_out = c.obj(10, 50, "r sg-osc-out")
+    prepend = c.obj(10, 80, "list prepend send")
+    trim = c.obj(10, 110, "list trim")
+    netsend = c.obj(10, 150, "netsend -u -b")
+    c.chain(r_out, prepend, trim, netsend)
+    connected = c.obj(10, 190, "s sg-connected")
+    c.connect(netsend, 0, connected, 0)
+    # Start-up: default reply port first, then the default server (each unless already set).
+    loadbang = c.obj(300, 50, "loadbang")
+    later = c.obj(300, 80, "del 0")
+    start = c.obj(300, 110, "t b b")
+    c.chain(loadbang, later, start)
+    gate_reply = c.obj(380, 150, "spigot 1")
+    gate_server = c.obj(300, 150, "spigot 1")
+    c.connect(start, 1, gate_reply, 0)
+    c.connect(start, 0, gate_server, 0)
+    # Reply port: stored, then [listen N( and /reply/port N (the latter only once connected).
+    r_reply = c.obj(560, 50, "r sg-reply-port")
+    reply_t = c.obj(560, 80, "t b f")
+    reply_once = c.obj(560, 110, "t b b")
+    reply_closed = c.msg(640, 140, "0")
+    reply_store = c.obj(560, 190, f"f {REPLY_PORT}")
+    c.connect(r_reply, 0, reply_t, 0)
+    c.connect(reply_t, 1, reply_store, 1)
+    c.connect(reply_t, 0, reply_once, 0)
+    c.connect(reply_once, 1, reply_closed, 0)
+    c.connect(reply_closed, 0, gate_reply, 1)
+    c.connect(reply_once, 0, reply_store, 0)
+    c.connect(gate_reply, 0, reply_store, 0)
+    reply_apply = c.obj(560, 230, "t f f")
+    listen = c.msg(640, 270, "listen $1")
+    netreceive = c.obj(640, 310, "netreceive -u -b")
+    c.connect(reply_store, 0, reply_apply, 0)
+    c.connect(reply_apply, 1, listen, 0)
+    c.connect(listen, 0, netreceive, 0)
+    if_connected = c.obj(560, 350, "spigot")
+    announce = c.obj(560, 390, "sg_send /reply/port")
+    c.connect(reply_apply, 0, if_connected, 0)
+    c.connect(if_connected, 0, announce, 0)
+    c.connect(netsend, 0, if_connected, 1)
+    # Announce again without listening again: after a (re)connect, and before each /status, so
+    # a server started after the patch still learns where to answer.
+    r_announce = c.obj(760, 50, "r sg-announce")
+    announce_store = c.obj(760, 190, f"f {REPLY_PORT}")
+    c.connect(r_announce, 0, announce_store, 0)
+    c.connect(reply_t, 1, announce_store, 1)
+    c.connect(announce_store, 0, if_connected, 0)
+    # Server: stored; applying it reconnects, then re-announces the reply port to the new server.
+    r_server = c.obj(300, 200, "r sg-server")
+    server_list = c.obj(400, 200, "list")  # "127.0.0.1 9000" arrives with a symbol as selector
+    server_t = c.obj(300, 230, "t b l")
+    server_once = c.obj(300, 260, "t b b")
+    server_closed = c.msg(400, 290, "0")
+    server_store = c.obj(300, 330, f"list append {SERVER[0]} {SERVER[1]}")
+    c.chain(r_server, server_list, server_t)
+    c.connect(server_t, 1, server_store, 1)
+    c.connect(server_t, 0, server_once, 0)
+    c.connect(server_once, 1, server_closed, 0)
+    c.connect(server_closed, 0, gate_server, 1)
+    c.connect(server_once, 0, server_store, 0)
+    c.connect(gate_server, 0, server_store, 0)
+    server_apply = c.obj(300, 370, "t b l")
+    connect = c.msg(300, 410, "disconnect, connect $1 $2")
+    c.connect(server_store, 0, server_apply, 0)
+    c.connect(server_apply, 1, connect, 0)
+    c.connect(connect, 0, netsend, 0)
+    c.connect(server_apply, 0, announce_store, 0)
+    # Incoming: parsed replies go to [r sg-reply] (the panel) and to the Pd window.
+    parse = c.obj(640, 350, "oscparse")
+    c.connect(netreceive, 0, parse, 0)
+    to_panel = c.obj(640, 390, "s sg-reply")
+    reply_trim = c.obj(760, 390, "list trim")
+    printer = c.obj(760, 420, "print sg-reply")
+    c.connect(parse, 0, to_panel, 0)
+    c.connect(parse, 0, reply_trim, 0)
+    c.connect(reply_trim, 0, printer, 0)
+    return c
+
+
+def pd_main() -> str:
+    c = PdCanvas(1000, 640)
+    c.cnv(5, 5, 990, 36, "sound-generator", colour="#c8d8e8")
+    c.text(200, 14, f"plays the server at {SERVER[0]}:{SERVER[1]} over OSC (UDP). "
+                    f"Replies come back on port {REPLY_PORT}.")
+
+    # NOTE
+    c.cnv(5, 48, 420, 150, "note")
+    c.nbx(15, 90, 4, 9, 120, init_value=60, label="pitch", send="sg-pitch-out", receive="sg-pitch")
+    c.nbx(85, 90, 4, 1, 127, init_value=100, label="velocity", send="sg-velocity-out", receive="sg-velocity")
+    c.bng(170, 80, 30, label="play", send="sg-play-out", receive="sg-play")
+    c.bng(250, 80, 30, label="off", send="sg-off-out", receive="sg-off")
+    c.radio("hradio", 15, 150, 20, 12, label="keys_C..B", send="sg-key-out", receive="sg-key")
+    c.nbx(275, 150, 2, 0, 8, init_value=4, label="octave", send="sg-octave-out", receive="sg-octave")
+    c.text(15, 176, "MIDI notes from Pd's MIDI input play too")
+
+    # SOURCE
+    c.cnv(430, 48, 150, 150, "source")
+    c.radio("vradio", 440, 85, 20, 3, send="sg-source-out", receive="sg-source")
+    for i, name in enumerate(SOURCES):
+        c.text(465, 85 + 20 * i, name)
+
+    # ACTIONS
+    c.cnv(585, 48, 410, 150, "play")
+    c.bng(600, 80, 30, label="prerender", send="sg-prerender-out", receive="sg-prerender")
+    c.bng(720, 80, 30, label="PANIC", send="sg-panic-out", receive="sg-panic", colour="#fc8080")
+    c.bng(830, 80, 20, label="status", send="sg-status-out", receive="sg-status")
+    c.tgl(830, 110, 20, label="poll", send="sg-poll-out", receive="sg-poll")
+    c.slider("hsl", 600, 160, 200, 20, GAIN_DB[0], GAIN_DB[1], label="gain_dB", send="sg-gain-out",
+             receive="sg-gain")
+    c.floatatom(810, 160, 5, receive="sg-gain-out")
+
+    # TIMBRE
+    c.cnv(5, 205, 700, 190, "timbre (latent_sample)")
+    for i in range(N_LATENT):
+        c.obj(15 + 40 * i, 235, f"sg_latent {i}")
+    c.bng(660, 240, 25, label="zero", send="sg-latent-reset")
+    c.bng(660, 300, 25, label="dice", send="sg-latent-random")
+
+    # QUALITIES
+    c.cnv(710, 205, 285, 190, "qualities")
+    for i, name in enumerate(QUALITIES):
+        c.obj(720 + 140 * (i // 5), 235 + 26 * (i % 5), f"sg_quality {name}")
+    c.bng(720, 368, 20, label="clear", send="sg-qualities-clear-out")
+
+    # SERVER SAYS
+    c.cnv(5, 400, 990, 135, "server says")
+    c.text(15, 430, "last reply")
+    c.text(15, 460, "ready")
+    c.text(15, 490, "error")
+    c.text(520, 460, "status")
+    c.text(520, 490, "pre-render")
+    flash = c.bng(60, 458, 20, receive="sg-ready-flash")
+    last = c.msg(100, 430, "(nothing yet)")
+    ready = c.msg(100, 460, "-")
+    error = c.msg(100, 490, "-")
+    status = c.msg(600, 460, "voices cache_notes cache_mb hits misses queued underruns gain_db rendering")
+    c.slider("hsl", 600, 495, 160, 15, 0, 1, receive="sg-progress")
+    done = c.floatatom(770, 493, 5)
+    total = c.floatatom(830, 493, 5)
+    c.text(890, 493, "notes")
+    c.text(820, 430, "connected")
+    c.floatatom(900, 430, 2, receive="sg-connected")
+
+    # SETTINGS
+    c.msg(15, 545, f"; sg-server {SERVER[0]} {SERVER[1]}")
+    c.msg(250, 545, f"; sg-reply-port {REPLY_PORT}")
+    c.text(430, 545, "click to apply after editing; replies also print in the Pd window")
+    c.subpatch(15, 590, pd_logic(), "logic")
+    c.subpatch(100, 590, pd_network(), "network")
+    c.text(200, 590, "all objects are Pd vanilla (0.51+); built by build_patches.py")
+
+    # Replies -> displays (below the panel).
+    r = c.obj(15, 650, "r sg-reply")
+    set_all = c.obj(15, 680, "list prepend set")
+    trim_all = c.obj(15, 710, "list trim")
+    c.chain(r, set_all, trim_all, last)
+    trim = c.obj(200, 650, "list trim")
+    route = c.obj(200, 680, "route ready error status prerender")
+    c.connect(r, 0, trim, 0)
+    c.connect(trim, 0, route, 0)
+    for outlet, box in ((0, ready), (1, error), (2, status)):
+        setter = c.obj(200 + 160 * outlet, 720, "list prepend set")
+        trimmer = c.obj(200 + 160 * outlet, 750, "list trim")
+        c.connect(route, outlet, setter, 0)
+        c.chain(setter, trimmer, box)
+    bang = c.obj(200, 790, "b")
+    c.connect(route, 0, bang, 0)
+    c.connect(bang, 0, flash, 0)
+    pre = c.obj(680, 720, "route progress done")
+    c.connect(route, 3, pre, 0)
+    unpack = c.obj(680, 750, "unpack f f")
+    c.connect(pre, 0, unpack, 0)
+    c.connect(unpack, 0, done, 0)
+    c.connect(unpack, 1, total, 0)
+    ratio = c.obj(680, 790, "/ 1")
+    c.connect(unpack, 1, ratio, 1)
+    c.connect(unpack, 0, ratio, 0)
+    to_bar = c.obj(680, 820, "s sg-progress")
+    c.connect(ratio, 0, to_bar, 0)
+    full = c.msg(820, 750, "1")
+    c.connect(pre, 1, full, 0)
+    c.connect(full, 0, to_bar, 0)
+    return c.render()
+
+
+# ------------------------------------------------------------------------------------------
+# Max
+# ------------------------------------------------------------------------------------------
+
+# (inlets, outlets) of the Max objects used, keyed by class or by a newobj's first word.
+MAX_IO = {
+    "udpsend": (1, 0), "udpreceive": (1, 1), "prepend": (2, 1), "pack": (2, 1), "int": (2, 1),
+    "t": (1, 2), "route": (2, 1), "loadbang": (1, 1), "print": (1, 0), "metro": (2, 1),
+    "kslider": (2, 2), "number": (1, 2), "flonum": (1, 2), "slider": (1, 1), "toggle": (1, 1),
+    "button": (1, 1), "umenu": (1, 3), "message": (2, 1), "comment": (1, 0),
+}
+
+
+class MaxPatcher:
+    def __init__(self) -> None:
+        self.boxes: list[dict] = []
+        self.lines: list[dict] = []
+
+    def box(self, maxclass: str, x: float, y: float, w: float, h: float, text: str | None = None,
+            **attrs) -> str:
+        ident = f"obj-{len(self.boxes) + 1}"
+        if maxclass == "newobj":
+            word = text.split()[0]
+            inlets, outlets = MAX_IO[word]
+            if word == "route":
+                inlets, outlets = 2, len(text.split())
+            if word == "t":
+                outlets = len(text.split()) - 1
+        else:
+            inlets, outlets = MAX_IO[maxclass]
+        box = {"id": ident, "maxclass": maxclass, "numinlets": inlets, "numoutlets": outlets,
+               "patching_rect": [float(x), float(y), float(w), float(h)]}
+        if text is not None:
+            box["text"] = text
+        box.update(attrs)
+        self.boxes.append({"box": box})
+        return ident
+
+    def obj(self, x, y, text, w=None) -> str:
+        return self.box("newobj", x, y, w or max(40, 7 * len(text) + 12), 22, text)
+
+    def connect(self, a: str, outlet: int, b: str, inlet: int) -> None:
+        self.lines.append({"patchline": {"source": [a, outlet], "destination": [b, inlet]}})
+
+    def render(self) -> str:
+        patcher = {
+            "patcher": {
+                "fileversion": 1,
+                "appversion": {"major": 8, "minor": 5, "revision": 5, "architecture": "x64", "modernui": 1},
+                "classnamespace": "box",
+                "rect": [60.0, 80.0, 1100.0, 960.0],
+                "bglocked": 0,
+                "openinpresentation": 0,
+                "default_fontsize": 12.0,
+                "default_fontface": 0,
+                "default_fontname": "Arial",
+                "gridonopen": 1,
+                "gridsize": [15.0, 15.0],
+                "gridsnaponopen": 1,
+                "objectsnaponopen": 1,
+                "statusbarvisible": 2,
+                "toolbarvisible": 1,
+                "description": "sound-generator front panel: plays the OSC server (udpsend) and shows its replies",
+                "boxes": self.boxes,
+                "lines": self.lines,
+            }
+        }
+        return json.dumps(patcher, indent=1) + "\n"
+
+
+def max_patch() -> str:
+    m = MaxPatcher()
+    m.box("comment", 10, 10, 700, 20,
+          f"sound-generator: plays the server at {SERVER[0]}:{SERVER[1]} over OSC; replies on {REPLY_PORT}")
+    udpsend = m.obj(620, 615, f"udpsend {SERVER[0]} {SERVER[1]}")
+
+    def send(source: str, outlet: int = 0) -> None:
+        m.connect(source, outlet, udpsend, 0)
+
+    # Reply port on load; initial pitch / velocity.
+    loadbang = m.obj(620, 40, "loadbang")
+    start = m.obj(620, 70, "t b b")
+    m.connect(loadbang, 0, start, 0)
+    announce = m.box("message", 620, 100, 120, 22, f"/reply/port {REPLY_PORT}")
+    m.connect(start, 0, announce, 0)
+    send(announce)
+
+    # Note entry: keyboard (pitch + velocity, note-offs included) and number boxes with play / off.
+    m.box("comment", 10, 40, 200, 20, "note: click keys, or set pitch/velocity and play")
+    keys = m.box("kslider", 10, 65, 336, 53, None, offset=36, range=61)
+    key_pack = m.obj(10, 130, "pack 0 0")
+    m.connect(keys, 1, key_pack, 1)
+    m.connect(keys, 0, key_pack, 0)
+    key_note = m.obj(10, 160, "prepend /note")
+    m.connect(key_pack, 0, key_note, 0)
+    send(key_note)
+    pitch = m.box("number", 360, 65, 50, 22, None, minimum=9, maximum=120)
+    velocity = m.box("number", 420, 65, 50, 22, None, minimum=1, maximum=127)
+    m.box("comment", 360, 45, 110, 20, "pitch   velocity")
+    defaults = m.box("message", 700, 70, 60, 22, "60")
+    vdefault = m.box("message", 770, 70, 60, 22, "100")
+    m.connect(start, 1, defaults, 0)
+    m.connect(start, 1, vdefault, 0)
+    m.connect(defaults, 0, pitch, 0)
+    m.connect(vdefault, 0, velocity, 0)
+    play = m.box("button", 480, 65, 24, 24)
+    off = m.box("button", 520, 65, 24, 24)
+    m.box("comment", 476, 92, 80, 20, "play  off")
+    pitch_on = m.obj(360, 130, "int 60")
+    pitch_off = m.obj(520, 130, "int 60")
+    m.connect(pitch, 0, pitch_on, 1)
+    m.connect(pitch, 0, pitch_off, 1)
+    num_pack = m.obj(360, 160, "pack 0 100")
+    m.connect(velocity, 0, num_pack, 1)
+    m.connect(play, 0, pitch_on, 0)
+    m.connect(pitch_on, 0, num_pack, 0)
+    num_note = m.obj(360, 190, "prepend /note")
+    m.connect(num_pack, 0, num_note, 0)
+    send(num_note)
+    m.connect(off, 0, pitch_off, 0)
+    note_off = m.obj(520, 160, "prepend /note/off")
+    m.connect(pitch_off, 0, note_off, 0)
+    send(note_off)
+
+    # Timbre: 16 sliders -7..7.
+    m.box("comment", 10, 230, 300, 20, "timbre (latent_sample): 16 knobs, -7..7")
+    for i in range(N_LATENT):
+        x = 10 + 36 * i
+        s = m.box("slider", x, 255, 20, 120, None, size=14.0, min=-7.0, floatoutput=1,
+                  orientation=2)
+        p = m.obj(10 + 144 * (i // 4), 385 + 24 * (i % 4), f"prepend /latent/{i}", w=130)
+        m.connect(s, 0, p, 0)
+        send(p)
+
+    # Source.
+    m.box("comment", 620, 230, 100, 20, "source")
+    menu = m.box("umenu", 620, 255, 120, 22, None,
+                 items=["acoustic", ",", "electronic", ",", "synthetic"])
+    source = m.obj(620, 285, "prepend /source")
+    m.connect(menu, 1, source, 0)
+    send(source)
+
+    # Qualities: ten toggles, and 'clear' (empties the set and redraws the toggles).
+    m.box("comment", 780, 230, 200, 20, "qualities")
+    toggles = []
+    for i, name in enumerate(QUALITIES):
+        y = 255 + 24 * i
+        t = m.box("toggle", 780, y, 20, 20)
+        m.box("comment", 805, y, 100, 20, name)
+        p = m.obj(910, y, f"prepend /quality/{name}")
+        m.connect(t, 0, p, 0)
+        send(p)
+        toggles.append(t)
+    clear = m.box("button", 780, 500, 24, 24)
+    m.box("comment", 808, 502, 60, 20, "clear")
+    clear_t = m.obj(780, 530, "t b b")
+    m.connect(clear, 0, clear_t, 0)
+    redraw = m.box("message", 860, 530, 50, 22, "set 0")
+    m.connect(clear_t, 1, redraw, 0)
+    for t in toggles:
+        m.connect(redraw, 0, t, 0)
+    empty = m.box("message", 780, 560, 80, 22, "/qualities")
+    m.connect(clear_t, 0, empty, 0)
+    send(empty)
+
+    # Actions and gain.
+    m.box("comment", 10, 500, 300, 20, "actions")
+    for i, address in enumerate(("/prerender", "/panic", "/status")):
+        b = m.box("message", 10 + 90 * i, 525, 80, 22, address)
+        send(b)
+    poll = m.box("toggle", 280, 525, 20, 20)
+    m.box("comment", 302, 525, 40, 20, "poll")
+    metro = m.obj(280, 555, "metro 1000")
+    m.connect(poll, 0, metro, 0)
+    status = m.box("message", 280, 585, 60, 22, "/status")
+    m.connect(metro, 0, status, 0)
+    send(status)
+    gain = m.box("flonum", 360, 525, 60, 22, None, minimum=float(GAIN_DB[0]), maximum=float(GAIN_DB[1]))
+    m.box("comment", 425, 525, 60, 20, "gain dB")
+    gain_p = m.obj(360, 555, "prepend /gain")
+    m.connect(gain, 0, gain_p, 0)
+    send(gain_p)
+
+    # What the server says.
+    m.box("comment", 10, 640, 200, 20, "server says")
+    receive = m.obj(10, 665, f"udpreceive {REPLY_PORT}")
+    printer = m.obj(200, 695, "print sg-reply")
+    m.connect(receive, 0, printer, 0)
+    set_last = m.obj(10, 695, "prepend set")
+    m.connect(receive, 0, set_last, 0)
+    last = m.box("message", 10, 725, 400, 22, "")
+    m.connect(set_last, 0, last, 0)
+    route = m.obj(10, 755, "route /ready /error /status /prerender/progress /prerender/done")
+    m.connect(receive, 0, route, 0)
+    for outlet, label in enumerate(("ready", "error", "status", "progress", "done")):
+        y = 785 + 30 * outlet
+        m.box("comment", 10, y, 60, 20, label)
+        setter = m.obj(80, y, "prepend set")
+        shown = m.box("message", 170, y, 400, 22, "")
+        m.connect(route, outlet, setter, 0)
+        m.connect(setter, 0, shown, 0)
+    return m.render()
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def outputs() -> dict[str, str]:
+    return {
+        "sound_generator.pd": pd_main(),
+        "sg_send.pd": pd_sg_send(),
+        "sg_latent.pd": pd_sg_latent(),
+        "sg_quality.pd": pd_sg_quality(),
+        "sound_generator.maxpat": max_patch(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, text in outputs().items():
+        path = HERE / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("out of date (run python patches/build_patches.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

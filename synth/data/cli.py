@@ -1,0 +1,165 @@
+"""`sound-generator dataset build|stats|features`: make and inspect the NSynth-format data set."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+from synth.params import VELOCITY_MAX, VELOCITY_MIN
+
+logger = logging.getLogger("synth.data")
+
+
+def _int_list(option: str, text: str, lo: int, hi: int) -> list[int]:
+    """'0,4,81' or '21-108' or '0-7,16' -> sorted unique ints within lo..hi; ValueError naming the option."""
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                start, stop = int(a), int(b)
+                if start > stop:
+                    raise ValueError
+                values.update(range(start, stop + 1))
+            else:
+                values.add(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected integers or ranges like 'A-B' separated by commas "
+                f"(each {lo}..{hi}), got {text!r}"
+            ) from None
+    bad = sorted(v for v in values if not lo <= v <= hi)
+    if bad:
+        raise argparse.ArgumentTypeError(f"{option}: {bad} outside the allowed {lo}..{hi}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"{option}: empty list; give at least one value {lo}..{hi}")
+    return sorted(values)
+
+
+def _positive_int(option: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: expected a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option}: expected a positive integer, got {text!r}")
+        return value
+
+    return parse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+
+    b = sub.add_parser(
+        "build",
+        help="render an NSynth-format data set from a General MIDI SoundFont",
+        description=(
+            "Render one note per GM preset, pitch and velocity (3 s held + 1 s release, 16 kHz "
+            "mono, 64000 samples) with FluidSynth into DIR/{train,valid,test}/examples.json + "
+            "audio/*.wav. Drum kits are skipped, silent/unpitched notes dropped, quality tags "
+            "measured. Resumable: rerun the same command to finish an interrupted build."
+        ),
+    )
+    b.add_argument("--soundfont", required=True, metavar="SF2", help="General MIDI SoundFont (.sf2)")
+    b.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it exists)")
+    b.add_argument(
+        "--programs",
+        type=lambda t: _int_list("--programs", t, 0, 127),
+        default=None,
+        metavar="LIST",
+        help="GM programs 0..127, e.g. 0,4,81 or 0-7 (default: every melodic preset)",
+    )
+    b.add_argument(
+        "--pitches",
+        type=lambda t: _int_list("--pitches", t, 0, 127),
+        default=None,
+        metavar="LIST",
+        help="MIDI pitches, e.g. 21-108 (the default) or 48,60,72",
+    )
+    b.add_argument(
+        "--velocities",
+        type=lambda t: _int_list("--velocities", t, VELOCITY_MIN, VELOCITY_MAX),
+        default=None,
+        metavar="LIST",
+        help="MIDI velocities 1..127 (default NSynth's 25,50,75,100,127)",
+    )
+    b.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=max(1, min(os.cpu_count() or 1, 2)),
+        metavar="N",
+        help="parallel render processes (default: min(2, CPUs))",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser(
+        "stats",
+        help="print a data set's make-up and write a PNG of histograms and spectrograms",
+        description="Counts per split, source, family, velocity and quality; writes DIR/stats.png.",
+    )
+    s.add_argument("dir", metavar="DIR", help="data set directory (ours or the NSynth json/wav download)")
+    s.add_argument("--png", default=None, metavar="PATH", help="where to write the picture (default DIR/stats.png)")
+
+    f = sub.add_parser(
+        "features",
+        help="compute (or check) the cached f0/loudness features of every split",
+        description="Fills DIR/<split>/features-<hash>.npz so that training starts without recomputing.",
+    )
+    f.add_argument("dir", metavar="DIR", help="data set directory")
+    f.add_argument("--splits", default="train,valid,test", metavar="LIST", help="comma-separated splits")
+    f.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=max(1, min(os.cpu_count() or 1, 2)),
+        metavar="N",
+        help="parallel processes",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dataset_command == "build":
+        from synth.data.build import DEFAULT_PITCHES, build_dataset
+        from synth.params import VELOCITY_LAYERS
+
+        t0 = time.perf_counter()
+        meta = build_dataset(
+            args.soundfont,
+            args.out,
+            programs=args.programs,
+            pitches=args.pitches or DEFAULT_PITCHES,
+            velocities=args.velocities or VELOCITY_LAYERS,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+        c = meta["counts"]
+        print(f"built {args.out} in {time.perf_counter() - t0:.1f} s with {args.workers} worker(s)")
+        print(f"notes kept: {c['notes_kept']}  dropped: {c['notes_dropped']}")
+        print(f"per split: {c['per_split']}  instruments: {c['instruments_per_split']}")
+        print(f"per source: {c['per_source']}")
+        print(f"per quality: {c['per_quality']}")
+        return 0
+    if args.dataset_command == "stats":
+        from synth.data.stats import dataset_stats
+
+        text, png = dataset_stats(Path(args.dir), Path(args.png) if args.png else None)
+        print(text)
+        print(f"wrote {png}")
+        return 0
+    if args.dataset_command == "features":
+        from synth.data.reader import load_split
+
+        for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+            t0 = time.perf_counter()
+            data = load_split(args.dir, split, workers=args.workers)
+            print(f"{split}: {len(data['pitch'])} notes, features {data['cache_path']} "
+                  f"({time.perf_counter() - t0:.1f} s)")
+        return 0
+    raise AssertionError(args.dataset_command)

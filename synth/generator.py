@@ -1,0 +1,216 @@
+"""The generator: note parameters -> 4 s of audio, through the three trained stages.
+
+    NoteParams -> conditioning (21) + latent (16)
+               -> z_generator        z on 50 coarse steps (standardised)
+               -> f0_ld_generator    loudness [1000] dB, f0 [1000] Hz on the requested pitch
+               -> DDSP decoder       synthesizer controls per frame (250 frames/s)
+               -> numpy synthesis    at the requested sample rate (harmonics + noise + reverb)
+
+The neural part (all three networks, the control scaling of `DDSPSynth.get_controls`) is one
+`tf.function` with a fixed input signature, traced once per process and called with a whole
+batch: one note costs a few ms, a keyboard of 440 notes one call. The audio is rendered by
+`DDSPSynth.render_numpy` (numpy only, at any sample rate, band-limited to the training Nyquist).
+
+Public interface (the live server relies on exactly this):
+
+* `get_generator(checkpoint_dir=None) -> Generator` - process-wide, created lazily once per
+  directory under a lock (concurrent first calls load the models once).
+* `Generator.model_version` - a hash of the weight and config files (part of cache keys).
+* `Generator.render(params, sample_rate=16000)` - 1-D float32, 4 s, peak <= 1. Thread-safe.
+* `Generator.render_batch(list_of_params, sample_rate)` - the same for many notes, batched.
+* `Generator.controls(params)` - the intermediate curves (z, f0_hz, loudness_db and the
+  synthesizer controls) for evaluation and plots.
+* `get_prediction(inputs, sample_rate=16000)` - the original system's call: a dict as in the
+  seed README; invalid input raises `NoteParams`' ValueError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from synth import models as M
+from synth.params import LATENT_DIM, NoteParams
+
+log = logging.getLogger("synth.generator")
+
+DEFAULT_CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints")
+N_SECONDS = 4.0
+PEAK_LIMIT = 1.0
+# Notes per call of the neural graph in render_batch (bounded memory, still one call per ~64).
+BATCH_CHUNK = 64
+
+
+def _hash_files(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        h.update(os.path.basename(os.path.dirname(path)).encode() + b"/" + os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+class Generator:
+    """The three trained stages, loaded from a checkpoint directory (see module doc)."""
+
+    def __init__(self, checkpoint_dir: str | None = None):
+        import tensorflow as tf
+
+        self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+        ddsp_dir = os.path.join(self.checkpoint_dir, "ddsp_generator")
+        z_dir = os.path.join(self.checkpoint_dir, "z_generator")
+        f_dir = os.path.join(self.checkpoint_dir, "f0_ld_generator")
+        ddsp_conf, f_conf = M.read_config(ddsp_dir), M.read_config(f_dir)
+        M.read_config(z_dir)
+        cfg = M.ModelConfig.from_dict(ddsp_conf["model"])
+        self.config = cfg
+        stats = ddsp_conf["stats"]
+        self._z_mean = np.asarray(stats["z_mean"], np.float32)
+        self._z_std = np.asarray(stats["z_std"], np.float32)
+        self._ld_min, self._ld_max = float(f_conf["ld_min"]), float(f_conf["ld_max"])
+
+        files = []
+        self.decoder = M.build_decoder(cfg)
+        files.append(os.path.join(ddsp_dir, "decoder.weights.h5"))
+        self.decoder.load_weights(files[-1])
+        self.synth = M.make_synth(cfg)
+        files.append(os.path.join(ddsp_dir, "synth.npz"))
+        M.load_synth(self.synth, files[-1])
+        self.z_decoder = M.build_z_decoder(cfg)
+        files.append(os.path.join(z_dir, "z_decoder.weights.h5"))
+        self.z_decoder.load_weights(files[-1])
+        self.f0_ld = M.build_f0_ld(cfg)
+        files.append(os.path.join(f_dir, "model.weights.h5"))
+        self.f0_ld.load_weights(files[-1])
+        files += [os.path.join(d, "config.json") for d in (ddsp_dir, z_dir, f_dir)]
+        self.model_version = _hash_files(files)
+
+        tfe = tf.constant(M.time_features()[None])
+        z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
+        ld_min, ld_max = self._ld_min, self._ld_max
+        decoder, z_decoder, f0_ld, synth = self.decoder, self.z_decoder, self.f0_ld, self.synth
+
+        @tf.function(input_signature=[tf.TensorSpec([None, M.COND_DIM], tf.float32),
+                                      tf.TensorSpec([None, LATENT_DIM], tf.float32),
+                                      tf.TensorSpec([None], tf.float32)])
+        def neural(cond, latent, pitch):
+            t = tf.repeat(tfe, tf.shape(cond)[0], axis=0)
+            z_norm = M.z_from_raw(z_decoder([M.squash_latent(latent), cond, t], training=False))
+            ld_raw, cents_raw = f0_ld([cond, z_norm, t], training=False)
+            ld = M.ld_from_raw(ld_raw, ld_min, ld_max)
+            cents = M.cents_from_raw(cents_raw)
+            f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
+            z_enc = tf.clip_by_value(z_norm * z_std + z_mean, -1.0, 1.0)
+            z_dec = M.tf_upsample(z_enc, M.N_DECODER_FRAMES)
+            f0d, ldd = M.to_decoder_rate(f0), M.to_decoder_rate(ld)
+            raw = decoder([M.scale_f0(f0d)[..., None], M.scale_ld(ldd)[..., None], z_dec], training=False)
+            amp, harm, noise = M.split_decoder_output(raw, cfg)
+            controls = synth.get_controls(amp, harm, noise, f0d[..., None])
+            return {"controls": controls, "z": M.tf_upsample(z_enc, M.N_FRAMES), "f0_hz": f0,
+                    "loudness_db": ld, "cents": cents}
+
+        self._neural = neural
+        # Trace now (one note), so the first real render is as fast as the others.
+        self._run_neural([NoteParams()])
+
+    # -----------------------------------------------------------------------------------------
+
+    def _run_neural(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
+        import tensorflow as tf
+
+        cond = np.stack([M.condition_vector(p) for p in notes]).astype(np.float32)
+        latent = np.asarray([p.latent_sample for p in notes], np.float32)
+        pitch = np.asarray([p.pitch for p in notes], np.float32)
+        out = self._neural(tf.constant(cond), tf.constant(latent), tf.constant(pitch))
+        return {
+            "controls": {k: v.numpy() for k, v in out["controls"].items()},
+            **{k: out[k].numpy() for k in ("z", "f0_hz", "loudness_db", "cents")},
+        }
+
+    def _render_one(self, controls: Mapping[str, np.ndarray], sample_rate: int,
+                    params: NoteParams | None = None) -> np.ndarray:
+        # The noise draw is seeded by the note's key: the same note renders the same samples in
+        # every call and process (cache-friendly, testable).
+        rng = np.random.default_rng(int(params.key[:16], 16) if params is not None else 0)
+        audio = np.asarray(self.synth.render_numpy(controls, sample_rate, rng=rng), np.float32).reshape(-1)
+        n = int(round(N_SECONDS * sample_rate))
+        if len(audio) != n:
+            raise RuntimeError(f"render_numpy returned {len(audio)} samples, expected {n}")
+        if not np.all(np.isfinite(audio)):
+            raise FloatingPointError("the generator produced non-finite audio")
+        peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+        if peak > PEAK_LIMIT:
+            # The data set peaks near -9 dBFS, so this is rare; scaling keeps the waveform intact.
+            audio *= np.float32(PEAK_LIMIT / peak)
+        return audio
+
+    @staticmethod
+    def _check_rate(sample_rate: int) -> int:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+            raise ValueError(f"sample_rate: expected an integer number of Hz, got {sample_rate!r}")
+        if not 8000 <= int(sample_rate) <= 192000:
+            raise ValueError(f"sample_rate: expected 8000..192000 Hz, got {sample_rate!r}")
+        return int(sample_rate)
+
+    def controls(self, params: NoteParams) -> dict[str, np.ndarray]:
+        """Intermediate curves of one note: z [1000, 16], f0_hz [1000], loudness_db [1000],
+        cents [1000] (250 frames/s, as the data set) and the synthesizer controls `synth_*`
+        (amplitude, harmonic_distribution, noise_magnitudes, f0_hz; each [500, ...] at the
+        decoder's 125 frames/s)."""
+        out = self._run_neural([params])
+        result = {k: out[k][0] for k in ("z", "f0_hz", "loudness_db", "cents")}
+        result.update({f"synth_{k}": v[0] for k, v in out["controls"].items()})
+        return result
+
+    def render(self, params: NoteParams, sample_rate: int = 16000) -> np.ndarray:
+        """One note: 1-D float32, 4 s at `sample_rate`, peak <= 1."""
+        return self.render_batch([params], sample_rate)[0]
+
+    def render_batch(self, notes: Sequence[NoteParams], sample_rate: int = 16000) -> list[np.ndarray]:
+        """Many notes: the neural part in batches of BATCH_CHUNK, then one numpy render each."""
+        sample_rate = self._check_rate(sample_rate)
+        notes = list(notes)
+        for p in notes:
+            if not isinstance(p, NoteParams):
+                raise ValueError(f"notes: expected NoteParams, got {p!r}")
+        result: list[np.ndarray] = []
+        for i in range(0, len(notes), BATCH_CHUNK):
+            chunk = notes[i : i + BATCH_CHUNK]
+            out = self._run_neural(chunk)
+            for j, p in enumerate(chunk):
+                controls = {k: v[j] for k, v in out["controls"].items()}
+                result.append(self._render_one(controls, sample_rate, p))
+        return result
+
+
+_LOCK = threading.Lock()
+_GENERATORS: dict[str, Generator] = {}
+
+
+def get_generator(checkpoint_dir: str | None = None) -> Generator:
+    """The process-wide generator for `checkpoint_dir` (default: the shipped checkpoints/)."""
+    key = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+    gen = _GENERATORS.get(key)
+    if gen is not None:
+        return gen
+    with _LOCK:
+        gen = _GENERATORS.get(key)
+        if gen is None:
+            log.info("loading generator from %s", key)
+            gen = Generator(key)
+            _GENERATORS[key] = gen
+    return gen
+
+
+def get_prediction(inputs: Mapping[str, Any], sample_rate: int = 16000) -> np.ndarray:
+    """The original system's API: `inputs` as in its README -> 1-D float32 audio, 4 s.
+
+    Invalid input raises the ValueError of `NoteParams.from_dict` (before any model loads).
+    """
+    params = NoteParams.from_dict(inputs)
+    return get_generator().render(params, sample_rate=sample_rate)

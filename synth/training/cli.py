@@ -1,0 +1,69 @@
+"""`sound-generator train STAGE --data DIR --out DIR`: train one stage of the generator.
+
+Stages, in order (each builds on the previous ones, read from --models, default checkpoints/):
+
+  autoencoder      encoder + DDSP decoder + learned reverb       -> OUT/ddsp_generator/
+  z_generator      conditional VAE over z trajectories           -> OUT/z_generator/
+  f0_ld_generator  (conditioning, z) -> f0 and loudness curves   -> OUT/f0_ld_generator/
+  end_to_end       both generators fine-tuned through the frozen decoder with the spectral loss
+
+Each run writes OUT/train.log, OUT/loss.png and a resumable checkpoint in OUT/state/ (--resume
+continues it); --export DIR copies the finished model into DIR (e.g. checkpoints/).
+The recipe that made the shipped weights is checkpoints/RECIPE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from synth.training.stages import DEFAULTS, STAGES
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0]
+    parser.epilog = "\n\n".join(__doc__.split("\n\n")[1:])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("stage", choices=sorted(STAGES), help="which stage to train")
+    parser.add_argument("--data", required=True, help="NSynth-format data set directory (sound-generator dataset build)")
+    parser.add_argument("--out", required=True, help="run directory (log, loss.png, state/, trained model)")
+    parser.add_argument("--models", default="checkpoints",
+                        help="directory holding the earlier stages' models (default: checkpoints)")
+    parser.add_argument("--export", default=None, help="copy the trained model into this directory at the end")
+    parser.add_argument("--init", default=None,
+                        help="start from the models in this directory instead of from scratch")
+    parser.add_argument("--steps", type=int, default=None, help="total optimisation steps (stage default if omitted)")
+    parser.add_argument("--batch-size", type=int, default=None, help="notes per step (stage default if omitted)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (cosine decay to 10%%)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/state/ if it exists")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
+    parser.add_argument("--log-every", type=int, default=20, help="steps between log lines")
+    parser.add_argument("--validate-every", type=int, default=500, help="steps between validation runs")
+    parser.add_argument("--limit", type=int, default=None, help="use only this many notes per split (quick runs)")
+    parser.add_argument("--cache", default=None, help="feature cache directory (default: OUT/../cache)")
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: TF's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kl-weight", type=float, default=3e-3, help="z_generator: weight of the KL term per nat")
+    parser.add_argument("--z-noise", type=float, default=None,
+                        help="noise added to z in training (autoencoder: 0.02 in tanh units; f0_ld: 0.1 std)")
+    parser.add_argument("--reg-weight", type=float, default=1.0, help="end_to_end: weight of the stage losses")
+    parser.add_argument("--fixed-batch", action="store_true",
+                        help="always train on the same batch (smoke tests: the loss must go down)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="stop after this many minutes (checkpoint + export; --resume continues)")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                        help="stop at this step (checkpoint + export; --resume continues to --steps)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    steps, batch, lr = DEFAULTS[args.stage]
+    args.steps = args.steps or steps
+    args.batch_size = args.batch_size or batch
+    args.lr = args.lr or lr
+    if args.z_noise is None:
+        args.z_noise = 0.02 if args.stage == "autoencoder" else 0.1
+    logging.getLogger("synth.training").setLevel(logging.INFO)
+    return STAGES[args.stage](args)

@@ -1,0 +1,546 @@
+"""The four training stages and what each one writes.
+
+Every stage reads the NSynth-format data set (`--data`), trains in `--out` (log, loss.png,
+resumable `state/`), writes its finished model into `OUT/<model dir>/` in the layout of
+`checkpoints/`, and copies it to `--export DIR/<model dir>/` when asked. Stages that build on an
+earlier one read it from `--models DIR` (default: checkpoints/).
+
+* `autoencoder`     encoder + DDSP decoder + learned reverb, multi-scale spectral loss on random
+                    1 s crops of 16 kHz audio -> `ddsp_generator/` (with the data statistics
+                    the other stages need: MFCC and z mean/std).
+* `z_generator`     conditional VAE on the encoder's z trajectories (cached) -> `z_generator/`.
+* `f0_ld_generator` (cond, z) -> loudness and cents curves, MSE on the data set's curves, with
+                    the real z (plus noise) as input -> `f0_ld_generator/`.
+* `end_to_end`      cond + posterior-mean latent -> z_generator -> f0_ld_generator -> frozen
+                    decoder -> audio; spectral loss against the real note plus the two stages'
+                    own losses as regularisers; fine-tunes `z_generator/` and `f0_ld_generator/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+from dataclasses import asdict
+
+from synth import models as M
+from synth.training import data as D
+from synth.training.loop import train
+
+log = logging.getLogger("synth.training")
+
+CROP_FRAMES = 250  # 1 s windows keep an autoencoder step cheap on a CPU
+VALID_NOTES = 48
+
+
+def _setup_tf(threads: int):
+    import tensorflow as tf
+
+    if threads > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1 if threads <= 2 else 2)
+    return tf
+
+
+def _optimizer(lr: float, steps: int):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.1)
+    return keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=3.0)
+
+
+def _cache_dir(args) -> str:
+    return args.cache or os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".", "cache")
+
+
+def _export(args, stage_dir: str, name: str) -> None:
+    if args.export:
+        dest = os.path.join(args.export, name)
+        if os.path.abspath(dest) != os.path.abspath(stage_dir):
+            if os.path.isdir(dest):
+                shutil.rmtree(dest)
+            shutil.copytree(stage_dir, dest)
+            log.info("exported %s -> %s", stage_dir, dest)
+
+
+def _training_info(args, history, extra: dict | None = None) -> dict[str, Any]:
+    last = history.train[-50:]
+    final = {k: float(np.mean([v[k] for _, v in last])) for k in (last[0][1] if last else {})}
+    info = {
+        "steps": history.train[-1][0] if history.train else 0,
+        "target_steps": args.steps,
+        "learning_rate": args.lr,
+        "batch_size": args.batch_size,
+        "seconds": round(history.seconds, 1),
+        "final_train_losses_mean_last_50": final,
+        "final_valid_losses": history.valid[-1][1] if history.valid else {},
+        "data": os.path.abspath(args.data),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    info.update(extra or {})
+    return info
+
+
+def _split_for_valid(args):
+    return "valid"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading trained pieces.
+
+
+class DDSPParts:
+    """Encoder, decoder and synthesizer of a `ddsp_generator/` directory."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.config = M.read_config(directory)
+        self.cfg = M.ModelConfig.from_dict(self.config["model"])
+        self.stats = self.config["stats"]
+        self.encoder = M.build_encoder(self.cfg)
+        self.encoder.load_weights(os.path.join(directory, "encoder.weights.h5"))
+        self.decoder = M.build_decoder(self.cfg)
+        self.decoder.load_weights(os.path.join(directory, "decoder.weights.h5"))
+        self.synth = M.make_synth(self.cfg)
+        M.load_synth(self.synth, os.path.join(directory, "synth.npz"))
+
+    def z_norm(self, features: np.ndarray) -> np.ndarray:
+        """Standardised encoder z [N, 50, 16] of cached features."""
+        fm = np.asarray(self.stats["feature_mean"], np.float32)
+        fs = np.asarray(self.stats["feature_std"], np.float32)
+        z = self.encoder.predict((features - fm) / fs, batch_size=256, verbose=0)
+        return ((z - np.asarray(self.stats["z_mean"], np.float32))
+                / np.asarray(self.stats["z_std"], np.float32)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: the autoencoder.
+
+
+def autoencoder(args) -> int:
+    tf = _setup_tf(args.threads)
+    from synth import core
+
+    cache = _cache_dir(args)
+    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, _split_for_valid(args), cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
+    cfg = M.ModelConfig.from_core()
+    fmean, fstd = D.feature_stats(tr["features"])
+    feats_tr = (tr["features"] - fmean) / fstd
+    feats_va = (va["features"] - fmean) / fstd
+
+    encoder, decoder = M.build_encoder(cfg), M.build_decoder(cfg)
+    synth = M.make_synth(cfg)
+    if args.init:
+        parts = DDSPParts(os.path.join(args.init, "ddsp_generator"))
+        encoder.set_weights(parts.encoder.get_weights())
+        decoder.set_weights(parts.decoder.get_weights())
+        M.copy_synth(parts.synth, synth)
+    variables = encoder.trainable_variables + decoder.trainable_variables + list(synth.trainable_variables)
+    opt = _optimizer(args.lr, args.steps)
+    n_frames = CROP_FRAMES
+    n_samples = n_frames * M.HOP
+    z_noise = float(args.z_noise)
+
+    def forward(feats, f0, ld, start, training):
+        z = encoder(feats, training=training)
+        if training and z_noise > 0:
+            z = z + tf.random.normal(tf.shape(z), stddev=z_noise)
+        return M.decode_crop(decoder, synth, cfg, z, f0, ld, start, n_frames, training)
+
+    spec = [tf.TensorSpec([None, M.N_COARSE, M.N_MFCC], tf.float32),
+            tf.TensorSpec([None, n_frames], tf.float32), tf.TensorSpec([None, n_frames], tf.float32),
+            tf.TensorSpec([None, n_samples], tf.float32), tf.TensorSpec([], tf.int32)]
+
+    @tf.function(input_signature=spec)
+    def train_step(feats, f0, ld, audio, start):
+        with tf.GradientTape() as tape:
+            pred = forward(feats, f0, ld, start, True)
+            loss = core.multiscale_spectral_loss(audio, pred)
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return loss
+
+    @tf.function(input_signature=spec)
+    def eval_step(feats, f0, ld, audio, start):
+        return core.multiscale_spectral_loss(audio, forward(feats, f0, ld, start, False))
+
+    n_train = len(tr["pitch"])
+    fixed_idx = np.arange(min(args.batch_size, n_train))
+
+    def next_batch(rng):
+        if args.fixed_batch:
+            idx, start = fixed_idx, 0
+        else:
+            idx = rng.choice(n_train, size=args.batch_size, replace=n_train < args.batch_size)
+            start = D.sample_start(rng, n_frames)
+        b = D.crop_batch(tr, idx, start, n_frames)
+        return {"feats": feats_tr[idx], **b, "start": start}
+
+    def step_fn(b):
+        loss = train_step(b["feats"], b["f0_hz"], b["loudness_db"], b["audio"], tf.constant(b["start"], tf.int32))
+        return {"spectral": loss}
+
+    n_va = len(va["pitch"])
+
+    def validate():
+        losses = []
+        for start in (0, 375):
+            for i in range(0, n_va, 16):
+                idx = np.arange(i, min(n_va, i + 16))
+                b = D.crop_batch(va, idx, start, n_frames)
+                losses.append(float(eval_step(feats_va[idx], b["f0_hz"], b["loudness_db"], b["audio"],
+                                              tf.constant(start, tf.int32))) * len(idx))
+        return {"spectral": float(np.sum(losses) / (2 * n_va))}
+
+    models = {"encoder": encoder, "decoder": decoder, "synth": M.SynthSaver(synth)}
+    history = train(out_dir=args.out, title="autoencoder", models=models, optimizer=opt,
+                    trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
+                    steps=args.steps, seed=args.seed, resume=args.resume,
+                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                    validate=validate, validate_every=args.validate_every,
+                    progress=not args.no_progress,
+                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+
+    # Statistics of z over the training notes: the generators work on standardised z.
+    z = encoder.predict(feats_tr, batch_size=256, verbose=0)
+    stats = M.Stats(feature_mean=M.as_float_list(fmean), feature_std=M.as_float_list(fstd),
+                    z_mean=M.as_float_list(z.reshape(-1, M.Z_DIM).mean(0)),
+                    z_std=M.as_float_list(z.reshape(-1, M.Z_DIM).std(0) + 1e-3))
+    stage_dir = os.path.join(args.out, "ddsp_generator")
+    M.save_weights(encoder, os.path.join(stage_dir, "encoder.weights.h5"))
+    M.save_weights(decoder, os.path.join(stage_dir, "decoder.weights.h5"))
+    M.save_synth(synth, os.path.join(stage_dir, "synth.npz"))
+    M.write_config(stage_dir, {"model": cfg.to_dict(), "stats": asdict(stats),
+                               "training": _training_info(args, history, {"crop_frames": n_frames,
+                                                                          "z_noise": z_noise})})
+    _export(args, stage_dir, "ddsp_generator")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: the z_generator (conditional VAE).
+
+
+def _kl(mu, logvar):
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.reduce_sum(0.5 * (tf.square(mu) + tf.exp(logvar) - logvar - 1.0), axis=-1))
+
+
+def _clip_logvar(logvar):
+    import tensorflow as tf
+
+    return tf.clip_by_value(logvar, -10.0, 4.0)
+
+
+def z_generator(args) -> int:
+    tf = _setup_tf(args.threads)
+    cache = _cache_dir(args)
+    parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
+    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, _split_for_valid(args), cache, limit=args.limit, progress=not args.no_progress)
+    z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
+    c_tr, c_va = tr["cond"], va["cond"]
+    cfg = parts.cfg
+    post, zdec = M.build_z_posterior(cfg), M.build_z_decoder(cfg)
+    if args.init:
+        d = os.path.join(args.init, "z_generator")
+        post.load_weights(os.path.join(d, "z_posterior.weights.h5"))
+        zdec.load_weights(os.path.join(d, "z_decoder.weights.h5"))
+    variables = post.trainable_variables + zdec.trainable_variables
+    opt = _optimizer(args.lr, args.steps)
+    tfe = tf.constant(M.time_features()[None])
+    kl_w = float(args.kl_weight)
+
+    def forward(z, c, training):
+        mu, logvar = post([z, c], training=training)
+        logvar = _clip_logvar(logvar)
+        lat = mu + tf.exp(0.5 * logvar) * tf.random.normal(tf.shape(mu)) if training else mu
+        t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
+        z_hat = M.z_from_raw(zdec([M.squash_latent(lat), c, t], training=training))
+        return z_hat, mu, logvar
+
+    spec = [tf.TensorSpec([None, M.N_COARSE, M.Z_DIM], tf.float32), tf.TensorSpec([None, M.COND_DIM], tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def train_step(z, c):
+        with tf.GradientTape() as tape:
+            z_hat, mu, logvar = forward(z, c, True)
+            recon = tf.reduce_mean(tf.square(z_hat - z))
+            kl = _kl(mu, logvar)
+            loss = recon + kl_w * kl
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return recon, kl
+
+    @tf.function(input_signature=spec)
+    def eval_step(z, c):
+        z_hat, mu, logvar = forward(z, c, False)
+        t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
+        z_prior = M.z_from_raw(zdec([tf.zeros_like(mu), c, t], training=False))
+        return (tf.reduce_mean(tf.square(z_hat - z)), _kl(mu, logvar),
+                tf.reduce_mean(tf.square(z_prior - z)))
+
+    n = len(c_tr)
+
+    def next_batch(rng):
+        idx = np.arange(min(args.batch_size, n)) if args.fixed_batch else rng.choice(
+            n, size=args.batch_size, replace=n < args.batch_size)
+        return {"z": z_tr[idx], "c": c_tr[idx]}
+
+    def step_fn(b):
+        recon, kl = train_step(b["z"], b["c"])
+        return {"recon": recon, "kl": kl}
+
+    def validate():
+        recon, kl, prior = eval_step(z_va, c_va)
+        return {"recon": float(recon), "kl": float(kl), "recon_latent0": float(prior)}
+
+    history = train(out_dir=args.out, title="z_generator", models={"z_posterior": post, "z_decoder": zdec},
+                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
+                    steps=args.steps, seed=args.seed, resume=args.resume,
+                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
+                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+    stage_dir = os.path.join(args.out, "z_generator")
+    M.save_weights(post, os.path.join(stage_dir, "z_posterior.weights.h5"))
+    M.save_weights(zdec, os.path.join(stage_dir, "z_decoder.weights.h5"))
+    M.write_config(stage_dir, {"model": cfg.to_dict(), "kl_weight": kl_w,
+                               "training": _training_info(args, history)})
+    _export(args, stage_dir, "z_generator")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: the f0_ld_generator.
+
+
+def _voiced_weight(ld_db):
+    """Cents only matter where the note sounds: weight 0 below -80 dB, 1 above -60 dB."""
+    import tensorflow as tf
+
+    return tf.clip_by_value((ld_db + 80.0) / 20.0, 0.0, 1.0)
+
+
+def f0_ld_losses(ld_pred, cents_pred, ld_true, cents_true):
+    """(loudness MSE in (dB/10)^2, voiced-weighted cents MSE in (cents/10)^2)."""
+    import tensorflow as tf
+
+    ld_loss = tf.reduce_mean(tf.square((ld_pred - ld_true) / 10.0))
+    w = _voiced_weight(ld_true)
+    cents_loss = tf.reduce_sum(w * tf.square((cents_pred - cents_true) / 10.0)) / (tf.reduce_sum(w) + 1.0)
+    return ld_loss, cents_loss
+
+
+def f0_ld_generator(args) -> int:
+    tf = _setup_tf(args.threads)
+    cache = _cache_dir(args)
+    parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
+    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, _split_for_valid(args), cache, limit=args.limit, progress=not args.no_progress)
+    z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
+    cfg = parts.cfg
+    ld_min = float(np.min(tr["loudness_db"]))
+    ld_max = float(np.max(tr["loudness_db"])) + 3.0
+    net = M.build_f0_ld(cfg)
+    if args.init:
+        net.load_weights(os.path.join(args.init, "f0_ld_generator", "model.weights.h5"))
+    variables = net.trainable_variables
+    opt = _optimizer(args.lr, args.steps)
+    tfe = tf.constant(M.time_features()[None])
+    z_noise = float(args.z_noise)
+
+    def forward(c, z, training):
+        t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
+        ld_raw, cents_raw = net([c, z, t], training=training)
+        return M.ld_from_raw(ld_raw, ld_min, ld_max), M.cents_from_raw(cents_raw)
+
+    spec = [tf.TensorSpec([None, M.COND_DIM], tf.float32), tf.TensorSpec([None, M.N_COARSE, M.Z_DIM], tf.float32),
+            tf.TensorSpec([None, M.N_FRAMES], tf.float32), tf.TensorSpec([None, M.N_FRAMES], tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def train_step(c, z, ld, cents):
+        z = z + tf.random.normal(tf.shape(z), stddev=z_noise)
+        with tf.GradientTape() as tape:
+            ld_hat, cents_hat = forward(c, z, True)
+            ld_loss, cents_loss = f0_ld_losses(ld_hat, cents_hat, ld, cents)
+            loss = ld_loss + 0.1 * cents_loss
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return ld_loss, cents_loss
+
+    @tf.function(input_signature=spec)
+    def eval_step(c, z, ld, cents):
+        ld_hat, cents_hat = forward(c, z, False)
+        return f0_ld_losses(ld_hat, cents_hat, ld, cents)
+
+    n = len(tr["cond"])
+
+    def next_batch(rng):
+        idx = np.arange(min(args.batch_size, n)) if args.fixed_batch else rng.choice(
+            n, size=args.batch_size, replace=n < args.batch_size)
+        return {"c": tr["cond"][idx], "z": z_tr[idx], "ld": tr["loudness_db"][idx], "cents": tr["cents"][idx]}
+
+    def step_fn(b):
+        ld_loss, cents_loss = train_step(b["c"], b["z"], b["ld"], b["cents"])
+        return {"loudness": ld_loss, "cents": cents_loss}
+
+    def validate():
+        ld_loss, cents_loss = eval_step(va["cond"], z_va, va["loudness_db"], va["cents"])
+        return {"loudness": float(ld_loss), "cents": float(cents_loss)}
+
+    history = train(out_dir=args.out, title="f0_ld_generator", models={"f0_ld_generator": net},
+                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
+                    steps=args.steps, seed=args.seed, resume=args.resume,
+                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
+                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+    stage_dir = os.path.join(args.out, "f0_ld_generator")
+    M.save_weights(net, os.path.join(stage_dir, "model.weights.h5"))
+    M.write_config(stage_dir, {"model": cfg.to_dict(), "ld_min": ld_min, "ld_max": ld_max,
+                               "training": _training_info(args, history, {"z_noise": z_noise})})
+    _export(args, stage_dir, "f0_ld_generator")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: end-to-end fine-tuning through the frozen decoder.
+
+
+def end_to_end(args) -> int:
+    tf = _setup_tf(args.threads)
+    from synth import core
+
+    cache = _cache_dir(args)
+    parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
+    zdir = os.path.join(args.init or args.models, "z_generator")
+    fdir = os.path.join(args.init or args.models, "f0_ld_generator")
+    zconf, fconf = M.read_config(zdir), M.read_config(fdir)
+    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, _split_for_valid(args), cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
+    z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
+    cfg = parts.cfg
+    post, zdec, f0ld = M.build_z_posterior(cfg), M.build_z_decoder(cfg), M.build_f0_ld(cfg)
+    post.load_weights(os.path.join(zdir, "z_posterior.weights.h5"))
+    zdec.load_weights(os.path.join(zdir, "z_decoder.weights.h5"))
+    f0ld.load_weights(os.path.join(fdir, "model.weights.h5"))
+    ld_min, ld_max = float(fconf["ld_min"]), float(fconf["ld_max"])
+    kl_w = float(zconf.get("kl_weight", args.kl_weight))
+    decoder, synth = parts.decoder, parts.synth
+    decoder.trainable = False
+    variables = post.trainable_variables + zdec.trainable_variables + f0ld.trainable_variables
+    opt = _optimizer(args.lr, args.steps)
+    tfe = tf.constant(M.time_features()[None])
+    z_mean = tf.constant(np.asarray(parts.stats["z_mean"], np.float32))
+    z_std = tf.constant(np.asarray(parts.stats["z_std"], np.float32))
+    n_frames = CROP_FRAMES
+    n_samples = n_frames * M.HOP
+    reg_w = float(args.reg_weight)
+
+    def forward(c, z_real, pitch, start):
+        mu, logvar = post([z_real, c])
+        logvar = _clip_logvar(logvar)
+        t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
+        z_norm = M.z_from_raw(zdec([M.squash_latent(mu), c, t]))
+        ld_raw, cents_raw = f0ld([c, z_norm, t])
+        ld = M.ld_from_raw(ld_raw, ld_min, ld_max)
+        cents = M.cents_from_raw(cents_raw)
+        f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
+        z_enc = tf.clip_by_value(z_norm * z_std + z_mean, -1.0, 1.0)
+        f0c, ldc = M.crop_frames(f0, start, n_frames), M.crop_frames(ld, start, n_frames)
+        audio = M.decode_crop(decoder, synth, cfg, z_enc, f0c, ldc, start, n_frames, False)
+        return audio, z_norm, ld, cents, mu, logvar
+
+    spec = [tf.TensorSpec([None, M.COND_DIM], tf.float32), tf.TensorSpec([None, M.N_COARSE, M.Z_DIM], tf.float32),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, M.N_FRAMES], tf.float32),
+            tf.TensorSpec([None, M.N_FRAMES], tf.float32), tf.TensorSpec([None, n_samples], tf.float32),
+            tf.TensorSpec([], tf.int32)]
+
+    def losses(c, z_real, pitch, ld_true, cents_true, audio, start):
+        pred, z_norm, ld, cents, mu, logvar = forward(c, z_real, pitch, start)
+        spectral = core.multiscale_spectral_loss(audio, pred)
+        ld_loss, cents_loss = f0_ld_losses(ld, cents, ld_true, cents_true)
+        reg = tf.reduce_mean(tf.square(z_norm - z_real)) + ld_loss + 0.1 * cents_loss + kl_w * _kl(mu, logvar)
+        return spectral, reg
+
+    @tf.function(input_signature=spec)
+    def train_step(*a):
+        with tf.GradientTape() as tape:
+            spectral, reg = losses(*a)
+            loss = spectral + reg_w * reg
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return spectral, reg
+
+    eval_step = tf.function(losses, input_signature=spec)
+    n = len(tr["cond"])
+    pitch_tr = np.asarray(tr["pitch"], np.float32)
+    pitch_va = np.asarray(va["pitch"], np.float32)
+
+    def next_batch(rng):
+        if args.fixed_batch:
+            idx, start = np.arange(min(args.batch_size, n)), 0
+        else:
+            idx = rng.choice(n, size=args.batch_size, replace=n < args.batch_size)
+            start = D.sample_start(rng, n_frames)
+        b = D.crop_batch(tr, idx, start, n_frames)
+        return {"idx": idx, "audio": b["audio"], "start": start}
+
+    def step_fn(b):
+        i = b["idx"]
+        spectral, reg = train_step(tr["cond"][i], z_tr[i], pitch_tr[i], tr["loudness_db"][i], tr["cents"][i],
+                                   b["audio"], tf.constant(b["start"], tf.int32))
+        return {"spectral": spectral, "regulariser": reg}
+
+    n_va = len(va["cond"])
+
+    def validate():
+        sums = np.zeros(2)
+        for start in (0, 375):
+            for i0 in range(0, n_va, 16):
+                i = np.arange(i0, min(n_va, i0 + 16))
+                b = D.crop_batch(va, i, start, n_frames)
+                s, r = eval_step(va["cond"][i], z_va[i], pitch_va[i], va["loudness_db"][i], va["cents"][i],
+                                 b["audio"], tf.constant(start, tf.int32))
+                sums += np.array([float(s), float(r)]) * len(i)
+        return {"spectral": sums[0] / (2 * n_va), "regulariser": sums[1] / (2 * n_va)}
+
+    history = train(out_dir=args.out, title="end_to_end",
+                    models={"z_posterior": post, "z_decoder": zdec, "f0_ld_generator": f0ld},
+                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
+                    steps=args.steps, seed=args.seed, resume=args.resume,
+                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
+                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+    info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames})
+    zout = os.path.join(args.out, "z_generator")
+    M.save_weights(post, os.path.join(zout, "z_posterior.weights.h5"))
+    M.save_weights(zdec, os.path.join(zout, "z_decoder.weights.h5"))
+    M.write_config(zout, {**zconf, "end_to_end": info})
+    fout = os.path.join(args.out, "f0_ld_generator")
+    M.save_weights(f0ld, os.path.join(fout, "model.weights.h5"))
+    M.write_config(fout, {**fconf, "end_to_end": info})
+    _export(args, zout, "z_generator")
+    _export(args, fout, "f0_ld_generator")
+    return 0
+
+
+STAGES = {
+    "autoencoder": autoencoder,
+    "z_generator": z_generator,
+    "f0_ld_generator": f0_ld_generator,
+    "end_to_end": end_to_end,
+}
+
+# Per-stage defaults: (steps, batch size, learning rate).
+DEFAULTS = {
+    "autoencoder": (6000, 8, 1e-3),
+    "z_generator": (4000, 64, 1e-3),
+    "f0_ld_generator": (4000, 64, 1e-3),
+    "end_to_end": (1500, 8, 3e-4),
+}

@@ -1,0 +1,156 @@
+"""A private JACK server (dummy driver) and a capture client, for tests through the real audio path.
+
+    with JackDummy() as jack_name:          # jackd -n <unique> --no-realtime -d dummy -r 48000 -p 256
+        ...                                  # JACK_DEFAULT_SERVER is set; PortAudio re-initialised
+        cap = Capture(jack_name)             # a JACK client recording what it is connected to
+        cap.connect("PortAudio")             # every output port of that client -> our input
+        f = cap.now(); ...; audio = cap.read(f, f + 4800)
+
+Frames are JACK frame times, so "message sent at frame f" and "sound at frame g" share a clock.
+Pytest fixtures using these live in tests/osc_server/conftest.py (`jack_dummy`, `capture`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+
+
+def _reinit_portaudio() -> None:
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        while sd._initialized:
+            sd._terminate()
+        sd._initialize()
+
+
+def _terminate_portaudio() -> None:
+    sd = sys.modules.get("sounddevice")
+    if sd is not None:
+        while sd._initialized:
+            sd._terminate()
+
+
+def _realtime_threads(pid: int, priority: int) -> None:
+    """Raise every thread of a process to SCHED_FIFO where allowed (root): `--no-realtime` keeps
+    jackd portable, this keeps its cycle on time while other work loads the machine."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(priority))
+        except (PermissionError, OSError):
+            return
+
+
+class JackDummy:
+    """Start `jackd` with the dummy driver under a unique name; stop it on exit.
+
+    On enter, JACK_DEFAULT_SERVER / JACK_NO_START_SERVER point this process's JACK clients at it
+    and an already loaded PortAudio is re-initialised so it sees it. On exit PortAudio is
+    terminated before jackd stops (PortAudio's JACK host API aborts the process otherwise).
+    """
+
+    def __init__(self, sample_rate: int = 48000, blocksize: int = 256, prefix: str = "sg-test"):
+        assert shutil.which("jackd"), "jackd is not installed (Debian: jackd2)"
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.sample_rate, self.blocksize = sample_rate, blocksize
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> str:
+        self.proc = subprocess.Popen(
+            ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
+             "-p", str(self.blocksize)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"},
+        )
+        waited = subprocess.run(["jack_wait", "-s", self.name, "-w", "-t", "10"], capture_output=True, text=True)
+        assert waited.returncode == 0 and self.proc.poll() is None, f"jackd did not start: {waited.stdout}"
+        _realtime_threads(self.proc.pid, 75)
+        for k, v in (("JACK_DEFAULT_SERVER", self.name), ("JACK_NO_START_SERVER", "1")):
+            self._saved[k] = os.environ.get(k)
+            os.environ[k] = v
+        _reinit_portaudio()
+        return self.name
+
+    def __exit__(self, *exc) -> None:
+        _terminate_portaudio()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Capture:
+    """A JACK client with one input port that keeps the last `seconds` of audio by frame time."""
+
+    def __init__(self, server_name: str, seconds: float = 30.0, name: str = "sg-capture"):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True, servername=server_name)
+        self.sample_rate = self.client.samplerate
+        self.blocksize = self.client.blocksize
+        self.port = self.client.inports.register("in")
+        self.size = int(seconds * self.sample_rate)
+        self.buf = np.zeros(self.size, dtype=np.float32)
+        self.end_frame = -1  # frame after the last captured one
+        self.realtime: bool | None = None
+        self.gaps = 0  # cycles this client missed (their frames hold stale audio)
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        if self.realtime is None:
+            # Real-time priority where allowed (root); normal priority is fine on an idle machine.
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(65))
+                self.realtime = True
+            except (PermissionError, OSError):
+                self.realtime = False
+        f = self.client.last_frame_time
+        if self.end_frame >= 0 and f != self.end_frame:
+            self.gaps += 1
+        data = self.port.get_array()
+        i = f % self.size
+        k = min(frames, self.size - i)
+        self.buf[i:i + k] = data[:k]
+        self.buf[:frames - k] = data[k:]
+        self.end_frame = f + frames
+
+    def connect(self, client_prefix: str) -> list[str]:
+        """Connect every audio output port whose name starts with `client_prefix` to our input."""
+        ports = [p.name for p in self.client.get_ports(client_prefix, is_audio=True, is_output=True)]
+        for p in ports:
+            if not self.client.get_all_connections(p) or self.port.name not in [
+                    q.name for q in self.client.get_all_connections(p)]:
+                self.client.connect(p, self.port)
+        return ports
+
+    def now(self) -> int:
+        """JACK's estimate of the current frame time."""
+        return self.client.frame_time
+
+    def wait_until(self, frame: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.end_frame < frame:
+            assert time.monotonic() < deadline, f"capture stalled at frame {self.end_frame} (waiting for {frame})"
+            time.sleep(0.005)
+
+    def read(self, f0: int, f1: int) -> np.ndarray:
+        """Captured audio of frames [f0, f1) (waits for them)."""
+        assert f1 - f0 <= self.size
+        self.wait_until(f1)
+        assert self.end_frame - f0 <= self.size, "asked for audio older than the capture buffer"
+        idx = np.arange(f0, f1) % self.size
+        return self.buf[idx].copy()
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()

@@ -1,0 +1,153 @@
+"""`sound-generator serve` as a performer starts it, in a subprocess: no sound card fallbacks,
+recording, the HTTP option, a bad --device, and a clean stop without a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tone import Client, midi_hz
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(kind=socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    """`python -m synth.cli serve ...` with the test tone generator and no sound card in sight."""
+
+    def __init__(self, *args: str):
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}",
+               "JACK_DEFAULT_SERVER": f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), "--generator-factory", "tone:make",
+             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            assert self.proc.poll() is None, f"serve exited ({self.proc.returncode}):\n{self.log}"
+            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.log}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=20)
+        self._reader.join(timeout=5)
+        return rc
+
+
+def test_without_a_sound_card_serve_starts_a_jack_dummy_server_and_plays():
+    s = Serve()
+    s.wait_for("ready")
+    assert "started a JACK dummy server" in s.log
+    c = Client(("127.0.0.1", s.port))
+    c.send_msg("/note", 69, 100)
+    assert c.wait_for("/ready", timeout=10) == [69, 100]
+    c.send_msg("/status")
+    assert len(c.wait_for("/status")) == 9
+    c.send_msg("/note", 500, 1)
+    assert "pitch" in c.wait_for("/error")[1]
+    c.close()
+    jackd = [line for line in s.log.splitlines() if "JACK_DEFAULT_SERVER=" in line]
+    assert jackd
+    assert s.stop() == 0, s.log
+    assert "Traceback" not in s.log and "PortAudioError" not in s.log
+    name = jackd[0].split("JACK_DEFAULT_SERVER=")[1].split(" ")[0].rstrip(")")
+    assert subprocess.run(["pgrep", "-f", f"jackd -n {name} "], capture_output=True).returncode == 1  # gone
+
+
+def test_record_writes_the_stream_to_a_wav_file(tmp_path):
+    path = tmp_path / "live.wav"
+    s = Serve("--record", str(path))
+    s.wait_for("ready")
+    assert f"writing the stream to {path}" in s.log
+    c = Client(("127.0.0.1", s.port))
+    c.send_msg("/note", 69, 127)
+    c.wait_for("/ready")
+    time.sleep(0.6)
+    c.send_msg("/note/off", 69)
+    c.sync()
+    time.sleep(0.2)
+    c.close()
+    assert s.stop() == 0, s.log
+    audio, sr = sf.read(path)
+    assert sr == 48000 and audio.shape[1] == 2
+    mono = audio[:, 0]
+    loud = np.flatnonzero(np.abs(mono) > 1e-3)
+    assert loud.size > 0.3 * sr
+    seg = mono[loud[0] + 480:loud[0] + 480 + sr // 4]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(seg.size)))
+    assert abs(np.argmax(spec) * sr / seg.size - midi_hz(69)) < 5
+    assert np.max(np.abs(audio)) <= 1.0
+
+
+def test_no_jack_fallback_runs_on_an_internal_clock():
+    s = Serve("--no-jack-fallback")
+    s.wait_for("ready")
+    assert "internal clock" in s.log
+    assert s.stop() == 0
+    assert "Traceback" not in s.log
+
+
+def test_a_missing_device_is_a_clear_error_not_a_traceback():
+    s = Serve("--device", "no-such-card")
+    assert s.proc.wait(timeout=30) == 2
+    s._reader.join(timeout=5)
+    assert "cannot open output device 'no-such-card'" in s.log
+    assert "Traceback" not in s.log
+
+
+def test_http_port_serves_the_engine_over_http():
+    http = free_port(socket.SOCK_STREAM)
+    s = Serve("--no-jack-fallback", "--http-port", str(http))
+    s.wait_for("ready")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/health", timeout=2) as r:
+                assert r.status == 200
+                break
+        except OSError:
+            assert time.monotonic() < deadline, s.log
+            time.sleep(0.1)
+    body = json.dumps({"pitch": 69, "velocity": 100}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{http}/sound", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20) as r:
+        audio = np.array(json.loads(r.read())["audio"])
+    assert audio.shape == (64000,)  # 4 s at 16 kHz, rendered through the engine
+    spec = np.abs(np.fft.rfft(audio[1600:17600] * np.hanning(16000)))
+    assert abs(np.argmax(spec) - midi_hz(69)) < 2  # 1 Hz bins
+    assert s.stop() == 0

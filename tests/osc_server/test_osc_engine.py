@@ -1,0 +1,164 @@
+"""The engine without a sound card: cache hits and misses, one render per note, render_blocking,
+/sync, /ready, pre-rendering, failures answered. The mixer is run by hand (its inbox inspected)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from osc_server import addresses as A
+from osc_server.audio import EV_ON, IMMEDIATE, Mixer
+from osc_server.cache import NoteCache
+from osc_server.engine import Engine
+from synth.params import NoteParams
+from tone import ToneGenerator
+
+SR = 48000
+
+
+class NoClock:
+    def sample_at(self, t_wall: float) -> int:
+        return IMMEDIATE
+
+
+class Replies:
+    def __init__(self):
+        self.got: list = []
+        self.cond = threading.Condition()
+
+    def __call__(self, address, *args):
+        with self.cond:
+            self.got.append((address, list(args)))
+            self.cond.notify_all()
+
+    def wait(self, address, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not any(a == address for a, _ in self.got):
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {address}: {self.got}"
+                self.cond.wait(left)
+            return [args for a, args in self.got if a == address]
+
+
+@pytest.fixture
+def engine():
+    gen = ToneGenerator(delay_s=0.05)
+    mixer = Mixer(SR)
+    e = Engine(gen, mixer, NoClock(), NoteCache(64 * 2**20), workers=2)
+    yield e
+    e.close()
+
+
+def ons(mixer):
+    return [ev for ev in list(mixer.inbox) if ev[0] == EV_ON]
+
+
+def test_miss_renders_once_then_hits(engine):
+    r = Replies()
+    engine.handle(A.NoteOn(60, 100), None, r)
+    engine.handle(A.NoteOn(60, 110), None, r)  # layer 100 too: joins the same render
+    r.wait("/ready")
+    time.sleep(0.05)
+    assert sum(engine.generator.renders.values()) == 1
+    assert r.got.count(("/ready", [60, 100])) == 1
+    voices = ons(engine.mixer)
+    assert [ev[3][1] for ev in voices] == pytest.approx([1.0, 110 / 100])  # velocity_gain
+    engine.handle(A.NoteOn(60, 95), None, r)  # a hit: posted at once
+    assert len(ons(engine.mixer)) == 3
+    assert (engine.cache.hits, engine.cache.misses) == (1, 2)
+
+
+def test_note_off_before_the_render_lands_cancels_the_note(engine):
+    r = Replies()
+    engine.handle(A.NoteOn(62, 100), None, r)
+    engine.handle(A.NoteOff(62), None, r)
+    r.wait("/ready")
+    assert ons(engine.mixer) == []
+
+
+def test_render_blocking_shares_the_cache_and_renders_once_across_threads(engine):
+    params = NoteParams(pitch=64, velocity=90)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(engine.render_blocking(params, 16000)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and all(a is results[0] for a in results)
+    assert results[0].shape == (4 * 16000,)
+    assert sum(engine.generator.renders.values()) == 1
+
+
+def test_sync_is_answered_after_earlier_renders(engine):
+    r = Replies()
+    engine.handle(A.NoteOn(65, 100), None, r)
+    engine.handle(A.Sync(3), None, r)
+    assert r.got == []  # the render is still running
+    r.wait("/synced")
+    assert [a for a, _ in r.got] == ["/ready", "/synced"]
+    engine.handle(A.Sync("now"), None, r)
+    assert r.got[-1] == ("/synced", ["now"])
+
+
+def test_prerender_reports_progress_and_a_timbre_change_supersedes_it(engine):
+    engine.generator.delay_s = 0.0
+    r = Replies()
+    engine.handle(A.Prerender(60, 61), None, r)
+    assert r.wait("/prerender/done") == [[10]]
+    progress = [args for a, args in r.got if a == "/prerender/progress"]
+    assert progress[0] == [0, 10] and progress[-1] == [10, 10]
+    r2 = Replies()
+    engine.generator.delay_s = 0.05
+    engine.handle(A.Prerender(40, 59), None, r2)  # 100 notes
+    engine.handle(A.SetLatentOne(0, 1.0), None, r2)
+    done = r2.wait("/prerender/done", timeout=20)
+    assert done[0][0] < 100  # stale notes were skipped, not rendered
+    assert sum(engine.generator.renders.values()) < 10 + 100
+
+
+def test_a_failing_generator_is_answered_with_error():
+    class Broken:
+        model_version = "broken"
+
+        def render(self, params, sample_rate):
+            raise RuntimeError("model not loaded")
+
+    e = Engine(Broken(), Mixer(SR), NoClock(), NoteCache(2**20), workers=1)
+    r = Replies()
+    e.handle(A.NoteOn(60, 100), None, r)
+    [args] = r.wait("/error")
+    assert args[0] == "/note" and "model not loaded" in args[1]
+    with pytest.raises(RuntimeError, match="model not loaded"):
+        e.render_blocking(NoteParams(), SR)
+    e.close()
+
+
+def test_timbre_commands_change_the_note_rendered(engine):
+    r = Replies()
+    engine.handle(A.SetSource("synthetic"), None, r)
+    engine.handle(A.SetQuality("dark", True), None, r)
+    engine.handle(A.SetLatentOne(2, -3.0), None, r)
+    assert engine.timbre.source == "synthetic" and engine.timbre.qualities == ("dark",)
+    assert engine.timbre.latent_sample[2] == -3.0
+    engine.handle(A.SetQualities(("bright",)), None, r)
+    assert engine.timbre.qualities == ("bright",)
+    engine.handle(A.Status(), None, r)
+    [status] = r.wait("/status")
+    assert len(status) == 9
+
+
+def test_status_figures(engine):
+    r = Replies()
+    engine.handle(A.NoteOn(70, 100), None, r)
+    r.wait("/ready")
+    engine.handle(A.SetGain(-3.0), None, r)
+    engine.handle(A.Status(), None, r)
+    [status] = r.wait("/status")
+    voices, notes, mb, hits, misses, queued, underruns, gain_db, rendering = status
+    assert (notes, hits, misses, queued, underruns, rendering) == (1, 0, 1, 0, 0, 0)
+    assert mb == pytest.approx(4 * SR * 4 / 2**20, rel=1e-3) and gain_db == -3.0

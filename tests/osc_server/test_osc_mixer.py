@@ -1,0 +1,125 @@
+"""The mixer offline (no sound card): sample-accurate starts and releases, stealing, gain, limiter,
+identical output for any block size, and no allocation in the callback."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from osc_server.audio import IMMEDIATE, Mixer
+
+SR = 48000
+
+
+def tone(pitch_hz: float = 440.0, seconds: float = 1.0, level: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (level * np.sin(2 * np.pi * pitch_hz * t)).astype(np.float32)
+
+
+def run(mixer: Mixer, n_samples: int, block: int, events=()) -> np.ndarray:
+    """Render n_samples in blocks; events = [(at_sample_of_posting, callable)] posted before that block."""
+    out = np.zeros((n_samples, 2), dtype=np.float32)
+    pending = sorted(events, key=lambda e: e[0])
+    pos = 0
+    while pos < n_samples:
+        while pending and pending[0][0] <= pos:
+            pending.pop(0)[1]()
+        n = min(block, n_samples - pos)
+        mixer.render(out[pos:pos + n])
+        pos += n
+    assert np.array_equal(out[:, 0], out[:, 1])
+    return out[:, 0]
+
+
+def test_scheduled_note_starts_and_releases_at_the_exact_sample():
+    audio = np.ones(SR, dtype=np.float32) * 0.5
+    m = Mixer(SR)
+    m.note_on(audio, 1.0, 60, target=1000)
+    m.note_off(60, target=3000)
+    out = run(m, 6000, 256)
+    assert np.all(out[:1000] == 0) and out[1000] == pytest.approx(0.5)
+    assert np.all(out[1000:3000] == pytest.approx(0.5))
+    fade = out[3000:3000 + m.release_len]
+    assert np.all(np.diff(fade) <= 1e-7) and fade[0] == pytest.approx(0.5)  # raised cosine, downwards
+    assert np.all(out[3000 + m.release_len:] == 0)
+    assert m.n_voices == 0
+
+
+def test_output_does_not_depend_on_block_size():
+    a, b = tone(440), tone(660, level=0.3)
+
+    def events(m):
+        return [(0, lambda: m.note_on(a, 0.8, 69, target=123)), (0, lambda: m.note_on(b, 1.0, 76, target=777)),
+                (0, lambda: m.note_off(69, target=5000)), (0, lambda: m.set_gain_db(-6.0))]
+
+    outs = []
+    for block in (32, 256, 513, 1029):
+        m = Mixer(SR)
+        outs.append(run(m, 12000, block, events(m)))
+    for o in outs[1:]:
+        # Gain ramps span one block, so only the first block's ramp may differ.
+        np.testing.assert_allclose(o[1100:], outs[0][1100:], atol=1e-6)
+
+
+def test_immediate_note_starts_at_the_next_block():
+    m = Mixer(SR)
+    out = np.zeros((256, 2), dtype=np.float32)
+    m.render(out)
+    m.note_on(np.full(1000, 0.25, dtype=np.float32), 1.0, 60, IMMEDIATE)
+    m.render(out)
+    assert out[0, 0] == pytest.approx(0.25)
+
+
+def test_oldest_voice_is_stolen_beyond_the_limit_and_the_limiter_holds_full_scale():
+    m = Mixer(SR, max_voices=32)
+    loud = np.ones(SR, dtype=np.float32)
+    for i in range(40):
+        m.note_on(loud, 1.0, 40 + i, target=100 + i)
+    out = run(m, 9600, 256)
+    assert m.stats[1] == 8  # stolen
+    assert m.n_voices == 32
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out)) <= 1.0
+    assert np.max(np.abs(out[2000:])) <= m.limit + 1e-6
+
+
+def test_gain_is_ramped_without_a_step():
+    m = Mixer(SR)
+    m.note_on(np.full(SR, 0.5, dtype=np.float32), 1.0, 60, target=0)
+    m.set_gain_db(-6.0)
+    out = run(m, 2048, 256)
+    assert out[0] == pytest.approx(0.5, abs=1e-3)
+    assert np.max(np.abs(np.diff(out))) < 0.5 * 0.5 / 256 * 1.01  # spread over one block
+    assert out[-1] == pytest.approx(0.5 * 10 ** (-6 / 20), rel=1e-4)
+
+
+def test_panic_silences_within_a_few_milliseconds():
+    m = Mixer(SR)
+    for p in range(10):
+        m.note_on(tone(200 + 50 * p, level=0.05), 1.0, p + 40, target=0)
+    m.note_on(tone(300), 1.0, 90, target=5000)  # scheduled: dropped by the panic
+    run(m, 512, 256)
+    m.panic()
+    out = run(m, 6000, 256)
+    assert np.all(out[m.steal_len:] == 0)
+
+
+def test_the_callback_allocates_no_arrays():
+    m = Mixer(SR, max_voices=32)
+    for i in range(32):
+        m.note_on(tone(100 + 20 * i, level=0.05), 0.9, i + 30, target=i * 10)
+    # 4096-frame blocks: any temporary array would be >= 16 KiB, while the views numpy creates
+    # for slices are a few hundred bytes each whatever the block size.
+    out = np.zeros((4096, 2), dtype=np.float32)
+    for _ in range(4):
+        m.render(out)
+    m.note_off(30)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    for _ in range(5):
+        m.render(out)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    assert peak < 8192, peak

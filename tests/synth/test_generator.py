@@ -1,0 +1,244 @@
+"""The shipped generator (checkpoints/): API, sample rates, pitch, velocity, latent, threads.
+
+Pitch and loudness are measured here with independent numpy code (a harmonic-sum pitch
+estimator on a long zero-padded FFT, and RMS level of the held part), not with the project's
+own analysis functions.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from synth.params import NoteParams
+
+SEED_INPUTS = {
+    "velocity": 75,
+    "pitch": 60,
+    "source": "acoustic",
+    "qualities": ["bright", "percussive"],
+    "latent_sample": [0.0] * 16,
+}
+
+
+def midi_to_hz(m):
+    return 440.0 * 2.0 ** ((m - 69.0) / 12.0)
+
+
+def measure_f0(audio: np.ndarray, sample_rate: int, nominal_hz: float, t0: float = 0.3, t1: float = 2.5) -> float:
+    """f0 of the held part: the candidate within +-100 cents of nominal maximising the summed
+    (interpolated) log-spectrum at its first 6 harmonics below 7 kHz."""
+    seg = audio[int(t0 * sample_rate) : int(t1 * sample_rate)].astype(np.float64)
+    seg = seg * np.hanning(len(seg))
+    n_fft = 1 << (len(seg) * 8 - 1).bit_length()
+    mag = np.abs(np.fft.rfft(seg, n_fft))
+    logmag = np.log(mag + 1e-9 * mag.max())
+    bin_hz = sample_rate / n_fft
+    cents = np.arange(-100.0, 100.0, 0.25)
+    cand = nominal_hz * 2.0 ** (cents / 1200.0)
+    score = np.zeros_like(cand)
+    for k in range(1, 7):
+        f = k * cand
+        ok = f < 7000.0
+        score[ok] += np.interp(f[ok] / bin_hz, np.arange(len(logmag)), logmag)
+    return float(cand[np.argmax(score)])
+
+
+def cents_error(f_hz: float, pitch: int) -> float:
+    return 1200.0 * np.log2(f_hz / midi_to_hz(pitch))
+
+
+def held_level_db(audio: np.ndarray, sample_rate: int) -> float:
+    seg = audio[int(0.05 * sample_rate) : int(3.0 * sample_rate)].astype(np.float64)
+    return 10.0 * np.log10(np.mean(seg**2) + 1e-20)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    from synth.generator import get_generator
+
+    return get_generator()
+
+
+def test_get_prediction_seed_call(gen):
+    from synth import get_prediction
+
+    audio = get_prediction(SEED_INPUTS)
+    assert isinstance(audio, np.ndarray) and audio.dtype == np.float32 and audio.ndim == 1
+    assert audio.shape == (64000,)
+    assert np.all(np.isfinite(audio))
+    peak = np.abs(audio).max()
+    assert 1e-3 < peak <= 1.0
+    # Deterministic: the same note renders the same samples (noise seeded by the note's key).
+    np.testing.assert_array_equal(get_prediction(SEED_INPUTS), audio)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_same_note_at_sound_card_rates(gen, rate):
+    from synth import get_prediction
+
+    low = get_prediction(SEED_INPUTS)
+    high = get_prediction(SEED_INPUTS, sample_rate=rate)
+    assert high.shape == (4 * rate,) and high.dtype == np.float32
+    assert np.abs(high).max() <= 1.0
+    f_low = measure_f0(low, 16000, midi_to_hz(60))
+    f_high = measure_f0(high, rate, midi_to_hz(60))
+    assert abs(1200 * np.log2(f_high / f_low)) < 3.0
+    assert abs(held_level_db(high, rate) - held_level_db(low, 16000)) < 1.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pitch": 200},
+        {"pitch": 60.5},
+        {"velocity": 0},
+        {"source": "banjo"},
+        {"qualities": ["shiny"]},
+        {"latent_sample": [8.0] * 16},
+        {"latent_sample": [0.0] * 15},
+        {"colour": "blue"},
+    ],
+)
+def test_invalid_input_raises_note_params_error(bad):
+    from synth import get_prediction
+
+    with pytest.raises(ValueError) as err:
+        get_prediction({**SEED_INPUTS, **bad})
+    with pytest.raises(ValueError) as ref:
+        NoteParams.from_dict({**SEED_INPUTS, **bad})
+    assert str(err.value) == str(ref.value)
+
+
+def test_invalid_sample_rate_raises(gen):
+    with pytest.raises(ValueError):
+        gen.render(NoteParams(), sample_rate=100)
+
+
+@pytest.mark.parametrize("source", ["acoustic", "electronic", "synthetic"])
+def test_pitch_is_on_the_requested_note(gen, source):
+    pitches = [24, 36, 48, 60, 72, 84, 96]
+    notes = [NoteParams(pitch=p, velocity=100, source=source) for p in pitches]
+    errors = []
+    for p, audio in zip(pitches, gen.render_batch(notes, 16000)):
+        errors.append(cents_error(measure_f0(audio, 16000, midi_to_hz(p)), p))
+    errors = np.abs(errors)
+    assert np.median(errors) <= 5.0, errors
+    assert errors.max() <= 25.0, errors
+
+
+def test_controls_f0_sits_on_pitch(gen):
+    c = gen.controls(NoteParams(pitch=69, latent_sample=[7.0] * 16))
+    assert c["f0_hz"].shape == (1000,) and c["loudness_db"].shape == (1000,) and c["z"].shape == (1000, 16)
+    cents = 1200 * np.log2(c["f0_hz"] / 440.0)
+    assert np.abs(cents).max() <= 50.0 + 1e-3
+    assert np.all(np.isfinite(c["z"]))
+
+
+def test_loudness_rises_with_velocity(gen):
+    cases = [(p, s, q) for p in (36, 60, 84) for s, q in (("acoustic", ()), ("electronic", ("bright",)),
+                                                            ("synthetic", ("dark",)))]
+    velocities = (25, 50, 75, 100, 127)
+    rising, steps = 0, 0
+    for pitch, source, quals in cases:
+        notes = [NoteParams(pitch=pitch, velocity=v, source=source, qualities=quals) for v in velocities]
+        levels = [held_level_db(a, 16000) for a in gen.render_batch(notes, 16000)]
+        rising += int(np.sum(np.diff(levels) > 0))
+        steps += len(levels) - 1
+        assert levels[-1] > levels[0] + 3.0, (pitch, source, levels)
+    assert rising / steps >= 0.9, (rising, steps)
+
+
+def test_latent_sweep_is_finite_bounded_and_smooth(gen):
+    values = np.linspace(-7, 7, 15)
+    feats = []
+    for v in values:
+        latent = [0.0] * 16
+        latent[0] = float(v)
+        audio = gen.render(NoteParams(pitch=60, latent_sample=latent))
+        assert np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0
+        spec = np.abs(np.fft.rfft(audio[4000:40000]))
+        centroid = float(np.sum(spec * np.arange(len(spec))) / np.sum(spec))
+        feats.append((held_level_db(audio, 16000), np.log(centroid)))
+    feats = np.array(feats)
+    span = np.abs(feats[-1] - feats[0])
+    assert span[0] > 0.5 or span[1] > 0.05, feats  # the knob does something measurable
+    steps = np.abs(np.diff(feats, axis=0))
+    # Smooth: no single step of the sweep carries more than half of its total movement.
+    total = steps.sum(axis=0)
+    assert np.all(steps.max(axis=0) <= 0.5 * total + 1e-9), steps
+
+
+def test_render_batch_matches_render(gen):
+    notes = [NoteParams(pitch=p, velocity=v) for p, v in [(40, 50), (64, 127), (90, 25)]]
+    batch = gen.render_batch(notes, 48000)
+    for n, a in zip(notes, batch):
+        np.testing.assert_allclose(a, gen.render(n, 48000), atol=1e-4)
+
+
+def test_model_version_and_singleton_under_threads(gen):
+    from synth.generator import get_generator
+
+    assert isinstance(gen.model_version, str) and len(gen.model_version) == 16
+    int(gen.model_version, 16)
+    results, errors = [], []
+
+    def work(i):
+        g = get_generator()
+        audio = g.render(NoteParams(pitch=50 + i, velocity=100), 16000)
+        results.append((id(g), audio.shape, bool(np.all(np.isfinite(audio)))))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    assert {r[0] for r in results} == {id(gen)}
+    assert all(r[1] == (64000,) and r[2] for r in results)
+
+
+def test_fresh_process_loads_lazily_and_once():
+    """In a new process: importing synth does not load TensorFlow; concurrent first calls
+    build one generator."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "import synth\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "from synth import generator as G\n"
+        "made = []\n"
+        "orig = G.Generator.__init__\n"
+        "def counting(self, *a, **k):\n"
+        "    made.append(1); orig(self, *a, **k)\n"
+        "G.Generator.__init__ = counting\n"
+        "ts = [threading.Thread(target=G.get_generator) for _ in range(4)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(len(made))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_render_cli_writes_wav(tmp_path):
+    import soundfile as sf
+
+    from synth.cli import main
+
+    path = tmp_path / "note.wav"
+    rc = main(["render", "--pitch", "60", "--velocity", "100", "--source", "acoustic", "--quality", "bright",
+               "--latent", "0.5", "--sample-rate", "48000", "--out", str(path)])
+    assert rc == 0
+    audio, sr = sf.read(str(path), dtype="float32")
+    assert sr == 48000 and audio.shape == (192000,) and np.abs(audio).max() <= 1.0
+    assert main(["render", "--pitch", "300", "--out", str(tmp_path / "bad.wav")]) == 2
+    assert not (tmp_path / "bad.wav").exists()
