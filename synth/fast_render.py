@@ -15,7 +15,7 @@ Conventions shared with `synth.core`:
   are removed and noise bands span 0..MAX_FREQUENCY_HZ. So a 48 kHz render is the same sound as
   the 16 kHz render the model was trained on, not an extrapolation into frequencies it never saw.
 
-The fast renderer (`render_note`) exploits that: it synthesises at the training rate, where the
+The fast renderer (`FastRenderer`) exploits that: it synthesises at the training rate, where the
 signal is fully described, applies the reverb and resamples to the sound card's rate in one
 FFT pass (band-limited Fourier interpolation), so the learned impulse response is used at its
 native rate and no separate resampling step is needed.
@@ -125,7 +125,8 @@ def noise_band_matrix(n_bands: int, grain_size: int, sample_rate: float,
     each FFT bin takes the linear interpolation of the two bands around it; bins above f_max
     (and above Nyquist) are 0. The matrix also carries the noise level: with all magnitudes 1 the
     noise is white from 0 to f_max with a variance of 1/3 per sample at any render rate, i.e. the
-    power density of DDSP's uniform[-1, 1] noise through that filter at the training rate. Bins get a random phase, so E|X_k|^2 = s |H_k|^2 with
+    power density of DDSP's uniform[-1, 1] noise through that filter at the training rate.
+    Bins get a random phase, so E|X_k|^2 = s |H_k|^2 with
     s = M * sample_rate / (6 f_max); DC and Nyquist keep only their real part, hence sqrt(2).
     """
     n_bins = grain_size // 2 + 1
@@ -422,8 +423,9 @@ def _is_fast_length(n: int) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _resampling_fft_sizes(min_length: int, from_rate: int, to_rate: int) -> tuple[int, int]:
-    """FFT sizes (n_from >= min_length, n_to = n_from * to_rate / from_rate), both 7-smooth."""
+def resampling_fft_sizes(min_length: int, from_rate: int, to_rate: int) -> tuple[int, int]:
+    """FFT sizes for moving a spectrum between rates: n_from >= min_length samples at from_rate
+    and n_to = n_from * to_rate / from_rate at to_rate (the same duration), both 7-smooth."""
     step = from_rate // math.gcd(from_rate, to_rate)
     m = -(-min_length // step)
     while True:
@@ -462,7 +464,7 @@ class FastRenderer:
         key = (n_base, sample_rate)
         if key not in self._spectra:
             ir = self.impulse_response
-            n_from, n_to = _resampling_fft_sizes(n_base + ir.size - 1, self.base_sample_rate, sample_rate)
+            n_from, n_to = resampling_fft_sizes(n_base + ir.size - 1, self.base_sample_rate, sample_rate)
             transfer = np.fft.rfft(ir.astype(np.float64), n_from)
             transfer += 1.0  # the dry path: a unit impulse at t = 0
             n_bins_to = n_to // 2 + 1

@@ -13,6 +13,8 @@ the same sound as the 16 kHz one, not an extrapolation to frequencies the model 
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -81,8 +83,8 @@ class Reverb(keras.layers.Layer):
     """Reverb with a learned impulse response (a Keras weight) at `sample_rate`.
 
     The weight is the wet part only: its first tap is held at 0 and the dry signal is added, so
-    a zero impulse response is no reverb. At another sample rate the response is resampled
-    (band-limited) so that it colours the sound the same way.
+    a zero impulse response is no reverb. At another sample rate the response is applied as
+    the same band-limited filter (see `core.fft_convolve`), so it colours the sound the same way.
     """
 
     def __init__(self, reverb_length: int = core.REVERB_LENGTH,
@@ -104,14 +106,12 @@ class Reverb(keras.layers.Layer):
 
     def impulse_response_numpy(self) -> np.ndarray:
         """[reverb_length] float32 numpy copy of `impulse_response()`."""
-        return keras.ops.convert_to_numpy(self.ir).astype(np.float32) * self._dry_tap_mask
+        return tf.convert_to_tensor(self.ir).numpy().astype(np.float32) * self._dry_tap_mask
 
     def get_signal(self, audio, sample_rate: float | None = None):
         """[batch, n_samples] dry -> [batch, n_samples] dry + wet at `sample_rate`."""
-        ir = self.impulse_response()
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            ir = core.resample_impulse_response(ir, self.sample_rate, sample_rate)
-        return core.apply_reverb(audio, ir)
+        return core.apply_reverb(audio, self.impulse_response(), self.sample_rate,
+                                 self.sample_rate if sample_rate is None else int(sample_rate))
 
     def build(self, input_shape=None):
         # The weight is made in __init__ (its shape does not depend on the input).
@@ -144,7 +144,8 @@ class DDSPSynth(keras.layers.Layer):
         self.harmonic = Harmonic(self.n_harmonics, max_frequency_hz)
         self.noise = FilteredNoise(self.n_noise_bands, max_frequency_hz=max_frequency_hz)
         self.reverb = Reverb(reverb_length, self.sample_rate, name="reverb")
-        self._renderer: FastRenderer | None = None
+        # One numpy renderer per thread: renderers reuse work buffers between notes.
+        self._render_state = threading.local()
 
     def get_controls(self, amplitude, harmonic_distribution, noise_magnitudes, f0_hz) -> dict:
         """Raw network outputs -> physical controls (a dict of tensors).
@@ -188,16 +189,19 @@ class DDSPSynth(keras.layers.Layer):
         """One note's controls (numpy arrays, as from `get_controls`, batch of 1 or none) ->
         float32 [n_frames * sample_rate // frame_rate], the same sound as `get_signal`.
 
-        Fast path for live use (no TensorFlow ops); the impulse response's spectra are cached
-        and rebuilt only when the weight changes.
+        Fast path for live use: numpy only, apart from reading the reverb weight; the impulse
+        response's spectra are cached and rebuilt only when the weight changes. `rng` draws the
+        noise (seed it for a repeatable note). Safe to call from several threads at once.
         """
         ir = self.reverb.impulse_response_numpy()
-        if self._renderer is None or not np.array_equal(self._renderer.impulse_response, ir):
-            self._renderer = FastRenderer(ir, self.sample_rate, self.frame_rate, self.sample_rate / 2)
-        numpy_controls = {key: keras.ops.convert_to_numpy(value) for key, value in controls.items()}
-        return self._renderer.render(numpy_controls["f0_hz"], numpy_controls["amplitude"],
-                                     numpy_controls["harmonic_distribution"],
-                                     numpy_controls["noise_magnitudes"], sample_rate, rng)
+        renderer = getattr(self._render_state, "renderer", None)
+        if renderer is None or not np.array_equal(renderer.impulse_response, ir):
+            renderer = FastRenderer(ir, self.sample_rate, self.frame_rate, self.sample_rate / 2)
+            self._render_state.renderer = renderer
+        numpy_controls = {key: np.asarray(value) for key, value in controls.items()}
+        return renderer.render(numpy_controls["f0_hz"], numpy_controls["amplitude"],
+                               numpy_controls["harmonic_distribution"],
+                               numpy_controls["noise_magnitudes"], sample_rate, rng)
 
     def get_config(self):
         return {**super().get_config(), "n_harmonics": self.n_harmonics,

@@ -57,7 +57,8 @@ def render_tone(f0_hz, n_frames, sample_rate, amplitude=0.5, distribution=None, 
 
 
 def test_midi_hz_conversions():
-    np.testing.assert_allclose(core.midi_to_hz([69, 57, 81, 60]), [440.0, 220.0, 880.0, 261.6255653], rtol=1e-9)
+    np.testing.assert_allclose(core.midi_to_hz([69, 57, 81, 60]), [440.0, 220.0, 880.0, 261.6255653],
+                               rtol=1e-9)
     midi = np.array([9.0, 60.5, 120.0])
     np.testing.assert_allclose(core.hz_to_midi(core.midi_to_hz(midi)), midi, rtol=1e-12)
     np.testing.assert_allclose(core.midi_to_hz_tf(midi).numpy(), core.midi_to_hz(midi), rtol=1e-5)
@@ -105,7 +106,8 @@ def test_harmonic_pitch_within_one_cent(sample_rate, f0_hz):
     assert abs(cents(fifth, 5 * f0_hz)) < 1.0
 
 
-@pytest.mark.parametrize("n_frames,n_samples,sample_rate", [(37, 2371, 16000), (100, 17640, 44100), (3, 577, 48000)])
+@pytest.mark.parametrize("n_frames,n_samples,sample_rate",
+                         [(37, 2371, 16000), (100, 17640, 44100), (3, 577, 48000)])
 def test_harmonic_matches_closed_form_for_steady_tone(n_frames, n_samples, sample_rate):
     f0_hz, amplitude = 440.0, 0.8
     dist = np.zeros((1, n_frames, 8), np.float32)
@@ -371,4 +373,21 @@ def test_loudness_tf_is_differentiable():
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(core.compute_loudness_db_tf(audio, 16000))
     grad = tape.gradient(loss, audio).numpy()
+    assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+def test_gradients_stay_finite_where_the_prediction_is_silent():
+    """Exact zeros (silent frames, zero padding) must not turn |STFT| or log into NaN gradients."""
+    n_frames, sample_rate = 50, 16000
+    target = render_tone(330.0, n_frames, sample_rate)[None]
+    envelope = np.zeros((1, n_frames, 1), np.float32)
+    envelope[:, n_frames // 2 :] = 0.3
+    amplitude = tf.Variable(envelope)
+    with tf.GradientTape() as tape:
+        audio = core.harmonic_synthesis(constant(330.0, n_frames), amplitude,
+                                        decaying_distribution(n_frames, 16), 3200, sample_rate)
+        loss = (core.multiscale_spectral_loss(target, audio)
+                + tf.reduce_mean(core.compute_loudness_db_tf(audio, sample_rate)))
+    assert np.all(audio.numpy()[0, :1000] == 0.0)
+    grad = tape.gradient(loss, amplitude).numpy()
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0

@@ -42,7 +42,8 @@ def test_get_controls_shapes_ranges_and_band_limit():
 
 def test_harmonic_and_noise_processors_alone():
     harmonic, noise = Harmonic(n_harmonics=8), FilteredNoise(n_bands=5)
-    controls = {**harmonic.get_controls(np.zeros((1, 10, 1)), np.zeros((1, 10, 8)), np.full((1, 10, 1), 220.0)),
+    controls = {**harmonic.get_controls(np.zeros((1, 10, 1)), np.zeros((1, 10, 8)),
+                                        np.full((1, 10, 1), 220.0)),
                 **noise.get_controls(np.zeros((1, 10, 5)))}
     # exp_sigmoid(0) shares its value between the 8 harmonics; noise starts quiet (bias -5).
     np.testing.assert_allclose(controls["harmonic_distribution"].numpy(), 1.0 / 8, rtol=1e-6)
