@@ -26,6 +26,8 @@ from synth.params import (
     LATENT_MIN,
     PITCH_MAX,
     PITCH_MIN,
+    VELOCITY_MAX,
+    VELOCITY_MIN,
     QUALITIES,
     SOURCES,
     NoteParams,
@@ -160,8 +162,16 @@ def _note_fields(address: str, **fields: Any) -> NoteParams:
         raise CommandError(address, str(e)) from None
 
 
+def _in_range(value: Any, lo: int, hi: int) -> bool:
+    """Fast path for the common case (an int, or Pd's integral float, in range)."""
+    t = type(value)
+    return (t is int or (t is float and value.is_integer())) and lo <= value <= hi
+
+
 def _pitch(address: str, value: Any) -> int:
-    return _note_fields(address, pitch=value).pitch
+    if _in_range(value, PITCH_MIN, PITCH_MAX):
+        return int(value)
+    return _note_fields(address, pitch=value).pitch  # raises with the schema's reason
 
 
 # ---- one parser per address -----------------------------------------------------------------
@@ -171,6 +181,8 @@ def _note(address: str, args: list) -> NoteOn | NoteOff:
     _n_args(address, args, 2, 2, "pitch velocity")
     pitch = _pitch(address, args[0])
     velocity = args[1]
+    if _in_range(velocity, VELOCITY_MIN, VELOCITY_MAX):
+        return NoteOn(pitch, int(velocity))
     if not isinstance(velocity, bool) and isinstance(velocity, numbers.Real) and velocity == 0:
         return NoteOff(pitch)
     return NoteOn(pitch, _note_fields(address, pitch=pitch, velocity=velocity).velocity)

@@ -35,7 +35,7 @@ IMMEDIATE = -1
 NEVER = np.iinfo(np.int64).max // 4
 
 # Event kinds posted to the mixer.
-EV_ON, EV_OFF, EV_PANIC, EV_GAIN = 0, 1, 2, 3
+EV_ON, EV_OFF, EV_PANIC, EV_GAIN, EV_ONS = 0, 1, 2, 3, 4
 
 
 class Mixer:
@@ -83,6 +83,7 @@ class Mixer:
         self._tmp = np.zeros(max_block, dtype=np.float32)
 
         self.block_start = 0
+        self.busy = False
         self._gain = 1.0
         self._gain_target = 1.0
         self._lim = 1.0
@@ -105,6 +106,11 @@ class Mixer:
                 release_at: int = NEVER) -> None:
         self.post(EV_ON, target, (audio, float(gain), int(pitch), int(release_at)))
 
+    def notes_on(self, notes: list) -> None:
+        """Start several voices in the same block, immediately: [(audio, gain, pitch, release_at)]
+        (one event, so a callback between two posts cannot split them a block apart)."""
+        self.post(EV_ONS, IMMEDIATE, [(a, float(g), int(p), int(r)) for a, g, p, r in notes])
+
     def note_off(self, pitch: int, target: int = IMMEDIATE) -> None:
         self.post(EV_OFF, target, int(pitch))
 
@@ -125,6 +131,9 @@ class Mixer:
     # ---- the callback -------------------------------------------------------------------
     def render(self, out: np.ndarray) -> None:
         """Fill `out` ([frames, channels] float32) with the next block."""
+        # Other Python threads that would take the GIL back mid-block look at this and wait
+        # (CPython otherwise hands the GIL to a waiting thread every switch interval).
+        self.busy = True
         t_cpu = time.perf_counter()
         n = out.shape[0]
         t0 = self.block_start
@@ -208,6 +217,7 @@ class Mixer:
             self.cpu[1] = dt
         self.block_times[int(self.cpu[2]) % self.block_times.size] = dt
         self.cpu[2] += 1
+        self.busy = False
 
     def _take_inbox(self, t0: int) -> None:
         inbox = self.inbox
@@ -240,6 +250,9 @@ class Mixer:
             self.stats[6] += 1
             if kind == EV_ON:
                 self._start_voice(target, *payload)
+            elif kind == EV_ONS:
+                for note in payload:
+                    self._start_voice(target, *note)
             elif kind == EV_OFF:
                 self._release_pitch(payload, target)
             elif kind == EV_PANIC:
@@ -398,8 +411,11 @@ class ClockOutput:
 
     kind = "clock"
 
-    def __init__(self, mixer: Mixer, blocksize: int = 256, record: str | None = None, channels: int = 2):
+    def __init__(self, mixer: Mixer, blocksize: int = 256, record: str | None = None, channels: int = 2,
+                 realtime: bool = True):
         self.mixer = mixer
+        self.realtime = realtime
+        self.realtime_ok: bool | None = None
         self.blocksize = blocksize
         self.clock = _Clock(mixer.sample_rate)
         self.record = record
@@ -420,6 +436,7 @@ class ClockOutput:
         self._thread.start()
 
     def _run(self) -> None:
+        self.realtime_ok = try_realtime(RT_PRIORITY_AUDIO) if self.realtime else False
         out = np.zeros((self.blocksize, self.channels), dtype=np.float32)
         sr = self.mixer.sample_rate
         while not self._stop.is_set():

@@ -40,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="without a sound card, do not start a JACK dummy server")
     parser.add_argument("--no-realtime", action="store_true",
                         help="do not ask for real-time priority for the audio callback and the OSC thread")
-    parser.add_argument("--prerender", action="store_true", help="pre-render the keyboard at start-up")
+    parser.add_argument("--prerender", action="store_true",
+                        help="pre-render the keyboard (21..108, five velocity layers) at start-up and "
+                             "again half a second after each timbre change")
     parser.add_argument("--http-port", type=int, default=None, help="also serve the HTTP API on this port")
     parser.add_argument("--http-host", default="127.0.0.1", help="interface of the HTTP API (default 127.0.0.1)")
     parser.add_argument("--generator-factory", default=None, help=argparse.SUPPRESS)  # module:function, for tests
@@ -71,6 +73,7 @@ def _start_http(engine, host: str, port: int) -> threading.Thread:
 
 
 def run(args) -> int:
+    from osc_server.addresses import PRERENDER_HI, PRERENDER_LO
     from osc_server.server import LiveServer, ServerConfig, SetupError
 
     log.info("loading the generator")
@@ -96,9 +99,9 @@ def run(args) -> int:
     if args.http_port is not None:
         _start_http(server.engine, args.http_host, args.http_port)
     if args.prerender:
-        t = server.engine.timbre
-        server.engine.prerender(21, 108, lambda address, *a: log.info("%s %s", address, " ".join(map(str, a))))
-        log.info("pre-rendering the keyboard for %s", t.source)
+        server.engine.auto_prerender = (PRERENDER_LO, PRERENDER_HI)
+        server.engine.prerender(PRERENDER_LO, PRERENDER_HI,
+                                lambda address, *a: log.info("%s %s", address, " ".join(map(str, a))))
     log.info("ready (model %s); Ctrl-C stops", getattr(generator, "model_version", "?"))
     while not stop.wait(5.0):
         pass

@@ -37,6 +37,9 @@ render_log = logging.getLogger("osc_server.render")
 
 Reply = Callable[..., None]  # reply(address, *args)
 LIVE, PRERENDER = 0, 1
+# MIDI velocity -> (the NSynth layer a note is rendered at, the gain that scales it to the velocity).
+_VELOCITY = {v: (NoteParams(velocity=v).velocity_layer, NoteParams(velocity=v).velocity_gain) for v in range(1, 128)}
+AUTO_PRERENDER_DELAY_S = 0.5
 
 
 class Generator(Protocol):
@@ -95,6 +98,8 @@ class Engine:
         self.renders_done = 0
         self.render_errors = 0
         self.gain_db = 0.0
+        self.auto_prerender: tuple[int, int] | None = None  # (lo, hi): pre-render after timbre changes
+        self._auto_timer: threading.Timer | None = None
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._work, name=f"render-{i}", daemon=True)
                          for i in range(max(1, workers))]
@@ -123,7 +128,9 @@ class Engine:
             q.add(command.quality) if command.on else q.discard(command.quality)
             self._set_timbre(qualities=sorted(q))
         elif isinstance(command, A.Prerender):
-            self.prerender(command.lo, command.hi, reply)
+            # Listing and queueing hundreds of notes takes milliseconds: not on the receiving thread.
+            threading.Thread(target=self.prerender, args=(command.lo, command.hi, reply), name="prerender",
+                             daemon=True).start()
         elif isinstance(command, A.Panic):
             self.panic()
         elif isinstance(command, A.SetGain):
@@ -150,10 +157,22 @@ class Engine:
     def _set_timbre(self, **changes: Any) -> None:
         timbre = self.timbre.replace(**changes)
         with self._lock:
-            if timbre != self.timbre:
+            changed = timbre != self.timbre
+            if changed:
                 self.timbre = timbre
                 self._keys = {}
                 self.generation += 1
+        if changed and self.auto_prerender is not None:
+            # Debounced: a knob sweep sends many messages; pre-render once it settles.
+            if self._auto_timer is not None:
+                self._auto_timer.cancel()
+            self._auto_timer = threading.Timer(AUTO_PRERENDER_DELAY_S, self._auto_prerender)
+            self._auto_timer.daemon = True
+            self._auto_timer.start()
+
+    def _auto_prerender(self) -> None:
+        lo, hi = self.auto_prerender
+        self.prerender(lo, hi, lambda address, *args: render_log.debug("%s %s", address, args))
 
     def _note(self, pitch: int, layer: int) -> tuple[str, NoteParams]:
         params = NoteParams(pitch, layer, self.timbre.source, self.timbre.qualities, self.timbre.latent_sample)
@@ -161,19 +180,16 @@ class Engine:
 
     def note_on(self, pitch: int, velocity: int, when: float | None, reply: Reply) -> None:
         target = self._target(when)
-        live = NoteParams(pitch, velocity, self.timbre.source, self.timbre.qualities, self.timbre.latent_sample)
-        layer, gain = live.velocity_layer, live.velocity_gain
+        layer, gain = _VELOCITY[velocity]
         key = self._keys.get((pitch, layer))
-        params = None
         if key is None:
-            key, params = self._note(pitch, layer)
+            key = self._note(pitch, layer)[0]
             self._keys[(pitch, layer)] = key
         audio = self.cache.get(key)
         if audio is not None:
             self.mixer.note_on(audio, gain, pitch, target)
             return
-        if params is None:
-            params = live.replace(velocity=layer)
+        params = self._note(pitch, layer)[1]
         waiter = _Waiter(pitch, gain, target, reply=reply, velocity=layer)
         with self._lock:
             self._waiting.setdefault(pitch, []).append(waiter)
@@ -182,10 +198,12 @@ class Engine:
     def note_off(self, pitch: int, when: float | None) -> None:
         target = self._target(when)
         with self._lock:
+            now = self.mixer.block_start
             for w in self._waiting.get(pitch, ()):
+                started = w.target == IMMEDIATE or w.target <= now  # a later scheduled note-on is not ours
                 if target == IMMEDIATE:
-                    w.cancelled = True
-                elif w.target == IMMEDIATE or w.target <= target:
+                    w.cancelled = w.cancelled or started
+                elif started or w.target <= target:
                     w.release_at = min(w.release_at, target)
         self.mixer.note_off(pitch, target)
 
@@ -331,9 +349,13 @@ class Engine:
         job.audio, job.error = audio, error
         job.done.set()
         replied = set()
+        now = [(audio, w.gain, w.pitch, w.release_at) for w in waiters
+               if audio is not None and not w.cancelled and w.target == IMMEDIATE]
+        if now:
+            self.mixer.notes_on(now)  # together: the same note twice must start on the same sample
         for w in waiters:
             if audio is not None:
-                if not w.cancelled:
+                if not w.cancelled and w.target != IMMEDIATE:
                     self.mixer.note_on(audio, w.gain, w.pitch, w.target, w.release_at)
                 if w.reply is not None and id(w.reply) not in replied:
                     replied.add(id(w.reply))
@@ -372,6 +394,8 @@ class Engine:
             return sum(1 for j in self._jobs.values() if not j.started)
 
     def close(self) -> None:
+        if self._auto_timer is not None:
+            self._auto_timer.cancel()
         self._stop.set()
         for _ in self._workers:
             self._queue.put((99, next(self._seq), None))

@@ -8,6 +8,7 @@ escape as a traceback.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -95,7 +96,7 @@ def open_output(mixer: Mixer, device=None, blocksize: int = 256, record: str | N
                 jack_fallback: bool = True, realtime: bool = True) -> tuple[Any, str, subprocess.Popen | None]:
     """(output, what it is, jackd process we started or None)."""
     if record:
-        out = ClockOutput(mixer, blocksize, record=record)
+        out = ClockOutput(mixer, blocksize, record=record, realtime=realtime)
         return out, f"no sound card used: writing the stream to {record}", None
     try:
         import sounddevice as sd
@@ -106,9 +107,13 @@ def open_output(mixer: Mixer, device=None, blocksize: int = 256, record: str | N
         try:
             return SoundDeviceOutput(mixer, device, blocksize, realtime=realtime), "", None
         except (sd.PortAudioError, ValueError) as e:
+            if "sample rate" in str(e).lower():
+                rate = sd.query_devices(device, "output")["default_samplerate"]
+                raise SetupError(f"the output device does not take {mixer.sample_rate} Hz ({e}); "
+                                 f"its rate is {rate:g} Hz: pass --sample-rate {rate:g}") from None
             if device is not None:
                 raise SetupError(f"cannot open output device {device!r}: {e}\navailable devices:\n{_device_list()}")
-            reason = f"no usable output device ({e})"
+            reason = f"no sound card found (PortAudio: {e})"
     if sd is not None and jack_fallback and shutil.which("jackd"):
         os.environ["JACK_NO_START_SERVER"] = "1"
         proc, name = start_jack_dummy(mixer.sample_rate, blocksize)
@@ -124,7 +129,7 @@ def open_output(mixer: Mixer, device=None, blocksize: int = 256, record: str | N
         else:
             return out, (f"{reason}; started a JACK dummy server '{name}' (silent; connect a JACK client "
                          f"with JACK_DEFAULT_SERVER={name} to hear or record it)"), proc
-    out = ClockOutput(mixer, blocksize)
+    out = ClockOutput(mixer, blocksize, realtime=realtime)
     return out, f"{reason}; running on an internal clock, nothing is heard (use --record PATH to keep it)", None
 
 
@@ -167,6 +172,10 @@ class LiveServer:
         # The audio callback needs the GIL every block; a busy receiving thread would otherwise
         # hold it for up to 5 ms (CPython's default switch interval), close to a 256-frame block.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # Everything loaded so far (the generator, TensorFlow) is long-lived: keep it out of the
+        # garbage collector's scans, whose full passes hold the GIL and would stall the callback.
+        gc.collect()
+        gc.freeze()
         self.output.start()
         self.transport.start()
         deadline = time.monotonic() + 1.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 from osc_server import addresses as A
@@ -20,13 +21,30 @@ from osc_server.audio import RT_PRIORITY_OSC, try_realtime
 log = logging.getLogger("osc_server.osc")
 
 MAX_DATAGRAM = 65536
+RECEIVE_BUFFER_BYTES = 4 * 2**20  # a burst of ~5000 small packets waits here, not dropped by the kernel
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: above net.core.rmem_max, if permitted
+# The receiving thread may run at real-time priority: after this long busy without a pause it
+# sleeps briefly, so that a flood cannot trip the kernel's real-time throttling (which would
+# stall the audio callback too).
+MAX_BUSY_S, PAUSE_S = 0.05, 0.002
+
+
+def _big_receive_buffer(sock: socket.socket, size: int) -> int:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < size:
+        log.info("UDP receive buffer is %d KiB (raise net.core.rmem_max for bigger bursts)", got // 1024)
+    return got
 
 
 class OscTransport:
     def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000, realtime: bool = True):
         self.engine = engine
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        _big_receive_buffer(self.sock, RECEIVE_BUFFER_BYTES)
         self.sock.bind((host, port))
         self.sock.settimeout(0.2)
         self.address = self.sock.getsockname()
@@ -74,10 +92,16 @@ class OscTransport:
     def _run(self) -> None:
         # A note's path to the sound card starts here: above ordinary processes when allowed.
         self.realtime_ok = try_realtime(RT_PRIORITY_OSC) if self.realtime else False
+        busy_since = time.perf_counter()
         while not self._stop.is_set():
+            t = time.perf_counter()
+            if t - busy_since > MAX_BUSY_S:
+                time.sleep(PAUSE_S)
+                busy_since = time.perf_counter()
             try:
                 data, sender = self.sock.recvfrom(MAX_DATAGRAM)
             except socket.timeout:
+                busy_since = time.perf_counter()
                 continue
             except ConnectionRefusedError:
                 continue  # an ICMP error about an earlier reply: not ours to act on
@@ -85,7 +109,18 @@ class OscTransport:
                 if self._stop.is_set():
                     return
                 raise
+            if time.perf_counter() - t > 1e-4:  # recvfrom waited: the thread was idle
+                busy_since = time.perf_counter()
+            self._yield_to_audio()
             self.handle_datagram(data, sender)
+
+    def _yield_to_audio(self) -> None:
+        """While the audio callback is mid-block, let it keep the GIL (at most ~2 ms)."""
+        mixer = getattr(self.engine, "mixer", None)
+        for _ in range(40):
+            if mixer is None or not mixer.busy:
+                return
+            time.sleep(0.00005)
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
         self.received += 1
@@ -99,6 +134,8 @@ class OscTransport:
             self.handle_message(item.address, item.args, item.time, sender, reply)
 
     def handle_message(self, address: str, args: list, when: float | None, sender, reply) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("<- %s:%d %s %s%s", sender[0], sender[1], address, args, "" if when is None else f" @{when:.6f}")
         try:
             command = A.parse_message(address, args)
             if isinstance(command, A.ReplyPort):

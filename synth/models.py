@@ -3,7 +3,7 @@
 Four networks, all small enough to train on a 2-core CPU and to run one note in a few ms:
 
 * **encoder** (training only): per-frame MFCCs of the real note, pooled onto a coarse grid of
-  `N_COARSE` = 50 steps (80 ms each) -> z, 16 values per coarse step, bounded by tanh.
+  `N_COARSE` = 50 steps (80 ms each) -> z, 16 values per coarse step (linear, L2-regularised).
   z lives on the coarse grid on purpose: it is smooth by construction once linearly upsampled to
   the 1000 frames, and it is exactly what the z_generator has to produce (no information that
   the generator could not model is hidden in frame-rate wiggles).
@@ -63,6 +63,7 @@ N_MFCC = 30
 N_MELS = 64
 MFCC_FFT = 1024
 COND_DIM = 7 + 1 + len(SOURCES) + len(QUALITIES)
+QUALITY_OFFSET = COND_DIM - len(QUALITIES)  # the quality tags are the last 10 conditioning values
 N_TIME_FEATURES = 11
 LATENT_SQUASH = 3.0
 MAX_CENTS = 50.0
@@ -272,7 +273,12 @@ def _dilated_depthwise_class():
 
 
 def build_encoder(cfg: ModelConfig):
-    """features [B, 50, N_MFCC] (already standardised) -> z [B, 50, 16] in (-1, 1)."""
+    """features [B, 50, N_MFCC] (already standardised) -> z [B, 50, 16], linear.
+
+    Linear on purpose: a tanh output (tried first) saturated within 1000 steps into binary
+    codes with half the dimensions dead, which a generator cannot interpolate smoothly. The
+    autoencoder stage keeps z's scale in check with a small L2 penalty instead.
+    """
     keras = _keras()
     L = keras.layers
     h = cfg.encoder_hidden
@@ -284,7 +290,7 @@ def build_encoder(cfg: ModelConfig):
         y = L.LayerNormalization(name=f"enc_norm{i}")(y)
         y = L.LeakyReLU(0.2, name=f"enc_act{i + 1}")(y)
         x = L.Add(name=f"enc_res{i}")([x, y])
-    z = L.Dense(Z_DIM, activation="tanh", name="enc_z")(x)
+    z = L.Dense(Z_DIM, name="enc_z")(x)
     return keras.Model(x_in, z, name="encoder")
 
 
@@ -402,6 +408,28 @@ def z_from_raw(z_raw):
     """z_decoder output -> standardised z within +-Z_BOUND (smooth, never extrapolates)."""
     tf = _tf()
     return Z_BOUND * tf.tanh(z_raw / Z_BOUND)
+
+
+def _knob_mix() -> np.ndarray:
+    from scipy.linalg import hadamard
+
+    return (hadamard(LATENT_DIM) / np.sqrt(LATENT_DIM)).astype(np.float32)
+
+
+KNOB_MIX = _knob_mix()
+
+
+def knobs_to_latent(knobs):
+    """The performer's 16 knobs -> the VAE latent: a fixed orthogonal (Hadamard) mix.
+
+    A VAE switches off the latent dimensions it does not need (their posterior collapses to
+    the prior and the decoder ignores them): trained here, only a handful carry information.
+    Mixing every knob into every latent dimension (|weight| = 1/4 each) makes each of the 16
+    knobs change the sound. Orthogonal, so the prior N(0, I) is the same in both spaces and
+    knobs = 0 is still the centre.
+    """
+    tf = _tf()
+    return tf.matmul(knobs, tf.constant(KNOB_MIX), transpose_b=True)
 
 
 def squash_latent(latent):

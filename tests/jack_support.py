@@ -7,6 +7,9 @@
         f = cap.now(); ...; audio = cap.read(f, f + 4800)
 
 Frames are JACK frame times, so "message sent at frame f" and "sound at frame g" share a clock.
+On a loaded machine JACK itself can run late (an xrun) even with nothing but this client
+running; `Capture.glitches` counts those, so a timing test can tell a clean measurement from
+one the machine disturbed and measure again.
 Pytest fixtures using these live in tests/osc_server/conftest.py (`jack_dummy`, `capture`).
 """
 
@@ -45,6 +48,22 @@ def _realtime_threads(pid: int, priority: int) -> None:
             os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(priority))
         except (PermissionError, OSError):
             return
+
+
+def portaudio_jack_device(timeout: float = 10.0) -> int:
+    """Index of PortAudio's JACK output device, re-initialising PortAudio until it sees the
+    server (on a loaded machine its first connection attempt can fail)."""
+    import sounddevice as sd
+
+    deadline = time.monotonic() + timeout
+    while True:
+        devices = [i for i, d in enumerate(sd.query_devices())
+                   if "JACK" in sd.query_hostapis(d["hostapi"])["name"] and d["max_output_channels"] > 0]
+        if devices:
+            return devices[0]
+        assert time.monotonic() < deadline, f"PortAudio does not see the JACK server: {sd.query_hostapis()}"
+        time.sleep(0.2)
+        _reinit_portaudio()
 
 
 class JackDummy:
@@ -103,8 +122,24 @@ class Capture:
         self.end_frame = -1  # frame after the last captured one
         self.realtime: bool | None = None
         self.gaps = 0  # cycles this client missed (their frames hold stale audio)
+        self.xruns = 0  # JACK's xruns (any client, or jackd itself, late)
+        # When (time.perf_counter) each recent cycle ran, by its first frame: JACK's frame clock is
+        # an estimate that drifts from the cycles actually run on a loaded machine, so latencies
+        # are measured in wall time, message sent -> the cycle that carried its sound.
+        self.cycle_frame = np.full(4096, -1, dtype=np.int64)
+        self.cycle_wall = np.zeros(4096, dtype=np.float64)
+        self._cycles = 0
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
+
+    def _xrun(self, delayed_usecs: float) -> None:
+        self.xruns += 1
+
+    @property
+    def glitches(self) -> int:
+        """xruns + missed cycles so far: a measurement spanning a change is not a clean one."""
+        return self.xruns + self.gaps
 
     def _process(self, frames: int) -> None:
         if self.realtime is None:
@@ -115,8 +150,15 @@ class Capture:
             except (PermissionError, OSError):
                 self.realtime = False
         f = self.client.last_frame_time
+        k = self._cycles % self.cycle_frame.size
+        self.cycle_wall[k] = time.perf_counter()
+        self.cycle_frame[k] = f
+        self._cycles += 1
         if self.end_frame >= 0 and f != self.end_frame:
             self.gaps += 1
+            if 0 < f - self.end_frame < self.size:  # the missed frames read as silence, not old audio
+                missed = np.arange(self.end_frame, f) % self.size
+                self.buf[missed] = 0.0
         data = self.port.get_array()
         i = f % self.size
         k = min(frames, self.size - i)
@@ -132,6 +174,14 @@ class Capture:
                     q.name for q in self.client.get_all_connections(p)]:
                 self.client.connect(p, self.port)
         return ports
+
+    def wall_time_of(self, frame: int) -> float:
+        """time.perf_counter() at which the cycle holding `frame` ran (it must be recent)."""
+        self.wait_until(frame + 1)
+        starts = self.cycle_frame
+        holding = np.flatnonzero((starts >= 0) & (starts <= frame) & (frame < starts + self.blocksize))
+        assert holding.size, f"frame {frame} is not in a recent cycle"
+        return float(self.cycle_wall[holding].max())
 
     def now(self) -> int:
         """JACK's estimate of the current frame time."""

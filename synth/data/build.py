@@ -54,7 +54,11 @@ DEFAULT_PITCHES = tuple(range(21, 109))
 NSYNTH_QUALITY_NAMES = tuple("tempo-synced" if q == "tempo_sync" else q for q in QUALITIES)
 BUILD_VERSION = 1
 # Bump when an analyzer in synth.data.qualities changes: a resumed build rescores old notes.
-SCORER_VERSION = 1
+SCORER_VERSION = 3
+# Bump when the unpitched rule changes: a resumed build renders again every group that had a
+# note dropped as unpitched under an older rule. Version 2: the f0 tracker searches sub-sample
+# lags and several periods for high notes (version 1 missed many notes above about C7).
+DROP_RULE_VERSION = 2
 
 
 def split_of(program: int) -> str:
@@ -133,7 +137,7 @@ def render_group(group: Group) -> dict:
             os.replace(tmp, audio_dir / f"{name}.wav")
         records.append(rec)
     return {"group": group.key, "program": group.program, "pitch": group.pitch,
-            "scorer_version": SCORER_VERSION, "notes": records}
+            "scorer_version": SCORER_VERSION, "drop_rule_version": DROP_RULE_VERSION, "notes": records}
 
 
 def rescore_group(args: tuple[str, dict]) -> dict:
@@ -252,7 +256,8 @@ def build_dataset(
         for prog in programs
         for pitch in pitches
     ]
-    todo = [g for g in groups if g.key not in done or _velocities(done[g.key]) != set(velocities)]
+    todo = [g for g in groups if g.key not in done or _velocities(done[g.key]) != set(velocities)
+            or _stale_drops(done[g.key])]
     logger.info("%d groups (%d notes); %d already done, %d to render with %d worker(s)",
                 len(groups), len(groups) * len(velocities), len(groups) - len(todo), len(todo), workers)
     t_render = time.perf_counter()
@@ -291,6 +296,7 @@ def build_dataset(
     summary = finalize(out, sf_path, [done[g.key] for g in groups])
     finalize_s = time.perf_counter() - t_fin
     meta.update(summary)
+    meta["runs"] = (previous or {}).get("runs", [])
     meta["timing_s"] = {
         "calibration": round(calibration_s, 1),
         "render_and_score": round(render_s, 1),
@@ -300,6 +306,7 @@ def build_dataset(
         "workers": workers,
         "groups_rendered_this_run": len(todo),
     }
+    meta["runs"].append({"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta["timing_s"]})
     build_path.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -308,6 +315,11 @@ def _progress(iterable, bar):
     for item in iterable:
         bar.update(1)
         yield item
+
+
+def _stale_drops(rec: dict) -> bool:
+    return rec.get("drop_rule_version", 1) != DROP_RULE_VERSION and any(
+        n.get("dropped") == "unpitched" for n in rec["notes"])
 
 
 def _velocities(rec: dict) -> set[int]:

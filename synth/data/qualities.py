@@ -16,7 +16,7 @@ distortion      clipping: share of samples within 10 % of the peak ("flat tops")
                 minus the same share after giving the
                 segment's spectrum fixed pseudo-random phases (which keeps its spectrum
                 and removes any flattening of the waveform); averaged over segments
-                within 30 dB of the peak. ~0 for clean tones (a sine, a sawtooth), up to
+                within 30 dB of the peak (4 segments spread over 0.1-3 s). ~0 for clean tones (a sine, a sawtooth), up to
                 ~0.8 for a hard-clipped one
 fast_decay      note_off_s minus the time at which the level first falls 30 dB below its  -
                 peak (s); 0 when it never does before note-off
@@ -30,7 +30,7 @@ nonlinear_env   the largest envelope excursion against a rise-then-fall shape (d
                 before the peak (held part, 100 ms smoothing, floor 40 dB below peak)
 percussive      non-periodic power of the first 50 ms after the onset (what a comb filter  trend
                 at the note's period does not cancel, less what it leaves 0.3-0.8 s
-                later), in dB relative to the note's loudest 10 ms frame
+                later), in dB relative to the note's loudest 10 ms frame, floored at -60
 reverb          level of a room tail relative to the sound where it stops (dB): 0.4-0.6 s -
                 after the end of the sound (note-off, or the peak for notes already
                 decayed); counted only where that tail stands TAIL_EXCESS_DB above the
@@ -73,7 +73,7 @@ DEFAULT_THRESHOLDS_PATH = Path(__file__).with_name("quality_thresholds.json")
 RULES: dict[str, dict] = {
     "bright": {"percentile": 80.0, "floor": 0.0, "pitch_trend": True},
     "dark": {"percentile": 80.0, "floor": 0.0, "pitch_trend": True},
-    "distortion": {"percentile": 95.0, "floor": 0.1, "pitch_trend": False},
+    "distortion": {"percentile": 95.0, "floor": 0.12, "pitch_trend": False},
     "fast_decay": {"percentile": None, "floor": 1.5, "pitch_trend": False},
     "long_release": {"percentile": None, "floor": 0.5, "pitch_trend": False},
     "multiphonic": {"percentile": 90.0, "floor": 0.15, "pitch_trend": False},
@@ -131,7 +131,30 @@ class NoteAnalysis:
             held = self.audio[: int(self.note_off_s * self.sr)]
             f0, conf = track_f0(held, self.sr, self.pitch, frame_rate=50)
             voiced = conf >= VOICED_CONFIDENCE
-            self._f0 = float(np.median(f0[voiced])) if voiced.any() else self.f0
+            f0_track = float(np.median(f0[voiced])) if voiced.any() else self.f0
+            # Sharpen with the strongest harmonic's peak in the held spectrum (parabolic
+            # interpolation of log power): accurate to a small fraction of a cent.
+            freqs, power = self.held_spectrum()
+            df = freqs[1]
+            k_max = max(1, int(0.45 * self.sr // f0_track))
+            ks = np.arange(1, min(k_max, 40) + 1)
+            bins = np.round(ks * f0_track / df).astype(int)
+            ok = (bins > 1) & (bins < len(power) - 2)
+            self._f0 = f0_track
+            if ok.any():
+                ks, bins = ks[ok], bins[ok]
+                # search +-2 bins around each harmonic for its local maximum
+                near = bins[:, None] + np.arange(-2, 3)[None, :]
+                near = np.clip(near, 1, len(power) - 2)
+                local = near[np.arange(len(bins)), np.argmax(power[near], axis=1)]
+                j = int(np.argmax(power[local]))
+                b, k = int(local[j]), int(ks[j])
+                y0, y1, y2 = np.log(power[b - 1 : b + 2] + 1e-30)
+                den = y0 - 2 * y1 + y2
+                shift = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+                f_peak = (b + float(np.clip(shift, -0.5, 0.5))) * df
+                if abs(1200 * np.log2(f_peak / (k * f0_track))) < 50:
+                    self._f0 = f_peak / k
         return self._f0
 
 
@@ -155,11 +178,10 @@ def dark_score(an: NoteAnalysis) -> float:
 def distortion_score(an: NoteAnalysis) -> float:
     held = an.audio[: int(an.note_off_s * an.sr)]
     # A whole number of periods, so a stationary tone's spectrum has no leakage to scramble.
-    period = an.sr / an.refined_f0()
-    n = int(round(max(1, round(4096 / period)) * period))
+    n = _whole_periods_length(an.sr / an.refined_f0(), 4096)
     rng = np.random.default_rng(0)  # fixed phases: the score is deterministic
     scores = []
-    for start in range(int(0.1 * an.sr), len(held) - n + 1, n):
+    for start in np.linspace(int(0.1 * an.sr), len(held) - n, 4).astype(int):
         x = held[start : start + n]
         level = 10 * np.log10(np.mean(x**2) + 1e-20)
         if level < an.peak_db - 30.0:
@@ -170,6 +192,14 @@ def distortion_score(an: NoteAnalysis) -> float:
         y = np.fft.irfft(np.abs(spec) * phases, n)
         scores.append(_flat_top_fraction(x) - _flat_top_fraction(y))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def _whole_periods_length(period: float, target: int) -> int:
+    """A length near `target` samples that holds a whole number of periods most exactly."""
+    m = np.arange(max(1, int(0.75 * target / period)), int(1.25 * target / period) + 2)
+    lengths = m * period
+    best = int(np.argmin(np.abs(lengths - np.round(lengths))))
+    return int(round(lengths[best]))
 
 
 def _flat_top_fraction(x: np.ndarray) -> float:
@@ -263,7 +293,8 @@ def percussive_score(an: NoteAnalysis) -> float:
     steady = resid[int(0.3 * an.sr) :]
     steady_power = float(np.mean(steady**2)) / 2.0 if len(steady) else 0.0
     peak_power = 10 ** (an.peak_db / 10.0)
-    return float(10 * np.log10(max(onset_power - steady_power, 0.0) / peak_power + 1e-12))
+    # Floored at -60 dB: below that nothing is audible, and a floor keeps the pitch trend sane.
+    return float(10 * np.log10(max(onset_power - steady_power, 0.0) / peak_power + 1e-6))
 
 
 def reverb_score(an: NoteAnalysis) -> float:
@@ -322,10 +353,19 @@ SCORERS: dict[str, Callable[[NoteAnalysis], float]] = {
 assert tuple(SCORERS) == QUALITIES
 
 
+SILENT_DBFS = -100.0  # a note whose loudest 10 ms frame is below this has no qualities (NaN)
+
+
+def _score(quality: str, an: NoteAnalysis) -> float:
+    if an.peak_db < SILENT_DBFS:
+        return float("nan")
+    return float(SCORERS[quality](an))
+
+
 def score_note(audio: np.ndarray, sample_rate: int, pitch: float, note_off_s: float = NOTE_OFF_S) -> dict[str, float]:
-    """All ten scores of one note (NaN where a score is undefined, e.g. distortion of a very high note)."""
+    """All ten scores of one note (NaN where undefined: a silent note, a segment-less distortion)."""
     an = NoteAnalysis(audio, sample_rate, pitch, note_off_s)
-    return {q: float(fn(an)) for q, fn in SCORERS.items()}
+    return {q: _score(q, an) for q in SCORERS}
 
 
 # ----------------------------------------------------------------------------- thresholds
@@ -424,7 +464,7 @@ def _make(quality: str) -> Callable[..., QualityResult]:
         thresholds: Thresholds | None = None,
         note_off_s: float = NOTE_OFF_S,
     ) -> QualityResult:
-        score = SCORERS[quality](NoteAnalysis(audio, sample_rate, pitch, note_off_s))
+        score = _score(quality, NoteAnalysis(audio, sample_rate, pitch, note_off_s))
         th = thresholds or load_thresholds()
         return QualityResult(float(score), th.tag(quality, score, pitch))
 

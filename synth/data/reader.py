@@ -15,9 +15,10 @@ Bulk access for training::
 
 The features are computed once per split and cached next to the data in
 ``DIR/<split>/features-<key>/`` (one .npy per array, memory-mapped when loaded), where ``key`` is a
-hash of the split's examples.json bytes and of the feature settings (`FEATURE_VERSION`,
-frame rate, sample rate, note length). Editing examples.json or changing the settings gives a new
-key, so a stale cache is never read; an unchanged split is never recomputed.
+hash of the split's notes (note_str and pitch, in order) and of the feature settings
+(`FEATURE_VERSION`, frame rate, sample rate, note length): adding or removing notes or changing
+the settings gives a new key, so a stale cache is never read; an unchanged split (re-tagged
+qualities included: those are read from examples.json on every load) is never recomputed.
 """
 
 from __future__ import annotations
@@ -102,12 +103,16 @@ def _note_features(args: tuple[str, int]) -> tuple[np.ndarray, dict[str, np.ndar
     return pcm, compute_features(audio, pitch)
 
 
-def cache_key(data_dir: str | Path, split: str) -> str:
-    blob = (Path(data_dir) / split / "examples.json").read_bytes()
-    settings = json.dumps(
-        {"v": FEATURE_VERSION, "frame_rate": FRAME_RATE, "sr": SAMPLE_RATE, "n": N_SAMPLES}, sort_keys=True
-    ).encode()
-    return hashlib.sha256(blob + b"\0" + settings).hexdigest()[:16]
+def cache_key(examples: list[dict]) -> str:
+    """Hash of what the features depend on: the notes (name and pitch, in order) and the settings.
+
+    Re-tagging qualities or editing other fields of examples.json keeps the cache; adding,
+    removing or renaming a note, or changing a pitch or a feature setting, gives a new key.
+    """
+    notes = [(e["note_str"], int(e["pitch"])) for e in examples]
+    settings = {"v": FEATURE_VERSION, "frame_rate": FRAME_RATE, "sr": SAMPLE_RATE, "n": N_SAMPLES}
+    blob = json.dumps({"notes": notes, "settings": settings}, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 class AudioArray:
@@ -172,7 +177,7 @@ def load_split(
     if not examples:
         raise ValueError(f"split {split!r}: {data_dir / split / 'examples.json'} has no examples")
     n = len(examples)
-    key = cache_key(data_dir, split)
+    key = cache_key(examples)
     cache = data_dir / split / f"features-{key}"
     if not (cache / "done.json").is_file():
         t0 = time.perf_counter()
@@ -190,7 +195,8 @@ def load_split(
         jobs = [(e["path"], int(e["pitch"])) for e in examples]
         bar = tqdm(total=n, unit="note", desc=f"features {split}", disable=not progress, smoothing=0.05)
         if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
+            # forkserver: a caller that already imported TensorFlow must not be forked.
+            with mp.get_context("forkserver").Pool(workers) as pool:
                 results = pool.imap(_note_features, jobs, chunksize=32)
                 _fill(arrays, results, bar)
         else:

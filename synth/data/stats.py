@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import scipy.signal
 
 from synth.data.gm import FAMILIES
 from synth.data.reader import read_audio, read_examples
@@ -129,7 +130,9 @@ def dataset_stats(data_dir: Path, png: Path | None = None) -> tuple[str, Path]:
     for i, e in enumerate(picks[:4]):
         ax = fig.add_subplot(grid[3, i])
         audio = read_audio(e["path"])
-        ax.specgram(audio, NFFT=512, Fs=16000, noverlap=384, cmap="magma", vmin=-120)
+        freqs, times, power = scipy.signal.spectrogram(audio, fs=16000, window="hann", nperseg=512, noverlap=384)
+        db = 10 * np.log10(power + 1e-20)
+        ax.pcolormesh(times, freqs, db, cmap="magma", vmin=db.max() - 90, vmax=db.max(), shading="auto")
         ax.axvline(3.0, color="w", lw=0.8, ls="--")
         ax.set_title(f"{e['note_str']}", fontsize=7)
         ax.set_xlabel("s")

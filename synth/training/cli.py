@@ -46,7 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kl-weight", type=float, default=3e-3, help="z_generator: weight of the KL term per nat")
     parser.add_argument("--z-noise", type=float, default=None,
-                        help="noise added to z in training (autoencoder: 0.02 in tanh units; f0_ld: 0.1 std)")
+                        help="noise std added to z in training (autoencoder: 0; f0_ld_generator: 0.1, standardised)")
+    parser.add_argument("--z-l2", type=float, default=1e-2,
+                        help="autoencoder: weight of the mean square of z (keeps its scale near 1)")
     parser.add_argument("--reg-weight", type=float, default=1.0, help="end_to_end: weight of the stage losses")
     parser.add_argument("--fixed-batch", action="store_true",
                         help="always train on the same batch (smoke tests: the loss must go down)")
@@ -64,6 +66,6 @@ def run(args) -> int:
     args.batch_size = args.batch_size or batch
     args.lr = args.lr or lr
     if args.z_noise is None:
-        args.z_noise = 0.02 if args.stage == "autoencoder" else 0.1
+        args.z_noise = 0.0 if args.stage == "autoencoder" else 0.1
     logging.getLogger("synth.training").setLevel(logging.INFO)
     return STAGES[args.stage](args)

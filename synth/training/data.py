@@ -51,7 +51,7 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
     """One split with conditioning, cents and (cached) encoder features. See the module doc."""
     from synth.data.reader import AudioArray, load_split
 
-    d = dict(load_split(data_dir, split, progress=progress))
+    d = dict(load_split(data_dir, split, workers=max(1, min(2, os.cpu_count() or 1)), progress=progress))
     n = len(d["pitch"])
     if limit is not None and limit < n:
         # A fixed, spread-out subset (every k-th note) so that all instruments stay represented.
@@ -65,10 +65,7 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
     if n == 0:
         raise ValueError(f"{data_dir}: split {split!r} holds no notes")
     d["cond"] = M.condition_arrays(d["pitch"], d["velocity"], d["source"], d["qualities"])
-    nominal = M.midi_to_hz(np.asarray(d["pitch"], np.float64))[:, None]
-    f0 = np.asarray(d["f0_hz"], np.float64)
-    cents = 1200.0 * np.log2(np.maximum(f0, 1e-3) / nominal)
-    d["cents"] = np.clip(cents, -M.MAX_CENTS, M.MAX_CENTS).astype(np.float32)
+    d["cents"] = note_cents(d["pitch"], d["f0_hz"], d.get("f0_confidence"))
     d["f0_hz"] = np.asarray(d["f0_hz"], np.float32)
     d["loudness_db"] = np.asarray(d["loudness_db"], np.float32)
     if cache_dir:
@@ -79,10 +76,35 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
         else:
             log.info("computing encoder features for %d %s notes -> %s", n, split, path)
             d["features"] = compute_features(d["audio"], progress=progress)
-            np.save(path, d["features"])
+            # Atomic: stages started together may compute the same cache at once.
+            tmp = f"{path}.{os.getpid()}.tmp.npy"
+            np.save(tmp, d["features"])
+            os.replace(tmp, path)
     else:
         d["features"] = compute_features(d["audio"], progress=progress)
     return d
+
+
+def note_cents(pitch: np.ndarray, f0_hz: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
+    """[N, 1000] f0 deviation in cents from each note's own median tuning, within +-MAX_CENTS.
+
+    The per-note median (over voiced frames) is removed: SoundFont samples are often a few
+    cents sharp or flat (and the tracker has its own small biases), which is tuning error, not
+    musical content; the generator should put its notes on the requested pitch and only learn
+    the motion around it (attack glides, vibrato).
+    """
+    nominal = M.midi_to_hz(np.asarray(pitch, np.float64))[:, None]
+    cents = 1200.0 * np.log2(np.maximum(np.asarray(f0_hz, np.float64), 1e-3) / nominal)
+    if confidence is None:
+        voiced = np.ones_like(cents, dtype=bool)
+    else:
+        voiced = np.asarray(confidence) >= 0.5
+    masked = np.where(voiced, cents, np.nan)
+    has = voiced.any(axis=1)
+    offset = np.zeros(len(cents))
+    offset[has] = np.nanmedian(masked[has], axis=1)
+    out = np.where(voiced, cents - offset[:, None], 0.0)
+    return np.clip(out, -M.MAX_CENTS, M.MAX_CENTS).astype(np.float32)
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -148,26 +148,29 @@ def autoencoder(args) -> int:
 
     def forward(feats, f0, ld, start, training):
         z = encoder(feats, training=training)
-        if training and z_noise > 0:
-            z = z + tf.random.normal(tf.shape(z), stddev=z_noise)
-        return M.decode_crop(decoder, synth, cfg, z, f0, ld, start, n_frames, training)
+        zn = z + tf.random.normal(tf.shape(z), stddev=z_noise) if training and z_noise > 0 else z
+        return M.decode_crop(decoder, synth, cfg, zn, f0, ld, start, n_frames, training), z
 
     spec = [tf.TensorSpec([None, M.N_COARSE, M.N_MFCC], tf.float32),
             tf.TensorSpec([None, n_frames], tf.float32), tf.TensorSpec([None, n_frames], tf.float32),
             tf.TensorSpec([None, n_samples], tf.float32), tf.TensorSpec([], tf.int32)]
 
+    z_l2 = float(args.z_l2)
+
     @tf.function(input_signature=spec)
     def train_step(feats, f0, ld, audio, start):
         with tf.GradientTape() as tape:
-            pred = forward(feats, f0, ld, start, True)
-            loss = core.multiscale_spectral_loss(audio, pred)
+            pred, z = forward(feats, f0, ld, start, True)
+            spectral = core.multiscale_spectral_loss(audio, pred)
+            penalty = tf.reduce_mean(tf.square(z))
+            loss = spectral + z_l2 * penalty
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
-        return loss
+        return spectral, penalty
 
     @tf.function(input_signature=spec)
     def eval_step(feats, f0, ld, audio, start):
-        return core.multiscale_spectral_loss(audio, forward(feats, f0, ld, start, False))
+        return core.multiscale_spectral_loss(audio, forward(feats, f0, ld, start, False)[0])
 
     n_train = len(tr["pitch"])
     fixed_idx = np.arange(min(args.batch_size, n_train))
@@ -182,8 +185,9 @@ def autoencoder(args) -> int:
         return {"feats": feats_tr[idx], **b, "start": start}
 
     def step_fn(b):
-        loss = train_step(b["feats"], b["f0_hz"], b["loudness_db"], b["audio"], tf.constant(b["start"], tf.int32))
-        return {"spectral": loss}
+        spectral, penalty = train_step(b["feats"], b["f0_hz"], b["loudness_db"], b["audio"],
+                                       tf.constant(b["start"], tf.int32))
+        return {"spectral": spectral, "z_sq": penalty}
 
     n_va = len(va["pitch"])
 
@@ -210,14 +214,16 @@ def autoencoder(args) -> int:
     z = encoder.predict(feats_tr, batch_size=256, verbose=0)
     stats = M.Stats(feature_mean=M.as_float_list(fmean), feature_std=M.as_float_list(fstd),
                     z_mean=M.as_float_list(z.reshape(-1, M.Z_DIM).mean(0)),
-                    z_std=M.as_float_list(z.reshape(-1, M.Z_DIM).std(0) + 1e-3))
+                    # Floor: a dimension the encoder barely uses stays ~0 after standardising
+                    # instead of becoming amplified noise the generators would have to model.
+                    z_std=M.as_float_list(np.maximum(z.reshape(-1, M.Z_DIM).std(0), 0.05)))
     stage_dir = os.path.join(args.out, "ddsp_generator")
     M.save_weights(encoder, os.path.join(stage_dir, "encoder.weights.h5"))
     M.save_weights(decoder, os.path.join(stage_dir, "decoder.weights.h5"))
     M.save_synth(synth, os.path.join(stage_dir, "synth.npz"))
     M.write_config(stage_dir, {"model": cfg.to_dict(), "stats": asdict(stats),
                                "training": _training_info(args, history, {"crop_frames": n_frames,
-                                                                          "z_noise": z_noise})})
+                                                                          "z_noise": z_noise, "z_l2": z_l2})})
     _export(args, stage_dir, "ddsp_generator")
     return 0
 
@@ -451,8 +457,12 @@ def end_to_end(args) -> int:
         ld = M.ld_from_raw(ld_raw, ld_min, ld_max)
         cents = M.cents_from_raw(cents_raw)
         f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
-        z_enc = tf.clip_by_value(z_norm * z_std + z_mean, -1.0, 1.0)
-        f0c, ldc = M.crop_frames(f0, start, n_frames), M.crop_frames(ld, start, n_frames)
+        z_enc = z_norm * z_std + z_mean
+        # No spectral-loss gradient into f0: through the oscillator phase it is large and
+        # erratic (DDSP's known weakness) and would detune the note; f0 is on pitch by
+        # construction and its cents head learns from the f0 regulariser only.
+        f0c = tf.stop_gradient(M.crop_frames(f0, start, n_frames))
+        ldc = M.crop_frames(ld, start, n_frames)
         audio = M.decode_crop(decoder, synth, cfg, z_enc, f0c, ldc, start, n_frames, False)
         return audio, z_norm, ld, cents, mu, logvar
 

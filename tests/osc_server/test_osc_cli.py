@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from jack_support import JackDummy
 from tone import Client, midi_hz
 
 pytestmark = pytest.mark.slow
@@ -34,10 +35,10 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
 class Serve:
     """`python -m synth.cli serve ...` with the test tone generator and no sound card in sight."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, jack_server: str | None = None):
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}",
-               "JACK_DEFAULT_SERVER": f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1",
+               "JACK_DEFAULT_SERVER": jack_server or f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1",
                "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), "--generator-factory", "tone:make",
@@ -68,6 +69,7 @@ class Serve:
         return rc
 
 
+@pytest.mark.jack
 def test_without_a_sound_card_serve_starts_a_jack_dummy_server_and_plays():
     s = Serve()
     s.wait_for("ready")
@@ -151,3 +153,13 @@ def test_http_port_serves_the_engine_over_http():
     spec = np.abs(np.fft.rfft(audio[1600:17600] * np.hanning(16000)))
     assert abs(np.argmax(spec) - midi_hz(69)) < 2  # 1 Hz bins
     assert s.stop() == 0
+
+
+@pytest.mark.jack
+def test_a_sound_card_at_another_rate_is_named_with_the_option_to_pass():
+    with JackDummy(44100, 256, prefix="sg-cli") as name:
+        s = Serve(jack_server=name)
+        assert s.proc.wait(timeout=30) == 2
+        s._reader.join(timeout=5)
+    assert "its rate is 44100 Hz: pass --sample-rate 44100" in s.log, s.log
+    assert "Traceback" not in s.log

@@ -6,11 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from osc_server import addresses as A
-from osc_server.audio import EV_ON, IMMEDIATE, Mixer
+from osc_server.audio import EV_ON, EV_ONS, IMMEDIATE, Mixer
 from osc_server.cache import NoteCache
 from osc_server.engine import Engine
 from synth.params import NoteParams
@@ -54,7 +53,14 @@ def engine():
 
 
 def ons(mixer):
-    return [ev for ev in list(mixer.inbox) if ev[0] == EV_ON]
+    """The voices posted to the mixer, as (kind, target, seq, (audio, gain, pitch, release_at))."""
+    out = []
+    for kind, target, seq, payload in list(mixer.inbox):
+        if kind == EV_ON:
+            out.append((kind, target, seq, payload))
+        elif kind == EV_ONS:
+            out += [(EV_ON, target, seq, note) for note in payload]
+    return out
 
 
 def test_miss_renders_once_then_hits(engine):
@@ -162,3 +168,31 @@ def test_status_figures(engine):
     voices, notes, mb, hits, misses, queued, underruns, gain_db, rendering = status
     assert (notes, hits, misses, queued, underruns, rendering) == (1, 0, 1, 0, 0, 0)
     assert mb == pytest.approx(4 * SR * 4 / 2**20, rel=1e-3) and gain_db == -3.0
+
+
+def test_a_restart_with_cache_dir_is_warm(tmp_path):
+    gen = ToneGenerator(delay_s=0.0)
+    e = Engine(gen, Mixer(SR), NoClock(), NoteCache(2**26, tmp_path), workers=1)
+    r = Replies()
+    e.handle(A.NoteOn(60, 100), None, r)
+    r.wait("/ready")
+    e.close()
+    gen2 = ToneGenerator(delay_s=0.0)
+    e2 = Engine(gen2, Mixer(SR), NoClock(), NoteCache(2**26, tmp_path), workers=1)
+    e2.handle(A.NoteOn(60, 100), None, Replies())
+    assert len(ons(e2.mixer)) == 1 and sum(gen2.renders.values()) == 0
+    assert e2.cache.disk_hits == 1
+    e2.close()
+
+
+def test_auto_prerender_follows_timbre_changes_once_they_settle(engine, monkeypatch):
+    import osc_server.engine as E
+
+    monkeypatch.setattr(E, "AUTO_PRERENDER_DELAY_S", 0.1)
+    engine.generator.delay_s = 0.0
+    engine.auto_prerender = (60, 60)
+    for v in (0.5, 1.0, 1.5):  # a knob sweep: one pre-render, for the last value
+        engine.handle(A.SetLatentOne(1, v), None, Replies())
+    time.sleep(1.0)
+    assert sum(engine.generator.renders.values()) == 5  # pitch 60 x five layers
+    assert engine.cache.contains(engine._note(60, 127)[0])

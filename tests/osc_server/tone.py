@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 import time
 from collections import Counter
@@ -73,8 +72,9 @@ def bundle(when: float, *messages: bytes) -> bytes:
 class Client:
     """A UDP socket that sends to the server and collects its replies on a thread."""
 
-    def __init__(self, server: tuple[str, int]):
+    def __init__(self, server: tuple[str, int], realtime_priority: int | None = None):
         self.server = server
+        self.realtime_priority = realtime_priority
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
         self.sock.bind(("127.0.0.1", 0))
@@ -86,6 +86,10 @@ class Client:
         self._thread.start()
 
     def _receive(self):
+        if self.realtime_priority is not None:
+            from osc_server.audio import try_realtime
+
+            self.realtime = try_realtime(self.realtime_priority)
         while not self._stop:
             try:
                 data = self.sock.recv(65536)

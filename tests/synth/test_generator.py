@@ -242,3 +242,23 @@ def test_render_cli_writes_wav(tmp_path):
     assert sr == 48000 and audio.shape == (192000,) and np.abs(audio).max() <= 1.0
     assert main(["render", "--pitch", "300", "--out", str(tmp_path / "bad.wav")]) == 2
     assert not (tmp_path / "bad.wav").exists()
+
+
+def spectral_centroid_octaves(audio: np.ndarray, sample_rate: int, pitch: int) -> float:
+    """log2(centroid / f0) of the held part (0.1..2.5 s)."""
+    seg = audio[int(0.1 * sample_rate) : int(2.5 * sample_rate)].astype(np.float64)
+    power = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
+    freqs = np.fft.rfftfreq(len(seg), 1.0 / sample_rate)
+    return float(np.log2(np.sum(power * freqs) / np.sum(power) / midi_to_hz(pitch)))
+
+
+@pytest.mark.parametrize("tag,sign", [("bright", 1.0), ("dark", -1.0)])
+def test_brightness_tags_move_the_spectral_centroid(gen, tag, sign):
+    base = [NoteParams(pitch=p, velocity=v, source=s) for p in (36, 60, 84) for v in (50, 100)
+            for s in ("acoustic", "electronic", "synthetic")]
+    tagged = [b.replace(qualities=[tag]) for b in base]
+    right = 0
+    for b, a0, a1 in zip(base, gen.render_batch(base), gen.render_batch(tagged)):
+        d = spectral_centroid_octaves(a1, 16000, b.pitch) - spectral_centroid_octaves(a0, 16000, b.pitch)
+        right += int(sign * d > 0)
+    assert right / len(base) >= 0.8, (right, len(base))

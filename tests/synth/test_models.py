@@ -140,3 +140,13 @@ def test_synth_reverb_round_trip(tmp_path, cfg):
     M.load_synth(other, str(tmp_path / "synth.npz"))
     for a, b in zip(other.get_weights(), w):
         np.testing.assert_array_equal(a, b)
+
+
+def test_knob_mix_is_orthogonal_and_spreads_every_knob():
+    m = M.KNOB_MIX
+    np.testing.assert_allclose(m @ m.T, np.eye(16), atol=1e-6)
+    assert np.allclose(np.abs(m), 0.25)
+    knobs = np.zeros((1, 16), np.float32)
+    knobs[0, 3] = 7.0
+    lat = M.knobs_to_latent(tf.constant(knobs)).numpy()
+    assert np.all(np.abs(lat) > 1.0)  # one knob moves every latent dimension

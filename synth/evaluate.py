@@ -1,0 +1,642 @@
+"""`sound-generator evaluate`: measure the generator against its targets on the test split.
+
+    sound-generator evaluate --data data/nsynth_fluidr3 [--checkpoints DIR] [--json] [--out DIR]
+        [--figures DIR] [--model-card PATH]
+
+The test split's instruments are never trained on (the data set splits by instrument). Every
+figure is measured on the audio the generator renders, with the pure functions of
+`synth.metrics`; nothing trusts the model's own f0 or loudness curves.
+
+==============  ===========================================================================
+target          what is measured (defaults; see the options to sample more or less)
+==============  ===========================================================================
+pitch           two notes per MIDI pitch 24..96 (each with the source, velocity and qualities
+                of a random test note, latent 0); `metrics.measure_pitch_hz` of the sustained
+                part vs the requested pitch. Pass: median |error| <= 5 cents, none over 25 (nor
+                unmeasurable)
+velocity        24 (pitch, source, qualities) combinations of test notes, each rendered at
+                velocities 25, 50, 75, 100, 127 (latent 0); mean A-weighted loudness of the
+                held part (0-3 s). Pass: loudness rises in >= 95 % of the steps
+tags            per quality, 16 test notes: the note without the tag vs with it (the opposite
+                tag of bright/dark removed from both; all else equal, one random latent per
+                pair); the tag's analyzer score (`synth.data.qualities`, higher = more) must
+                rise. Pass: >= 80 % of the defined pairs for bright, dark, percussive,
+                fast_decay and long_release (the other five are reported)
+latent          each of the 16 dimensions swept -7..+7 in 29 steps around pitch 60, velocity
+                100, acoustic, no tags; log-mel distance (dB) between neighbouring steps, noise
+                drawn with one seed for the whole sweep. Pass: all finite, peak <= 1, every
+                dimension moves the sound (endpoints >= 1 dB apart) without a jump (no step
+                over 3x the mean of its neighbours: `metrics.smoothness` local_jump_ratio)
+realism         up to 64 test notes (--max-notes; 0 = all) generated with their attributes
+                (latent 0) vs the real note: loudness-envelope error (dB, floored at -80) and
+                spectral-centroid error (octaves); baseline = the training set's mean envelope
+                and centroid for that pitch and velocity. Pass: the generator's mean error
+                beats the baseline's, for each
+reconstruction  encoder + DDSP decoder autoencoding real notes (full 4 s, the data's f0 and
+                loudness): multi-scale spectral loss on 64 test vs 64 training notes. Pass:
+                test loss <= 1.5 x training loss (unseen instruments generalise)
+==============  ===========================================================================
+
+Output: a table, or with --json one JSON object on the last line of stdout (every metric, and
+``pass`` per target: true, false or null where a target was skipped, e.g. no train split);
+--out DIR also writes DIR/eval.json with per-note details. --figures DIR writes spectrogram
+PNGs (`synth.figures`); --model-card PATH writes the model card from these results (or from
+--from-json FILE without evaluating again). The exit status is 0 when the evaluation ran,
+whatever the verdicts (--strict: 1 when a target fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from synth import metrics
+from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
+
+log = logging.getLogger("synth.evaluate")
+
+SAMPLE_RATE = 16000
+TARGETS = ("pitch", "velocity", "tags", "latent", "realism", "reconstruction")
+TARGET_TAGS = ("bright", "dark", "percussive", "fast_decay", "long_release")
+OPPOSITE_TAG = {"bright": "dark", "dark": "bright"}
+PITCH_MEDIAN_CENTS, PITCH_MAX_CENTS = 5.0, 25.0
+VELOCITY_MIN_FRACTION = 0.95
+TAG_MIN_FRACTION = 0.80
+LATENT_MIN_EFFECT_DB = 1.0
+LATENT_MAX_JUMP = 3.0
+RECON_MAX_RATIO = 1.5
+BASELINE_NOTES_PER_KEY = 32
+LATENT_BASE = NoteParams(pitch=60, velocity=100, source="acoustic")
+
+
+def _pitch_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pitch-range: expected A-B, e.g. 24-96, got {text!r}") from None
+    if not 9 <= lo <= hi <= 120:
+        raise argparse.ArgumentTypeError(f"--pitch-range: expected 9 <= A <= B <= 120, got {text!r}")
+    return lo, hi
+
+
+def _nonneg(option: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: expected an integer >= 0, got {text!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{option}: expected an integer >= 0, got {text!r}")
+        return v
+
+    return parse
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in names if t not in TARGETS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"--only: expected names from {', '.join(TARGETS)}, got {text!r}")
+    return names
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--latent-dims: expected e.g. 0,3,7, got {text!r}") from None
+    if not dims or any(not 0 <= d < LATENT_DIM for d in dims):
+        raise argparse.ArgumentTypeError(f"--latent-dims: each must be 0..{LATENT_DIM - 1}, got {text!r}")
+    return dims
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split("\n\n")[0]
+    parser.epilog = "\n\n".join(__doc__.split("\n\n")[1:])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="NSynth-format data set (with test/ and, for baselines, train/)")
+    parser.add_argument("--split", default="test", help="split to evaluate on (default test)")
+    parser.add_argument("--checkpoints", default=None, metavar="DIR",
+                        help="checkpoint directory (default: the shipped checkpoints/)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--out", default=None, metavar="DIR", help="also write DIR/eval.json with per-note details")
+    parser.add_argument("--only", type=_targets, default=TARGETS, metavar="LIST",
+                        help=f"comma-separated targets to run (default all: {','.join(TARGETS)})")
+    parser.add_argument("--max-notes", type=_nonneg("--max-notes"), default=64, metavar="N",
+                        help="realism: test notes compared with their generated twin (0 = all; default 64)")
+    parser.add_argument("--recon-notes", type=_nonneg("--recon-notes"), default=64, metavar="N",
+                        help="reconstruction: notes per split (default 64)")
+    parser.add_argument("--pitch-range", type=_pitch_range, default=(24, 96), metavar="A-B",
+                        help="pitch: MIDI pitches to render (default 24-96)")
+    parser.add_argument("--pitch-step", type=int, default=1, metavar="N", help="pitch: every N-th pitch (default 1)")
+    parser.add_argument("--pitch-repeats", type=int, default=2, metavar="N",
+                        help="pitch: notes per pitch, each with another test note's attributes (default 2)")
+    parser.add_argument("--velocity-combos", type=_nonneg("--velocity-combos"), default=24, metavar="N",
+                        help="velocity: (pitch, source, qualities) combinations (default 24)")
+    parser.add_argument("--tag-pairs", type=_nonneg("--tag-pairs"), default=16, metavar="N",
+                        help="tags: with/without pairs per quality (default 16)")
+    parser.add_argument("--latent-dims", type=_dims, default=tuple(range(LATENT_DIM)), metavar="LIST",
+                        help="latent: dimensions to sweep (default all 16)")
+    parser.add_argument("--latent-steps", type=int, default=29, metavar="N",
+                        help="latent: values from -7 to +7 per sweep (default 29: steps of 0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    parser.add_argument("--figures", default=None, metavar="DIR", help="write spectrogram PNGs into DIR")
+    parser.add_argument("--model-card", default=None, metavar="PATH", help="write the model card (Markdown)")
+    parser.add_argument("--from-json", default=None, metavar="FILE",
+                        help="with --model-card/--figures: use these results instead of evaluating")
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def note_of(data: dict, i: int, latent: Sequence[float] | None = None, **changes) -> NoteParams:
+    """NoteParams of data-set note i (its pitch, velocity, source, qualities), with changes."""
+    d = {
+        "pitch": int(data["pitch"][i]),
+        "velocity": int(data["velocity"][i]),
+        "source": SOURCES[int(data["source"][i])],
+        "qualities": [q for q, v in zip(QUALITIES, data["qualities"][i]) if v > 0.5],
+        "latent_sample": list(latent) if latent is not None else [0.0] * LATENT_DIM,
+    }
+    d.update(changes)
+    return NoteParams.from_dict(d)
+
+
+def render_checked(gen, notes: Sequence[NoteParams]) -> list[np.ndarray | None]:
+    """Render notes in one batch; a note the generator refuses as non-finite comes back None.
+
+    The generator raises FloatingPointError for non-finite audio; the batch is then rendered
+    note by note so that the failure is counted per note (as NaN metrics), not lost.
+    """
+    notes = list(notes)
+    if not notes:
+        return []
+    try:
+        return list(gen.render_batch(notes, SAMPLE_RATE))
+    except FloatingPointError:
+        pass
+    out: list[np.ndarray | None] = []
+    for p in notes:
+        try:
+            out.append(gen.render(p, SAMPLE_RATE))
+        except FloatingPointError:
+            log.warning("non-finite audio for %s", p.to_dict())
+            out.append(None)
+    return out
+
+
+def render_seeded(gen, params: NoteParams, seed: int) -> np.ndarray:
+    """The note's raw synthesis (before the generator's peak limiter) with a fixed noise seed,
+    so that two notes of a sweep differ only by what the model changed."""
+    c = gen.controls(params)
+    controls = {k[len("synth_"):]: v for k, v in c.items() if k.startswith("synth_")}
+    audio = gen.synth.render_numpy(controls, SAMPLE_RATE, rng=np.random.default_rng(seed))
+    return np.asarray(audio, np.float32).reshape(-1)
+
+
+def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k indices out of n without replacement (all of them, sorted, when k == 0 or k >= n)."""
+    if k == 0 or k >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# The targets. Each returns (summary dict with "pass", details dict).
+
+
+def eval_pitch(gen, test: dict, rng: np.random.Generator, pitches: Sequence[int]) -> tuple[dict, dict]:
+    idx = rng.integers(0, len(test["pitch"]), size=len(pitches))
+    notes = [note_of(test, int(i), pitch=int(p)) for i, p in zip(idx, pitches)]
+    audio = render_checked(gen, notes)
+    errors = [metrics.pitch_error_cents(a, SAMPLE_RATE, p.pitch) if a is not None else float("nan")
+              for a, p in zip(audio, notes)]
+    summary = metrics.pitch_summary(errors, PITCH_MEDIAN_CENTS, PITCH_MAX_CENTS)
+    order = np.argsort(-np.nan_to_num(np.abs(errors), nan=np.inf))
+    summary["worst"] = [{"pitch": notes[i].pitch, "error_cents": errors[i]} for i in order[:5]]
+    summary["limits"] = {"median_abs_cents": PITCH_MEDIAN_CENTS, "max_abs_cents": PITCH_MAX_CENTS}
+    return summary, {"notes": [{**notes[i].to_dict(), "error_cents": errors[i]} for i in range(len(notes))]}
+
+
+def eval_velocity(gen, test: dict, rng: np.random.Generator, n_combos: int) -> tuple[dict, dict]:
+    combos: dict[tuple, int] = {}
+    for i in rng.permutation(len(test["pitch"])):
+        key = (int(test["pitch"][i]), int(test["source"][i]), tuple(test["qualities"][i] > 0.5))
+        combos.setdefault(key, int(i))
+        if len(combos) >= n_combos:
+            break
+    rows, details = [], []
+    for i in combos.values():
+        notes = [note_of(test, i, velocity=v) for v in VELOCITY_LAYERS]
+        audio = render_checked(gen, notes)
+        levels = [metrics.held_loudness_db(a, SAMPLE_RATE) if a is not None else float("nan") for a in audio]
+        rows.append(levels)
+        details.append({**notes[0].to_dict(), "velocity": list(VELOCITY_LAYERS), "loudness_db": levels})
+    up, steps = metrics.rising_steps(rows) if rows else (0, 0)
+    frac = up / steps if steps else float("nan")
+    mean_levels = np.nanmean(np.asarray(rows, np.float64), axis=0) if rows else [float("nan")] * 5
+    summary = {
+        "n_combos": len(rows), "n_steps": steps, "n_rising": up, "fraction_rising": frac,
+        "mean_loudness_db_per_velocity": dict(zip(map(str, VELOCITY_LAYERS), map(float, mean_levels))),
+        "limit": VELOCITY_MIN_FRACTION, "pass": bool(steps > 0 and frac >= VELOCITY_MIN_FRACTION),
+    }
+    return summary, {"combos": details}
+
+
+def eval_tags(gen, test: dict, rng: np.random.Generator, n_pairs: int) -> tuple[dict, dict]:
+    from synth.data.qualities import score_note
+
+    per_tag, details = {}, {}
+    for q in QUALITIES:
+        idx = rng.integers(0, len(test["pitch"]), size=n_pairs)
+        latents = np.clip(rng.standard_normal((n_pairs, LATENT_DIM)), LATENT_MIN, LATENT_MAX)
+        drop = {q, OPPOSITE_TAG.get(q, q)}
+        without, with_ = [], []
+        for i, lat in zip(idx, latents):
+            base = [t for t, v in zip(QUALITIES, test["qualities"][i]) if v > 0.5 and t not in drop]
+            without.append(note_of(test, int(i), latent=lat, qualities=base))
+            with_.append(note_of(test, int(i), latent=lat, qualities=base + [q]))
+        audio = render_checked(gen, without + with_)
+        scores = [score_note(a, SAMPLE_RATE, p.pitch)[q] if a is not None else float("nan")
+                  for a, p in zip(audio, without + with_)]
+        s0, s1 = scores[:n_pairs], scores[n_pairs:]
+        r = metrics.moved_up(s0, s1)
+        r["target"] = q in TARGET_TAGS
+        per_tag[q] = r
+        details[q] = [{"pitch": p.pitch, "velocity": p.velocity, "source": p.source,
+                       "qualities_without": list(p.qualities), "score_without": a, "score_with": b}
+                      for p, a, b in zip(without, s0, s1)]
+    ok = all(per_tag[q]["n_defined"] > 0 and per_tag[q]["fraction"] >= TAG_MIN_FRACTION for q in TARGET_TAGS)
+    summary = {"per_tag": per_tag, "target_tags": list(TARGET_TAGS), "limit": TAG_MIN_FRACTION,
+               "n_pairs_per_tag": n_pairs, "pass": bool(ok)}
+    return summary, {"pairs": details}
+
+
+def eval_latent(gen, dims: Sequence[int], n_steps: int, seed: int) -> tuple[dict, dict]:
+    values = np.linspace(LATENT_MIN, LATENT_MAX, n_steps)
+    per_dim, details = {}, {}
+    all_finite, peak_max, raw_peak_max = True, 0.0, 0.0
+    for d in dims:
+        notes = []
+        for v in values:
+            lat = [0.0] * LATENT_DIM
+            lat[d] = float(v)
+            notes.append(LATENT_BASE.replace(latent_sample=lat))
+        final = render_checked(gen, notes)
+        finite = all(a is not None and np.all(np.isfinite(a)) for a in final)
+        peak = max((float(np.max(np.abs(a))) for a in final if a is not None), default=float("nan"))
+        raw = [render_seeded(gen, p, seed) for p in notes]
+        raw_finite = all(np.all(np.isfinite(a)) for a in raw)
+        raw_peak = max(float(np.max(np.abs(a))) for a in raw) if raw_finite else float("nan")
+        feats = [metrics.log_mel_db(a, SAMPLE_RATE) for a in raw] if raw_finite else []
+        dist = metrics.step_distances(feats) if feats else np.full(n_steps - 1, np.nan)
+        effect = metrics.spectral_distance_db(feats[0], feats[-1]) if feats else float("nan")
+        smooth = metrics.smoothness(dist) if feats else {"max_over_median": float("nan"),
+                                                         "local_jump_ratio": float("nan"), "argmax_jump": -1}
+        ok = bool(finite and raw_finite and peak <= 1.0 and effect >= LATENT_MIN_EFFECT_DB
+                  and smooth["local_jump_ratio"] <= LATENT_MAX_JUMP)
+        per_dim[str(d)] = {"endpoint_distance_db": effect, "path_length_db": float(np.sum(dist)),
+                           **smooth, "peak": peak, "raw_peak": raw_peak, "finite": finite and raw_finite,
+                           "pass": ok}
+        details[str(d)] = {"values": values.tolist(), "step_distances_db": dist.tolist()}
+        all_finite &= finite and raw_finite
+        peak_max = max(peak_max, peak) if math.isfinite(peak) else peak_max
+        raw_peak_max = max(raw_peak_max, raw_peak) if math.isfinite(raw_peak) else raw_peak_max
+    n_moving = sum(r["endpoint_distance_db"] >= LATENT_MIN_EFFECT_DB for r in per_dim.values())
+    summary = {
+        "base_note": {k: v for k, v in LATENT_BASE.to_dict().items() if k != "latent_sample"},
+        "n_dims": len(per_dim), "n_steps": n_steps, "all_finite": bool(all_finite),
+        "peak_max": peak_max, "raw_peak_max": raw_peak_max,
+        "n_dims_moving": int(n_moving),
+        "n_dims_smooth": int(sum(r["local_jump_ratio"] <= LATENT_MAX_JUMP for r in per_dim.values())),
+        "max_local_jump_ratio": max((r["local_jump_ratio"] for r in per_dim.values()), default=float("nan")),
+        "median_endpoint_distance_db": float(np.median([r["endpoint_distance_db"] for r in per_dim.values()])),
+        "limits": {"min_endpoint_distance_db": LATENT_MIN_EFFECT_DB, "max_local_jump_ratio": LATENT_MAX_JUMP,
+                   "max_peak": 1.0},
+        "per_dim": per_dim,
+        "pass": bool(per_dim and all(r["pass"] for r in per_dim.values())),
+    }
+    return summary, {"sweeps": details}
+
+
+def _baseline_subset(train: dict, keys: set[tuple[int, int]], rng: np.random.Generator) -> np.ndarray:
+    """Training notes for the naive baseline: up to BASELINE_NOTES_PER_KEY per (pitch, velocity)
+    key, the key resolved as `metrics.NaiveBaseline` does (nearest pitch at that velocity, else
+    nearest pitch at any velocity) so that fitting on the subset predicts what fitting on all
+    would."""
+    tp, tv = np.asarray(train["pitch"]), np.asarray(train["velocity"])
+    available = sorted(set(zip(tp.tolist(), tv.tolist())))
+    chosen = []
+    for p, v in sorted(keys):
+        pool = [k for k in available if k[1] == v] or available
+        kp, kv = min(pool, key=lambda k: (abs(k[0] - p), abs(k[1] - v), k))
+        sel = np.flatnonzero((tp == kp) & (tv == kv))
+        if len(sel) > BASELINE_NOTES_PER_KEY:
+            sel = rng.choice(sel, BASELINE_NOTES_PER_KEY, replace=False)
+        chosen.append(sel)
+    return np.unique(np.concatenate(chosen))
+
+
+def eval_realism(gen, test: dict, train: dict | None, rng: np.random.Generator,
+                 max_notes: int) -> tuple[dict, dict]:
+    from synth.fast_render import compute_loudness_db
+
+    if train is None:
+        return {"skipped": "no train split for the baseline", "pass": None}, {}
+    idx = _sample(len(test["pitch"]), max_notes, rng)
+    keys = {(int(test["pitch"][i]), int(test["velocity"][i])) for i in idx}
+    sub = _baseline_subset(train, keys, rng)
+    train_centroids = [metrics.spectral_centroid_hz(train["audio"][int(i)], SAMPLE_RATE) for i in sub]
+    baseline = metrics.NaiveBaseline.fit(train["pitch"][sub], train["velocity"][sub],
+                                         np.asarray(train["loudness_db"][sub]), train_centroids)
+    rows = []
+    for start in range(0, len(idx), 64):
+        chunk = idx[start : start + 64]
+        notes = [note_of(test, int(i)) for i in chunk]
+        for i, p, a in zip(chunk, notes, render_checked(gen, notes)):  # per note: a None stays local
+            real = test["audio"][int(i)]
+            ld_real = np.asarray(test["loudness_db"][int(i)])
+            c_real = metrics.spectral_centroid_hz(real, SAMPLE_RATE)
+            env_b, c_b = baseline.predict(p.pitch, p.velocity)
+            if a is None:
+                env_g, c_g = float("nan"), float("nan")
+            else:
+                env_g = metrics.envelope_error_db(compute_loudness_db(a, SAMPLE_RATE, frame_rate=250), ld_real)
+                c_g = metrics.centroid_error_octaves(metrics.spectral_centroid_hz(a, SAMPLE_RATE), c_real)
+            rows.append({"note_str": str(test["note_str"][int(i)]), "pitch": p.pitch, "velocity": p.velocity,
+                         "envelope_error_db": env_g, "envelope_error_db_baseline":
+                         metrics.envelope_error_db(env_b, ld_real),
+                         "centroid_error_oct": c_g,
+                         "centroid_error_oct_baseline": metrics.centroid_error_octaves(c_b, c_real)})
+
+    def col(k):
+        return np.array([r[k] for r in rows], np.float64)
+
+    out: dict[str, Any] = {"n_notes": len(rows), "n_baseline_train_notes": int(len(sub))}
+    ok = True
+    for name, unit in (("envelope_error", "db"), ("centroid_error", "oct")):
+        g, b = col(f"{name}_{unit}"), col(f"{name}_{unit}_baseline")
+        # A note the generator could not render counts at its baseline's error plus nothing better.
+        g_filled = np.where(np.isfinite(g), g, np.inf)
+        mean_g = float(np.mean(g_filled))
+        out[name] = {"unit": "dB" if unit == "db" else "octaves", "generated_mean": mean_g,
+                     "baseline_mean": float(np.nanmean(b)), "generated_median": float(np.median(g_filled)),
+                     "baseline_median": float(np.nanmedian(b)),
+                     "fraction_notes_beating_baseline": float(np.mean(g_filled < b)),
+                     "pass": bool(mean_g < np.nanmean(b))}
+        ok &= out[name]["pass"]
+    out["pass"] = bool(ok and rows)
+    return out, {"notes": rows}
+
+
+def eval_reconstruction(checkpoint_dir: str, test: dict, train: dict | None, rng: np.random.Generator,
+                        n_notes: int) -> tuple[dict, dict]:
+    import tensorflow as tf
+
+    from synth import core
+    from synth import models as M
+    from synth.training.data import compute_features
+    from synth.training.stages import DDSPParts
+
+    ddsp_dir = os.path.join(checkpoint_dir, "ddsp_generator")
+    if not os.path.isfile(os.path.join(ddsp_dir, "encoder.weights.h5")):
+        return {"skipped": f"no encoder weights in {ddsp_dir}", "pass": None}, {}
+    parts = DDSPParts(ddsp_dir)
+    fm = np.asarray(parts.stats["feature_mean"], np.float32)
+    fs = np.asarray(parts.stats["feature_std"], np.float32)
+
+    def losses(data: dict, idx: np.ndarray) -> list[float]:
+        out = []
+        for c0 in range(0, len(idx), 256):  # features per chunk (bounded memory for --recon-notes 0)
+            chunk = idx[c0 : c0 + 256]
+            feats = (compute_features(np.asarray(data["audio"][chunk], np.float32), progress=False) - fm) / fs
+            for start in range(0, len(chunk), 8):
+                i = chunk[start : start + 8]
+                audio = np.asarray(data["audio"][i], np.float32)
+                z = parts.encoder(feats[start : start + 8], training=False)
+                f0 = tf.constant(np.asarray(data["f0_hz"][i], np.float32))
+                ld = tf.constant(np.asarray(data["loudness_db"][i], np.float32))
+                pred = M.decode_crop(parts.decoder, parts.synth, parts.cfg, z, f0, ld, 0, M.N_FRAMES, False).numpy()
+                out += [float(core.multiscale_spectral_loss(audio[j : j + 1], pred[j : j + 1]))
+                        for j in range(len(i))]
+        return out
+
+    l_test = losses(test, _sample(len(test["pitch"]), n_notes, rng))
+    out: dict[str, Any] = {"n_test_notes": len(l_test), "test_loss_mean": float(np.mean(l_test)),
+                           "test_loss_median": float(np.median(l_test))}
+    if train is None:
+        out.update({"skipped": "no train split to compare with", "pass": None})
+        return out, {"test_losses": l_test}
+    l_train = losses(train, _sample(len(train["pitch"]), n_notes, rng))
+    ratio = float(np.mean(l_test) / np.mean(l_train))
+    out.update({"n_train_notes": len(l_train), "train_loss_mean": float(np.mean(l_train)),
+                "train_loss_median": float(np.median(l_train)), "test_over_train": ratio,
+                "limit": RECON_MAX_RATIO, "pass": bool(ratio <= RECON_MAX_RATIO)})
+    return out, {"test_losses": l_test, "train_losses": l_train}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running it all.
+
+
+def _hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    import tensorflow as tf
+
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU")),
+            "python": platform.python_version(), "tensorflow": tf.__version__, "platform": platform.platform()}
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
+    """All selected targets: (report, details). See the module docstring."""
+    from synth.data.reader import load_split, read_examples
+    from synth.generator import DEFAULT_CHECKPOINT_DIR, get_generator
+
+    t_start = time.perf_counter()
+    checkpoint_dir = os.path.abspath(args.checkpoints or DEFAULT_CHECKPOINT_DIR)
+    gen = get_generator(checkpoint_dir)
+    test = load_split(args.data, args.split, progress=False)
+    has_train = os.path.isfile(os.path.join(args.data, "train", "examples.json"))
+    # The train split's arrays (and, on first use, its feature cache) only where a target needs them.
+    needs_train = has_train and bool({"realism", "reconstruction"} & set(args.only))
+    train = load_split(args.data, "train", progress=False) if needs_train else None
+    train_inst = {int(e["instrument"]) for e in read_examples(args.data, "train")} if has_train else None
+    test_inst = sorted(set(int(i) for i in test["instrument"]))
+    unseen = None if train_inst is None else not (set(test_inst) & train_inst)
+    report: dict[str, Any] = {
+        "model_version": gen.model_version,
+        "checkpoints": checkpoint_dir,
+        "data": os.path.abspath(args.data),
+        "split": args.split,
+        "n_split_notes": int(len(test["pitch"])),
+        "n_split_instruments": len(test_inst),
+        "n_train_instruments": None if train_inst is None else len(train_inst),
+        "split_instruments_unseen_in_train": unseen,
+        "settings": {"seed": args.seed, "max_notes": args.max_notes, "recon_notes": args.recon_notes,
+                     "pitch_range": list(args.pitch_range), "pitch_step": args.pitch_step,
+                     "pitch_repeats": args.pitch_repeats,
+                     "velocity_combos": args.velocity_combos, "tag_pairs": args.tag_pairs,
+                     "latent_dims": list(args.latent_dims), "latent_steps": args.latent_steps},
+        "hardware": _hardware(),
+        "evaluated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "targets": {},
+    }
+    details: dict[str, Any] = {}
+    for target in TARGETS:
+        if target not in args.only:
+            continue
+        t0 = time.perf_counter()
+        # One generator per target, seeded from the run's seed: a target's sample does not
+        # depend on which other targets ran.
+        rng = np.random.default_rng([args.seed, TARGETS.index(target)])
+        if target == "pitch":
+            lo, hi = args.pitch_range
+            pitches = list(range(lo, hi + 1, max(1, args.pitch_step))) * max(1, args.pitch_repeats)
+            s, d = eval_pitch(gen, test, rng, sorted(pitches))
+        elif target == "velocity":
+            s, d = eval_velocity(gen, test, rng, args.velocity_combos)
+        elif target == "tags":
+            s, d = eval_tags(gen, test, rng, args.tag_pairs)
+        elif target == "latent":
+            s, d = eval_latent(gen, args.latent_dims, args.latent_steps, args.seed)
+        elif target == "realism":
+            s, d = eval_realism(gen, test, train, rng, args.max_notes)
+        else:
+            s, d = eval_reconstruction(checkpoint_dir, test, train, rng, args.recon_notes)
+        s["seconds"] = round(time.perf_counter() - t0, 1)
+        log.info("%s: pass=%s (%.1f s)", target, s["pass"], s["seconds"])
+        report["targets"][target] = s
+        details[target] = d
+    verdicts = [t["pass"] for t in report["targets"].values() if t["pass"] is not None]
+    report["pass"] = bool(verdicts) and all(verdicts)
+    report["seconds"] = round(time.perf_counter() - t_start, 1)
+    return _clean(report), _clean(details)
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    if x is None:
+        return "n/a"
+    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
+def _verdict(p: Any) -> str:
+    return "PASS" if p is True else "FAIL" if p is False else "skip"
+
+
+def format_table(report: dict) -> str:
+    """Human-readable summary of a report."""
+    t = report["targets"]
+    lines = [f"model {report['model_version']}  data {report['data']} ({report['split']}: "
+             f"{report['n_split_notes']} notes, {report['n_split_instruments']} instruments, unseen in "
+             f"train: {report['split_instruments_unseen_in_train']})", ""]
+    rows: list[tuple[str, str, str]] = []
+    if "pitch" in t:
+        p = t["pitch"]
+        rows.append(("pitch", f"median |err| {_fmt(p['median_abs_cents'])} c, max {_fmt(p['max_abs_cents'])} c, "
+                     f"{p['n_over_limit']} over 25 c, {p['n_unmeasurable']} unmeasurable ({p['n_notes']} notes)",
+                     _verdict(p["pass"])))
+    if "velocity" in t:
+        v = t["velocity"]
+        rows.append(("velocity", f"{v['n_rising']}/{v['n_steps']} steps louder ({_fmt(v['fraction_rising'], '.1%')})",
+                     _verdict(v["pass"])))
+    if "tags" in t:
+        for q, r in t["tags"]["per_tag"].items():
+            mark = _verdict(r["fraction"] is not None and r["fraction"] >= TAG_MIN_FRACTION) if r["target"] else "info"
+            rows.append((f"tag {q}", f"{r['n_up']}/{r['n_defined']} pairs move up ({_fmt(r['fraction'], '.0%')}), "
+                         f"mean delta {_fmt(r['mean_delta'], '.3g')}", mark))
+        rows.append(("tags", "bright, dark, percussive, fast_decay, long_release >= 80 %",
+                     _verdict(t["tags"]["pass"])))
+    if "latent" in t:
+        la = t["latent"]
+        rows.append(("latent", f"{la['n_dims_moving']}/{la['n_dims']} dims move >= {LATENT_MIN_EFFECT_DB} dB, "
+                     f"{la['n_dims_smooth']} smooth (max jump {_fmt(la['max_local_jump_ratio'])}), "
+                     f"finite {la['all_finite']}, peak {_fmt(la['peak_max'], '.3f')} "
+                     f"(raw {_fmt(la['raw_peak_max'], '.3f')})", _verdict(la["pass"])))
+    if "realism" in t:
+        r = t["realism"]
+        if "skipped" in r:
+            rows.append(("realism", r["skipped"], "skip"))
+        else:
+            for name in ("envelope_error", "centroid_error"):
+                e = r[name]
+                rows.append((f"realism {name}", f"{_fmt(e['generated_mean'], '.3f')} vs baseline "
+                             f"{_fmt(e['baseline_mean'], '.3f')} {e['unit']} ({r['n_notes']} notes)",
+                             _verdict(e["pass"])))
+    if "reconstruction" in t:
+        r = t["reconstruction"]
+        if r["pass"] is None:
+            rows.append(("reconstruction", r.get("skipped", ""), "skip"))
+        else:
+            rows.append(("reconstruction", f"spectral loss test {_fmt(r['test_loss_mean'], '.3f')} vs train "
+                         f"{_fmt(r['train_loss_mean'], '.3f')} (x{_fmt(r['test_over_train'])})",
+                         _verdict(r["pass"])))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    lines += [f"{name:<{width}}  {verdict:<4}  {text}" for name, text, verdict in rows]
+    lines += ["", f"overall: {_verdict(report['pass'])}  ({report['seconds']} s)"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        details = report.pop("details", {})
+    else:
+        if not args.data:
+            print("sound-generator evaluate: error: --data DIR is required (unless --from-json)",
+                  file=sys.stderr)
+            return 2
+        report, details = evaluate(args)
+    if args.out and not args.from_json:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "eval.json"), "w") as f:
+            json.dump({**report, "details": details}, f, indent=1)
+            f.write("\n")
+    if args.figures or args.model_card:
+        from synth import figures
+
+        fig_dir = args.figures or os.path.join(os.path.dirname(os.path.abspath(args.model_card)), "figures")
+        # The sweep picture shows the latent dimension that moves the sound most.
+        per_dim = report.get("targets", {}).get("latent", {}).get("per_dim", {})
+        moving = {int(d): r["endpoint_distance_db"] or 0.0 for d, r in per_dim.items()}
+        dim = max(moving, key=moving.get) if moving else 0
+        pictures = figures.write_figures(args.checkpoints or report.get("checkpoints"), fig_dir, latent_dim=dim)
+        if args.model_card:
+            figures.write_model_card(report, args.model_card, pictures)
+    if args.json:
+        print(json.dumps(report, separators=(",", ":")))
+    else:
+        print(format_table(report))
+    return 1 if args.strict and report["pass"] is False else 0

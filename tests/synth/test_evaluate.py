@@ -1,0 +1,223 @@
+"""`sound-generator evaluate` (synth/evaluate.py) and the model-card writer (synth/figures.py).
+
+The metric functions themselves are tested in test_metrics.py; here: the sampling helpers, the
+CLI, and a smoke run of the whole evaluation on a tiny data set made by the real builder.
+The smoke run uses the shipped checkpoints/ when they exist, else untrained networks built by
+`synth.models` from their default config (the evaluation must run either way; the lead makes
+sure checkpoints exist before landing, and then this test runs on them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synth import evaluate, metrics
+from synth.params import LATENT_DIM, QUALITIES, SOURCES, NoteParams
+
+REPO = Path(__file__).resolve().parents[2]
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+SHIPPED = REPO / "checkpoints"
+
+
+def fake_split(pitch, velocity, source=None, qualities=None):
+    n = len(pitch)
+    return {
+        "pitch": np.asarray(pitch, np.int32),
+        "velocity": np.asarray(velocity, np.int32),
+        "source": np.asarray(source if source is not None else [0] * n, np.int32),
+        "qualities": np.asarray(qualities if qualities is not None else np.zeros((n, 10)), np.float32),
+    }
+
+
+def test_note_of_maps_a_data_set_row():
+    q = np.zeros((2, 10))
+    q[1, QUALITIES.index("bright")] = q[1, QUALITIES.index("reverb")] = 1
+    data = fake_split([60, 72], [50, 127], [0, 2], q)
+    p = evaluate.note_of(data, 1)
+    assert p == NoteParams(pitch=72, velocity=127, source=SOURCES[2], qualities=("bright", "reverb"))
+    lat = [0.5] * LATENT_DIM
+    p = evaluate.note_of(data, 1, latent=lat, velocity=25, qualities=["dark"])
+    assert (p.velocity, p.qualities, p.latent_sample) == (25, ("dark",), tuple(lat))
+
+
+def test_baseline_subset_resolves_keys_as_the_baseline_does():
+    rng = np.random.default_rng(0)
+    # Training notes: (60, 100) x 40, (62, 50) x 3, (70, 25) x 2.
+    pitch = [60] * 40 + [62] * 3 + [70] * 2
+    velocity = [100] * 40 + [50] * 3 + [25] * 2
+    train = fake_split(pitch, velocity)
+    sub = evaluate._baseline_subset(train, {(60, 100), (61, 50), (90, 127)}, rng)
+    keys = [(pitch[i], velocity[i]) for i in sub]
+    assert keys.count((60, 100)) == evaluate.BASELINE_NOTES_PER_KEY  # capped
+    assert keys.count((62, 50)) == 3  # nearest pitch at velocity 50
+    assert keys.count((70, 25)) == 2  # no velocity 127: nearest pitch at any velocity
+    # Fitting on the subset predicts from the same keys as fitting on all training notes.
+    env = np.zeros((len(pitch), 4))
+    cen = np.arange(1, len(pitch) + 1, dtype=float)
+    full = metrics.NaiveBaseline.fit(pitch, velocity, env, cen)
+    part = metrics.NaiveBaseline.fit(np.array(pitch)[sub], np.array(velocity)[sub], env[sub], cen[sub])
+    for key in [(61, 50), (90, 127), (62, 50)]:
+        assert full._key(*key) == part._key(*key)
+
+
+def test_sample_and_clean():
+    rng = np.random.default_rng(1)
+    np.testing.assert_array_equal(evaluate._sample(5, 0, rng), np.arange(5))
+    np.testing.assert_array_equal(evaluate._sample(5, 9, rng), np.arange(5))
+    s = evaluate._sample(100, 10, rng)
+    assert len(set(s.tolist())) == 10 and np.all(np.diff(s) > 0)
+    cleaned = evaluate._clean({"a": float("nan"), "b": [np.float32(1.5), np.int64(3), np.bool_(True)]})
+    assert cleaned == {"a": None, "b": [1.5, 3, True]}
+    json.dumps(cleaned, allow_nan=False)
+
+
+def test_cli_help_and_errors_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from synth.cli import build_parser\n"
+        "p = build_parser(load='evaluate')\n"
+        "assert 'tensorflow' not in sys.modules, 'evaluate --help must not load TensorFlow'\n"
+        "args = p.parse_args(['evaluate', '--data', 'D', '--only', 'pitch,latent', '--latent-dims', '0,15'])\n"
+        "assert args.only == ('pitch', 'latent') and args.latent_dims == (0, 15)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    for bad in (["--only", "pitch,nonsense"], ["--latent-dims", "16"], ["--pitch-range", "96-24"]):
+        r = subprocess.run([sys.executable, "-m", "synth.cli", "evaluate", "--data", "D", *bad],
+                           cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 2 and bad[0] in r.stderr
+
+
+def test_model_card_from_a_report(tmp_path):
+    from synth import figures
+
+    report = {
+        "model_version": "abc123", "checkpoints": str(tmp_path / "ck"), "data": str(tmp_path / "data"),
+        "split": "test", "n_split_notes": 10, "n_split_instruments": 2, "n_train_instruments": 5,
+        "split_instruments_unseen_in_train": True, "seconds": 12.0, "evaluated_utc": "2026-01-01 00:00:00",
+        "hardware": {"cpu": "X", "cpu_count": 2, "gpus": 0, "tensorflow": "2.x"},
+        "targets": {"pitch": {"n_notes": 73, "median_abs_cents": 1.25, "max_abs_cents": 30.5, "n_over_limit": 1,
+                              "n_unmeasurable": 0, "pass": False},
+                    "realism": {"skipped": "no train split for the baseline", "pass": None}},
+        "pass": False,
+    }
+    png = tmp_path / "figs" / "sources.png"
+    png.parent.mkdir()
+    png.write_bytes(b"")
+    card = tmp_path / "card" / "MODEL_CARD.md"
+    figures.write_model_card(report, str(card), {"sources": str(png)})
+    text = card.read_text()
+    assert "median abs error 1.25 cents, max 30.50, 1 over 25" in text
+    assert "| **FAIL** |" in text and "skipped" in text
+    assert "](../figs/sources.png)" in text  # relative to the card
+    assert "[RECIPE.md](RECIPE.md)" in text
+    assert "abc123" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Smoke run on a tiny data set.
+
+
+def build_untrained_checkpoints(directory: Path) -> None:
+    """Checkpoints in the shipped layout with freshly initialised networks (see module doc)."""
+    from synth import models as M
+
+    cfg = M.ModelConfig.from_core()
+    ddsp, zdir, fdir = (directory / d for d in M.STAGE_DIRS)
+    M.save_weights(M.build_encoder(cfg), str(ddsp / "encoder.weights.h5"))
+    M.save_weights(M.build_decoder(cfg), str(ddsp / "decoder.weights.h5"))
+    M.save_synth(M.make_synth(cfg), str(ddsp / "synth.npz"))
+    M.write_config(str(ddsp), {"model": cfg.to_dict(), "stats": asdict(M.Stats())})
+    M.save_weights(M.build_z_posterior(cfg), str(zdir / "z_posterior.weights.h5"))
+    M.save_weights(M.build_z_decoder(cfg), str(zdir / "z_decoder.weights.h5"))
+    M.write_config(str(zdir), {"model": cfg.to_dict()})
+    M.save_weights(M.build_f0_ld(cfg), str(fdir / "model.weights.h5"))
+    M.write_config(str(fdir), {"model": cfg.to_dict(), "ld_min": -100.0, "ld_max": -10.0})
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    if not SOUNDFONT.is_file():
+        pytest.skip(f"no SoundFont at {SOUNDFONT} (apt-get install fluid-soundfont-gm)")
+    out = tmp_path_factory.mktemp("eval") / "data"
+    # Programs 0 and 40 land in test, 1 and 41 in train (the split is by GM program).
+    subprocess.run([sys.executable, "-m", "synth.cli", "dataset", "build", "--soundfont", str(SOUNDFONT),
+                    "--out", str(out), "--programs", "0,1,40,41", "--pitches", "58-62",
+                    "--velocities", "50,100", "--no-progress"], cwd=REPO, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    if (SHIPPED / "ddsp_generator" / "config.json").is_file():
+        return SHIPPED
+    directory = tmp_path_factory.mktemp("untrained") / "checkpoints"
+    build_untrained_checkpoints(directory)
+    return directory
+
+
+@pytest.mark.slow
+def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
+    from synth.cli import main
+
+    out = tmp_path / "out"
+    card = tmp_path / "card" / "MODEL_CARD.md"
+    argv = ["evaluate", "--data", str(tiny_data), "--checkpoints", str(checkpoints), "--json", "--out", str(out),
+            "--pitch-range", "36-84", "--pitch-step", "12", "--pitch-repeats", "1", "--velocity-combos", "3",
+            "--tag-pairs", "2", "--latent-dims", "0,5", "--latent-steps", "9", "--max-notes", "6",
+            "--recon-notes", "4", "--model-card", str(card)]
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    report = json.loads(last)
+
+    assert report["split"] == "test" and report["split_instruments_unseen_in_train"] is True
+    assert report["n_split_notes"] == 20 and report["n_split_instruments"] == 2
+    assert report["n_train_instruments"] == 2
+    t = report["targets"]
+    assert set(t) == set(evaluate.TARGETS)
+    for name, target in t.items():
+        assert isinstance(target["pass"], bool), name
+    assert t["pitch"]["n_notes"] == 5  # 36, 48, 60, 72, 84
+    assert t["velocity"]["n_combos"] == 3 and t["velocity"]["n_steps"] == 12
+    assert set(t["tags"]["per_tag"]) == set(QUALITIES)
+    assert all(r["n_pairs"] == 2 for r in t["tags"]["per_tag"].values())
+    assert set(t["latent"]["per_dim"]) == {"0", "5"} and t["latent"]["n_steps"] == 9
+    assert t["latent"]["all_finite"] is True and 0.0 < t["latent"]["peak_max"] <= 1.0
+    assert t["realism"]["n_notes"] == 6
+    for name in ("envelope_error", "centroid_error"):
+        assert t["realism"][name]["baseline_mean"] >= 0.0
+        assert t["realism"][name]["generated_mean"] >= 0.0
+    r = t["reconstruction"]
+    assert r["n_test_notes"] == 4 and r["n_train_notes"] == 4
+    assert r["test_loss_mean"] > 0 and r["test_over_train"] == pytest.approx(r["test_loss_mean"] / r["train_loss_mean"])
+    assert report["pass"] == all(x["pass"] for x in t.values())
+
+    saved = json.loads((out / "eval.json").read_text())
+    assert len(saved["details"]["pitch"]["notes"]) == 5
+    assert len(saved["details"]["latent"]["sweeps"]["0"]["step_distances_db"]) == 8
+    for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep"):
+        png = card.parent / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    text = card.read_text()
+    assert report["model_version"] in text and "![latent_sweep](figures/latent_sweep.png)" in text
+
+
+@pytest.mark.slow
+def test_evaluate_table_without_train_split(tiny_data, checkpoints, tmp_path, capsys):
+    """Only a test split (as NSynth's test download alone): baselines are skipped, not failed."""
+    from synth.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    os.symlink(tiny_data / "test", data / "test")
+    assert main(["evaluate", "--data", str(data), "--checkpoints", str(checkpoints), "--only",
+                 "realism,reconstruction", "--max-notes", "2", "--recon-notes", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "realism" in text and "no train split" in text and "skip" in text
