@@ -9,10 +9,12 @@ voice table are numpy arrays allocated up front; the callback creates no arrays,
 lock, calls no generator and logs nothing (counters are read by other threads).
 
 Time: the mixer counts samples (`block_start`). Outputs publish, per block, the pair
-(block_start, the block's DAC time in the output's clock) and the offset of that clock from
-`time.monotonic()`, from which `sample_at(t)` maps a wall-clock time (an OSC timetag) to the
-sample that reaches the DAC then. With PortAudio the clock is the stream's time and the pair
-comes from `outputBufferDacTime`, which follows the hardware, not the callback's jitter.
+(block_start, the block's DAC time in the output's clock), from which `sample_at(t)` maps a
+wall-clock time (an OSC timetag) to the sample that reaches the DAC then. With PortAudio the
+clock is the stream's time, read when the timetag is converted (`stream.time` plus the timetag's
+distance from now), and the pair comes from `outputBufferDacTime`, which follows the hardware,
+not the callback's jitter; on JACK both are the frame clock, so a jump of it after an xrun moves
+both together.
 
 Outputs: `SoundDeviceOutput` (one sounddevice stream), `ClockOutput` (no sound card: an
 internal real-time clock, optionally writing the stream to a WAV file).
@@ -75,10 +77,13 @@ class Mixer:
         self._n_ev = 0
         self.inbox: deque = deque()
 
+        # Release envelopes, 1 -> 0 as a raised cosine (0.5 + 0.5 cos(pi k / fade)), by length.
+        self._fades = {n: (0.5 + 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
+                       for n in (self.release_len, self.steal_len)}
+
         # Scratch.
         self._mix = np.zeros(max_block, dtype=np.float32)
         self._seg = np.zeros(max_block, dtype=np.float32)
-        self._env = np.zeros(max_block, dtype=np.float32)
         self._ramp = np.arange(max_block, dtype=np.float32)
         self._tmp = np.zeros(max_block, dtype=np.float32)
 
@@ -143,7 +148,7 @@ class Mixer:
 
         mix = self._mix[:n]
         mix.fill(0.0)
-        seg_all, env_all, ramp = self._seg, self._env, self._ramp
+        seg_all, ramp = self._seg, self._ramp
         voices = 0
         for v in range(self.n_slots):
             if not self.active[v]:
@@ -159,17 +164,10 @@ class Mixer:
                 np.multiply(audio[a0:a0 + (j1 - j0)], self.vgain[v], out=seg)
                 rel = int(self.release[v])
                 if rel < t0 + j1:
-                    # Raised-cosine fade from `rel` over `fade` samples: 0.5 - 0.5 cos(pi x).
-                    fade = int(self.fade[v])
-                    env = env_all[j0:j1]
-                    np.subtract(float(rel + fade - t0), ramp[j0:j1], out=env)
-                    env *= 1.0 / fade
-                    np.clip(env, 0.0, 1.0, out=env)
-                    env *= math.pi
-                    np.cos(env, out=env)
-                    env *= -0.5
-                    env += 0.5
-                    seg *= env
+                    # Raised-cosine fade from `rel` over `fade` samples, from a precomputed table.
+                    k0 = max(j0, rel - t0)  # first sample of this block inside the fade
+                    pos = t0 + k0 - rel
+                    seg[k0 - j0:] *= self._fades[int(self.fade[v])][pos:pos + (j1 - k0)]
                 mix[j0:j1] += seg
             if end <= t1:
                 self.active[v] = False
@@ -322,7 +320,7 @@ class _Clock:
     def sample_at_monotonic(self, t_mono: float) -> int:
         if not self.valid:
             return IMMEDIATE
-        block_start, dac = float(self.anchor[0]), float(self.anchor[1])
+        block_start, dac = self.anchor.tolist()  # one call: a consistent pair
         t_out = t_mono + self.output_minus_monotonic
         return int(round(block_start + (t_out - dac) * self.sample_rate))
 
@@ -377,25 +375,22 @@ class SoundDeviceOutput:
             self.realtime_ok = try_realtime(RT_PRIORITY_AUDIO) if self.realtime else False
         if status.output_underflow:
             self.mixer.stats[3] += 1
-        self.clock.anchor[0] = self.mixer.block_start
-        self.clock.anchor[1] = time_info.outputBufferDacTime
+        # One numpy call (atomic under the GIL): readers never see a block start with another's time.
+        self.clock.anchor[:] = (self.mixer.block_start, time_info.outputBufferDacTime)
         self.clock.valid = True
         self.mixer.render(outdata)
 
     def start(self) -> None:
         self.stream.start()
-        # Offset of the stream clock from time.monotonic(): the tightest of a few readings.
-        best = None
-        for _ in range(20):
-            a = time.monotonic()
-            s = self.stream.time
-            b = time.monotonic()
-            if best is None or b - a < best[0]:
-                best = (b - a, s - (a + b) / 2)
-        self.clock.output_minus_monotonic = best[1]
 
     def sample_at(self, t_wall: float) -> int:
-        return self.clock.sample_at_monotonic(wall_to_monotonic(t_wall))
+        # The stream clock read now (not an offset measured once): on JACK it is the frame clock,
+        # which can jump against time.monotonic() after an xrun; the last block's DAC time moves with it.
+        if not self.clock.valid:
+            return IMMEDIATE
+        t_out = self.stream.time + (t_wall - time.time())
+        block_start, dac = self.clock.anchor.tolist()  # one call: a consistent pair
+        return int(round(block_start + (t_out - dac) * self.mixer.sample_rate))
 
     @property
     def latency_s(self) -> float:
@@ -448,8 +443,7 @@ class ClockOutput:
             elif now - due > 4 * self.blocksize / sr:
                 self.mixer.stats[3] += 1  # late: an under-run of the internal clock
                 self._t0 = now - start / sr
-            self.clock.anchor[0] = start
-            self.clock.anchor[1] = self._t0 + start / sr + self.blocksize / sr
+            self.clock.anchor[:] = (start, self._t0 + start / sr + self.blocksize / sr)
             self.clock.valid = True
             self.mixer.render(out)
             if self._file is not None:
