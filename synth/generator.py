@@ -11,6 +11,14 @@ The neural part (all three networks, the control scaling of `DDSPSynth.get_contr
 batch: one note costs a few ms, a keyboard of 440 notes one call. The audio is rendered by
 `DDSPSynth.render_numpy` (numpy only, at any sample rate, band-limited to the training Nyquist).
 
+Two inference-time choices, both documented where they live:
+
+* the performer's 16 `latent_sample` knobs are mixed into the VAE latent by a fixed orthogonal
+  (Hadamard) matrix, so that every knob changes the sound (`synth.models.knobs_to_latent`);
+* quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 2.0 for the shipped
+  weights): the generators also run without the tags and the result moves that many times the
+  tagged-minus-untagged difference, which makes the tags audible on every note.
+
 Public interface (the live server relies on exactly this):
 
 * `get_generator(checkpoint_dir=None) -> Generator` - process-wide, created lazily once per
@@ -262,3 +270,42 @@ def get_prediction(inputs: Mapping[str, Any], sample_rate: int = 16000) -> np.nd
     """
     params = NoteParams.from_dict(inputs)
     return get_generator().render(params, sample_rate=sample_rate)
+
+
+_AUTOENCODERS: dict[str, Any] = {}
+
+
+def reconstruct(audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray,
+                checkpoint_dir: str | None = None, batch_size: int = 16) -> np.ndarray:
+    """The DDSP autoencoder on real notes (for evaluation): audio -> encoder z -> decoder -> audio.
+
+    audio [N, 64000] at 16 kHz, f0_hz and loudness_db [N, 1000] (the data set's curves, as
+    `synth.data.load_split` gives them). Returns [N, 64000] float32 at 16 kHz, the decoder's
+    rendering of each note from its own f0, loudness and encoded timbre.
+    """
+    import tensorflow as tf
+
+    from synth.training.stages import DDSPParts
+
+    key = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+    with _LOCK:
+        if key not in _AUTOENCODERS:
+            parts = DDSPParts(os.path.join(key, "ddsp_generator"))
+            fm = np.asarray(parts.stats["feature_mean"], np.float32)
+            fs = np.asarray(parts.stats["feature_std"], np.float32)
+
+            @tf.function(input_signature=[tf.TensorSpec([None, M.N_FRAMES * M.HOP], tf.float32),
+                                          tf.TensorSpec([None, M.N_FRAMES], tf.float32),
+                                          tf.TensorSpec([None, M.N_FRAMES], tf.float32)])
+            def run(a, f0, ld):
+                z = parts.encoder((M.tf_mfcc_coarse(a) - fm) / fs, training=False)
+                return M.decode_crop(parts.decoder, parts.synth, parts.cfg, z, f0, ld, 0, M.N_FRAMES, False)
+
+            _AUTOENCODERS[key] = run
+        run = _AUTOENCODERS[key]
+    audio = np.asarray(audio, np.float32).reshape(-1, M.N_FRAMES * M.HOP)
+    f0_hz = np.asarray(f0_hz, np.float32).reshape(-1, M.N_FRAMES)
+    loudness_db = np.asarray(loudness_db, np.float32).reshape(-1, M.N_FRAMES)
+    out = [run(audio[i : i + batch_size], f0_hz[i : i + batch_size], loudness_db[i : i + batch_size]).numpy()
+           for i in range(0, len(audio), batch_size)]
+    return np.concatenate(out, axis=0) if out else np.zeros((0, M.N_FRAMES * M.HOP), np.float32)

@@ -49,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="noise std added to z in training (autoencoder: 0; f0_ld_generator: 0.1, standardised)")
     parser.add_argument("--z-l2", type=float, default=1e-2,
                         help="autoencoder: weight of the mean square of z (keeps its scale near 1)")
+    parser.add_argument("--tag-guidance", type=float, default=2.0,
+                        help="f0_ld_generator: strength of the quality tags at inference, stored in its "
+                             "config.json (1 = as trained; 2 doubles the tagged-vs-untagged difference)")
     parser.add_argument("--reg-weight", type=float, default=1.0, help="end_to_end: weight of the stage losses")
     parser.add_argument("--fixed-batch", action="store_true",
                         help="always train on the same batch (smoke tests: the loss must go down)")

@@ -34,15 +34,21 @@ from synth.training.loop import train
 log = logging.getLogger("synth.training")
 
 CROP_FRAMES = 250  # 1 s windows keep an autoencoder step cheap on a CPU
-VALID_NOTES = 48
+VALID_NOTES = 48  # notes of the valid split the audio stages validate on (2 crops each)
+VALID_SPLIT = "valid"
 
 
 def _setup_tf(threads: int):
     import tensorflow as tf
 
-    if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1 if threads <= 2 else 2)
+    if threads > 0 and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1 if threads <= 2 else 2)
+        except RuntimeError as e:
+            # TF's runtime was already started in this process (a test session, a notebook):
+            # its thread pools cannot change any more; train with them as they are.
+            log.warning("--threads %d not applied: %s", threads, e)
     return tf
 
 
@@ -85,10 +91,6 @@ def _training_info(args, history, extra: dict | None = None) -> dict[str, Any]:
     return info
 
 
-def _split_for_valid(args):
-    return "valid"
-
-
 # ---------------------------------------------------------------------------------------------
 # Loading trained pieces.
 
@@ -127,7 +129,7 @@ def autoencoder(args) -> int:
 
     cache = _cache_dir(args)
     tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
-    va = D.load(args.data, _split_for_valid(args), cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
+    va = D.load(args.data, VALID_SPLIT, cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
     cfg = M.ModelConfig.from_core()
     fmean, fstd = D.feature_stats(tr["features"])
     feats_tr = (tr["features"] - fmean) / fstd
@@ -249,7 +251,7 @@ def z_generator(args) -> int:
     cache = _cache_dir(args)
     parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
     tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
-    va = D.load(args.data, _split_for_valid(args), cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, VALID_SPLIT, cache, limit=args.limit, progress=not args.no_progress)
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     c_tr, c_va = tr["cond"], va["cond"]
     cfg = parts.cfg
@@ -348,7 +350,7 @@ def f0_ld_generator(args) -> int:
     cache = _cache_dir(args)
     parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
     tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
-    va = D.load(args.data, _split_for_valid(args), cache, limit=args.limit, progress=not args.no_progress)
+    va = D.load(args.data, VALID_SPLIT, cache, limit=args.limit, progress=not args.no_progress)
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     cfg = parts.cfg
     ld_min = float(np.min(tr["loudness_db"]))
@@ -360,6 +362,31 @@ def f0_ld_generator(args) -> int:
     opt = _optimizer(args.lr, args.steps)
     tfe = tf.constant(M.time_features()[None])
     z_noise = float(args.z_noise)
+    # The generator feeds this network the z_generator's output, not the encoder's z: a latent
+    # near 0 decodes to an "average" z that no real note has, and a network trained on real z
+    # only answered such inputs with nonsense (full-scale loudness). So train on what it gets
+    # at inference: z_generator(posterior sample of the note, cond), and with probability
+    # P_LATENT0 z_generator(0, cond), for which the target becomes the mean envelope given cond.
+    zgen_dir = os.path.join(args.models, "z_generator")
+    use_zgen = os.path.exists(os.path.join(zgen_dir, "config.json"))
+    if use_zgen:
+        post, zdec = M.build_z_posterior(cfg), M.build_z_decoder(cfg)
+        post.load_weights(os.path.join(zgen_dir, "z_posterior.weights.h5"))
+        zdec.load_weights(os.path.join(zgen_dir, "z_decoder.weights.h5"))
+    else:
+        log.warning("%s: no z_generator; training f0_ld_generator on encoder z only", zgen_dir)
+    p_latent0 = 0.25
+
+    def generated_z(c, z, training):
+        if not use_zgen:
+            return z
+        mu, logvar = post([z, c], training=False)
+        lat = mu + tf.exp(0.5 * _clip_logvar(logvar)) * tf.random.normal(tf.shape(mu)) if training else mu
+        if training:
+            keep = tf.cast(tf.random.uniform([tf.shape(mu)[0], 1]) >= p_latent0, tf.float32)
+            lat = lat * keep
+        t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
+        return tf.stop_gradient(M.z_from_raw(zdec([M.squash_latent(lat), c, t], training=False)))
 
     def forward(c, z, training):
         t = tf.repeat(tfe, tf.shape(c)[0], axis=0)
@@ -371,6 +398,7 @@ def f0_ld_generator(args) -> int:
 
     @tf.function(input_signature=spec)
     def train_step(c, z, ld, cents):
+        z = generated_z(c, z, True)
         z = z + tf.random.normal(tf.shape(z), stddev=z_noise)
         with tf.GradientTape() as tape:
             ld_hat, cents_hat = forward(c, z, True)
@@ -382,7 +410,7 @@ def f0_ld_generator(args) -> int:
 
     @tf.function(input_signature=spec)
     def eval_step(c, z, ld, cents):
-        ld_hat, cents_hat = forward(c, z, False)
+        ld_hat, cents_hat = forward(c, generated_z(c, z, False), False)
         return f0_ld_losses(ld_hat, cents_hat, ld, cents)
 
     n = len(tr["cond"])
@@ -409,7 +437,10 @@ def f0_ld_generator(args) -> int:
     stage_dir = os.path.join(args.out, "f0_ld_generator")
     M.save_weights(net, os.path.join(stage_dir, "model.weights.h5"))
     M.write_config(stage_dir, {"model": cfg.to_dict(), "ld_min": ld_min, "ld_max": ld_max,
-                               "training": _training_info(args, history, {"z_noise": z_noise})})
+                               "tag_guidance": float(args.tag_guidance),
+                               "training": _training_info(args, history, {"z_noise": z_noise,
+                                                                          "z_source": "z_generator" if use_zgen else "encoder",
+                                                                          "p_latent0": p_latent0})})
     _export(args, stage_dir, "f0_ld_generator")
     return 0
 
@@ -428,7 +459,7 @@ def end_to_end(args) -> int:
     fdir = os.path.join(args.init or args.models, "f0_ld_generator")
     zconf, fconf = M.read_config(zdir), M.read_config(fdir)
     tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
-    va = D.load(args.data, _split_for_valid(args), cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
+    va = D.load(args.data, VALID_SPLIT, cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress)
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     cfg = parts.cfg
     post, zdec, f0ld = M.build_z_posterior(cfg), M.build_z_decoder(cfg), M.build_f0_ld(cfg)
