@@ -60,7 +60,7 @@ def _spectrogram_grid(panels: Sequence[tuple[str, np.ndarray]], path: str, title
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="dB")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=64)
     plt.close(fig)
     return path
 
@@ -130,8 +130,8 @@ How the weights were made, step by step, with times: [RECIPE.md](RECIPE.md).
 
 On the **{split}** split: {n_split_notes} notes of {n_split_instruments} instruments never trained on
 (instruments unseen in train: {unseen}). Evaluated on {eval_hardware} in {seconds} s. Command:
-`sound-generator evaluate --data {data} --json` (full results: [eval.json](eval.json) where
-written). Metric definitions: `synth/evaluate.py`, `synth/metrics.py`.
+`{command}` (full results with per-note details: `eval.json` beside this card where
+written with `--out`). Metric definitions: `synth/evaluate.py`, `synth/metrics.py`.
 
 | target | measured | target value | verdict |
 |---|---|---|---|
@@ -173,8 +173,9 @@ def _metric_rows(t: dict) -> list[str]:
     rows = []
     if "pitch" in t:
         p = t["pitch"]
-        rows.append(f"| pitch (MIDI {p.get('n_notes')} notes) | median abs error {_f(p['median_abs_cents'])} cents, "
-                    f"max {_f(p['max_abs_cents'])}, {p['n_over_limit']} over 25, {p['n_unmeasurable']} unmeasurable "
+        rows.append(f"| pitch ({p.get('n_notes')} notes, MIDI 24-96) | median abs error "
+                    f"{_f(p['median_abs_cents'])} cents, max {_f(p['max_abs_cents'])}, {p['n_over_limit']} over 25, "
+                    f"{p['n_unmeasurable']} unmeasurable "
                     f"| median <= 5, none over 25 | {_verdict(p['pass'])} |")
     if "velocity" in t:
         v = t["velocity"]
@@ -211,15 +212,22 @@ def _metric_rows(t: dict) -> list[str]:
             rows.append(f"| reconstruction | {r.get('skipped', '')} | test <= 1.5 x train | skipped |")
         else:
             rows.append(f"| reconstruction (autoencoder spectral loss) | test {_f(r['test_loss_mean'], '.3f')} vs "
-                        f"train {_f(r['train_loss_mean'], '.3f')} (x{_f(r['test_over_train'])}) | "
+                        f"train {_f(r['train_loss_mean'], '.3f')} (x{_f(r['test_over_train'])}; silence scores "
+                        f"{_f(r.get('test_loss_of_silence_mean'), '.3f')}) | "
                         f"test <= 1.5 x train | "
                         f"{_verdict(r['pass'])} |")
     return rows
 
 
+def _shown(path: str) -> str:
+    """A path as the card shows it: relative to the working directory when inside it."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return path if rel.startswith("..") else rel
+
+
 def _data_section(data_dir: str, report: dict) -> str:
-    lines = [f"Data set `{data_dir}` (NSynth layout), split by instrument (GM program p: test if "
-             f"p % 10 == 0, valid if p % 10 == 5, else train)."]
+    lines = [f"Evaluation data set `{_shown(data_dir)}` (NSynth layout), split by instrument (GM program "
+             f"p: test if p % 10 == 0, valid if p % 10 == 5, else train)."]
     build = os.path.join(data_dir, "build.json")
     if os.path.isfile(build):
         with open(build) as f:
@@ -239,7 +247,7 @@ def _data_section(data_dir: str, report: dict) -> str:
 
 
 def _training_section(checkpoint_dir: str) -> str:
-    rows = ["| stage | steps | batch | seconds | finished (UTC) |", "|---|---|---|---|---|"]
+    rows = ["| stage | steps | batch | seconds | finished (UTC) | data |", "|---|---|---|---|---|---|"]
     found = False
     for stage in ("ddsp_generator", "z_generator", "f0_ld_generator"):
         path = os.path.join(checkpoint_dir, stage, "config.json")
@@ -252,8 +260,20 @@ def _training_section(checkpoint_dir: str) -> str:
             if info:
                 found = True
                 rows.append(f"| {label} | {info.get('steps', '?')} | {info.get('batch_size', '?')} | "
-                            f"{info.get('seconds', '?')} | {info.get('finished_utc', '?')} |")
+                            f"{info.get('seconds', '?')} | {info.get('finished_utc', '?')} | "
+                            f"`{_shown(info.get('data', '?'))}` |")
     return "\n".join(rows) if found else "No training records found in the checkpoints' config.json files."
+
+
+def _command(report: dict) -> str:
+    """The evaluate command line that reproduces the report's sampling."""
+    st = report.get("settings", {})
+    flags = {"--max-notes": st.get("max_notes"), "--recon-notes": st.get("recon_notes"),
+             "--pitch-repeats": st.get("pitch_repeats"), "--velocity-combos": st.get("velocity_combos"),
+             "--tag-pairs": st.get("tag_pairs"), "--latent-steps": st.get("latent_steps"), "--seed": st.get("seed")}
+    data = _shown(report.get("data", "DIR"))
+    parts = [f"sound-generator evaluate --data {data}"] + [f"{k} {v}" for k, v in flags.items() if v is not None]
+    return " ".join(parts)
 
 
 def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = None) -> str:
@@ -264,10 +284,12 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
     tag_section = ""
     if "tags" in t:
         lines = ["All ten tags (share of with/without pairs whose analyzer score rises; the five targets "
-                 "marked *):", "", "| tag | pairs up / defined | share | mean score change |", "|---|---|---|---|"]
+                 "marked *; pairs whose note without the tag already scores at the analyzer's ceiling "
+                 "cannot rise and are counted apart):", "",
+                 "| tag | pairs up / defined | share | at ceiling | mean score change |", "|---|---|---|---|---|"]
         for q, r in t["tags"]["per_tag"].items():
             lines.append(f"| {q}{' *' if r['target'] else ''} | {r['n_up']}/{r['n_defined']} | "
-                         f"{_f(r['fraction'], '.0%')} | {_f(r['mean_delta'], '.3g')} |")
+                         f"{_f(r['fraction'], '.0%')} | {r.get('n_saturated', 0)} | {_f(r['mean_delta'], '.3g')} |")
         tag_section = "\n".join(lines)
     pics = []
     for name, p in (pictures or {}).items():
@@ -287,7 +309,7 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
         eval_hardware=f"{hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} CPUs, {hw.get('gpus', 0)} GPUs, "
                       f"TensorFlow {hw.get('tensorflow', '?')})",
         seconds=report.get("seconds"),
-        data=report.get("data", "DIR"),
+        command=_command(report),
         metrics_rows="\n".join(_metric_rows(t)),
         overall="pass" if report.get("pass") else "FAIL (see the table)",
         tag_section=tag_section,

@@ -149,11 +149,12 @@ def _frame_pitch_hz(x: np.ndarray, sample_rate: int, coarse_hz: float, n_harmoni
     Frames: Hann, max(0.1 s, 8 periods) long, half overlapping, zero-padded 8x. In each frame the
     peak of harmonic k is the largest bin within +-80 cents of k * coarse_hz (a strict local
     maximum within 40 dB of the frame's strongest, else the harmonic is skipped in that frame),
-    refined by parabolic interpolation of the dB spectrum; harmonics whose own estimate f_k / k lies more than OUTLIER_CENTS from the
-    frame's median over harmonics are dropped (a noise resonance beside a harmonic, stronger
-    than it); frame f0 = sum(w k f_k) / sum(w k^2) with w the peak power. The frames
-    within `frame_range_db` of the loudest are averaged in cents, each counting equally (a
-    level weighting would tilt a decaying vibrato note towards the phase of its first frames).
+    refined by parabolic interpolation of the dB spectrum; harmonics whose own estimate f_k / k
+    lies more than OUTLIER_CENTS from the frame's median over harmonics are dropped (a noise
+    resonance beside a harmonic, stronger than it); frame f0 = sum(w k f_k) / sum(w k^2) with w
+    the peak power. The frames within `frame_range_db` of the loudest are averaged in cents, each
+    counting equally (a level weighting would tilt a decaying vibrato note towards the phase of
+    its first frames).
     """
     n = int(max(0.1 * sample_rate, 8 * sample_rate / coarse_hz))
     if len(x) < n or n_harmonics < 1:
@@ -393,25 +394,33 @@ class NaiveBaseline:
 # Tags.
 
 
-def moved_up(without, with_) -> dict:
+def moved_up(without, with_, ceiling: float | None = None) -> dict:
     """How often a score rises from the note without a tag to the note with it.
 
     without, with_: [n_pairs] scores (higher = more of the quality). Pairs where either is NaN
-    are left out (``n_undefined``); equal scores are ``n_tied`` and do not count as moved.
-    ``fraction`` = n_up / n_defined (NaN when no pair is defined); ``mean_delta`` the mean of
-    (with - without) over defined pairs.
+    are left out (``n_undefined``); so are pairs whose note without the tag already scores at
+    the analyzer's `ceiling` (``n_saturated``: no rise can be measured there, e.g. a release
+    already lasting to the end of the file). Of the rest (``n_defined``), equal scores are
+    ``n_tied`` and do not count as moved. ``fraction`` = n_up / n_defined (NaN when no pair is
+    defined); ``fraction_all`` = n_up / (n_defined + n_saturated); ``mean_delta`` the mean of
+    (with - without) over the defined pairs.
     """
     a = np.asarray(without, np.float64)
     b = np.asarray(with_, np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
+    finite = np.isfinite(a) & np.isfinite(b)
+    saturated = finite & (a >= ceiling) if ceiling is not None else np.zeros_like(finite)
+    ok = finite & ~saturated
     n = int(ok.sum())
     up = int(np.sum(b[ok] > a[ok]))
+    n_sat = int(saturated.sum())
     return {
         "n_pairs": int(len(a)),
         "n_defined": n,
-        "n_undefined": int(len(a) - n),
+        "n_undefined": int(np.sum(~finite)),
+        "n_saturated": n_sat,
         "n_up": up,
         "n_tied": int(np.sum(b[ok] == a[ok])),
         "fraction": up / n if n else float("nan"),
+        "fraction_all": up / (n + n_sat) if n + n_sat else float("nan"),
         "mean_delta": float(np.mean(b[ok] - a[ok])) if n else float("nan"),
     }

@@ -93,6 +93,8 @@ def test_cli_help_and_errors_without_tensorflow():
         r = subprocess.run([sys.executable, "-m", "synth.cli", "evaluate", "--data", "D", *bad],
                            cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 2 and bad[0] in r.stderr
+    r = subprocess.run([sys.executable, "-m", "synth.cli", "evaluate"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "--data DIR is required" in r.stderr
 
 
 def test_model_card_from_a_report(tmp_path):
@@ -196,12 +198,14 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
         assert t["realism"][name]["generated_mean"] >= 0.0
     r = t["reconstruction"]
     assert r["n_test_notes"] == 4 and r["n_train_notes"] == 4
+    assert r["test_loss_of_silence_mean"] > 0
     assert r["test_loss_mean"] > 0 and r["test_over_train"] == pytest.approx(r["test_loss_mean"] / r["train_loss_mean"])
     assert report["pass"] == all(x["pass"] for x in t.values())
 
     saved = json.loads((out / "eval.json").read_text())
     assert len(saved["details"]["pitch"]["notes"]) == 5
     assert len(saved["details"]["latent"]["sweeps"]["0"]["step_distances_db"]) == 8
+    assert len(saved["details"]["realism"]["notes"]["envelope_error_db"]) == 6
     for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep"):
         png = card.parent / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -237,3 +237,10 @@ def test_moved_up_counts_ties_and_undefined_pairs():
     assert r["fraction"] == pytest.approx(0.5)
     assert r["mean_delta"] == pytest.approx((1.0 - 0.5 + 0.0 + 1.0) / 4)
     assert np.isnan(metrics.moved_up([np.nan], [1.0])["fraction"])
+
+
+def test_moved_up_sets_pairs_at_the_ceiling_apart():
+    # A score capped at 1.0: a note already there cannot rise, with or without the tag.
+    r = metrics.moved_up([1.0, 1.0, 0.5, 0.2, 0.0], [1.0, 1.0, 1.0, 0.2, 0.0], ceiling=1.0)
+    assert (r["n_saturated"], r["n_defined"], r["n_up"], r["n_tied"]) == (2, 3, 1, 2)
+    assert r["fraction"] == pytest.approx(1 / 3) and r["fraction_all"] == pytest.approx(1 / 5)
