@@ -15,7 +15,7 @@ Two inference-time choices, both documented where they live:
 
 * the performer's 16 `latent_sample` knobs are mixed into the VAE latent by a fixed orthogonal
   (Hadamard) matrix, so that every knob changes the sound (`synth.models.knobs_to_latent`);
-* quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 2.0 for the shipped
+* quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 3.0 for the shipped
   weights): the generators also run without the tags and the result moves that many times the
   tagged-minus-untagged difference, which makes the tags audible on every note.
 
