@@ -24,6 +24,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def int_at_least(option: str, minimum: int, allowed: str | None = None):
+    """An argparse `type` for an integer >= `minimum` whose error names the option and what is allowed."""
+    allowed = allowed or f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option}: expected {allowed}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{option}: expected {allowed}, got {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser(load: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sound-generator",

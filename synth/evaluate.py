@@ -63,6 +63,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synth import metrics
+from synth.cli import int_at_least
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
 
 log = logging.getLogger("synth.evaluate")
@@ -93,19 +94,6 @@ def _pitch_range(text: str) -> tuple[int, int]:
     if not 9 <= lo <= hi <= 120:
         raise argparse.ArgumentTypeError(f"--pitch-range: expected 9 <= A <= B <= 120, got {text!r}")
     return lo, hi
-
-
-def _nonneg(option: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option}: expected an integer >= 0, got {text!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{option}: expected an integer >= 0, got {text!r}")
-        return v
-
-    return parse
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -139,18 +127,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR", help="also write DIR/eval.json with per-note details")
     parser.add_argument("--only", type=_targets, default=TARGETS, metavar="LIST",
                         help=f"comma-separated targets to run (default all: {','.join(TARGETS)})")
-    parser.add_argument("--max-notes", type=_nonneg("--max-notes"), default=256, metavar="N",
+    parser.add_argument("--max-notes", type=int_at_least("--max-notes", 0), default=256, metavar="N",
                         help="realism: test notes compared with their generated twin (0 = all; default 256)")
-    parser.add_argument("--recon-notes", type=_nonneg("--recon-notes"), default=64, metavar="N",
+    parser.add_argument("--recon-notes", type=int_at_least("--recon-notes", 0), default=64, metavar="N",
                         help="reconstruction: notes per split (default 64)")
     parser.add_argument("--pitch-range", type=_pitch_range, default=(24, 96), metavar="A-B",
                         help="pitch: MIDI pitches to render (default 24-96)")
     parser.add_argument("--pitch-step", type=int, default=1, metavar="N", help="pitch: every N-th pitch (default 1)")
     parser.add_argument("--pitch-repeats", type=int, default=2, metavar="N",
                         help="pitch: notes per pitch, each with another test note's attributes (default 2)")
-    parser.add_argument("--velocity-combos", type=_nonneg("--velocity-combos"), default=32, metavar="N",
+    parser.add_argument("--velocity-combos", type=int_at_least("--velocity-combos", 0), default=32, metavar="N",
                         help="velocity: (pitch, source, qualities) combinations (default 32)")
-    parser.add_argument("--tag-pairs", type=_nonneg("--tag-pairs"), default=32, metavar="N",
+    parser.add_argument("--tag-pairs", type=int_at_least("--tag-pairs", 0), default=32, metavar="N",
                         help="tags: with/without pairs per quality (default 32)")
     parser.add_argument("--latent-dims", type=_dims, default=tuple(range(LATENT_DIM)), metavar="LIST",
                         help="latent: dimensions to sweep (default all 16)")

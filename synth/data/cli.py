@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from synth.cli import int_at_least
 from synth.params import VELOCITY_MAX, VELOCITY_MIN
 
 logger = logging.getLogger("synth.data")
@@ -40,19 +41,6 @@ def _int_list(option: str, text: str, lo: int, hi: int) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"{option}: empty list; give at least one value {lo}..{hi}")
     return sorted(values)
-
-
-def _positive_int(option: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{option}: expected a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option}: expected a positive integer, got {text!r}")
-        return value
-
-    return parse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     b.add_argument(
         "--workers",
-        type=_positive_int("--workers"),
+        type=int_at_least("--workers", 1, "a positive integer"),
         default=max(1, min(os.cpu_count() or 1, 2)),
         metavar="N",
         help="parallel render processes (default: min(2, CPUs))",
@@ -117,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--splits", default="train,valid,test", metavar="LIST", help="comma-separated splits")
     f.add_argument(
         "--workers",
-        type=_positive_int("--workers"),
+        type=int_at_least("--workers", 1, "a positive integer"),
         default=max(1, min(os.cpu_count() or 1, 2)),
         metavar="N",
         help="parallel processes",

@@ -246,12 +246,18 @@ def _clip_logvar(logvar):
     return tf.clip_by_value(logvar, -10.0, 4.0)
 
 
-def z_generator(args) -> int:
+def _load_generator_data(args):
+    """TensorFlow set up, the trained autoencoder, and the train/valid features the generators learn from."""
     tf = _setup_tf(args.threads)
     cache = _cache_dir(args)
     parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
     tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
     va = D.load(args.data, VALID_SPLIT, cache, limit=args.limit, progress=not args.no_progress)
+    return tf, parts, tr, va
+
+
+def z_generator(args) -> int:
+    tf, parts, tr, va = _load_generator_data(args)
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     c_tr, c_va = tr["cond"], va["cond"]
     cfg = parts.cfg
@@ -346,11 +352,7 @@ def f0_ld_losses(ld_pred, cents_pred, ld_true, cents_true):
 
 
 def f0_ld_generator(args) -> int:
-    tf = _setup_tf(args.threads)
-    cache = _cache_dir(args)
-    parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
-    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress)
-    va = D.load(args.data, VALID_SPLIT, cache, limit=args.limit, progress=not args.no_progress)
+    tf, parts, tr, va = _load_generator_data(args)
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     cfg = parts.cfg
     ld_min = float(np.min(tr["loudness_db"]))
