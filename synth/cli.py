@@ -24,6 +24,35 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def int_list(option: str, text: str, lo: int, hi: int) -> list[int]:
+    """'0,4,81' or '21-108' or '0-7,16' -> sorted unique ints within lo..hi; ValueError naming the option."""
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                start, stop = int(a), int(b)
+                if start > stop:
+                    raise ValueError
+                values.update(range(start, stop + 1))
+            else:
+                values.add(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected integers or ranges like 'A-B' separated by commas "
+                f"(each {lo}..{hi}), got {text!r}"
+            ) from None
+    bad = sorted(v for v in values if not lo <= v <= hi)
+    if bad:
+        raise argparse.ArgumentTypeError(f"{option}: {bad} outside the allowed {lo}..{hi}")
+    if not values:
+        raise argparse.ArgumentTypeError(f"{option}: empty list; give at least one value {lo}..{hi}")
+    return sorted(values)
+
+
 def int_at_least(option: str, minimum: int, allowed: str | None = None):
     """An argparse `type` for an integer >= `minimum` whose error names the option and what is allowed."""
     allowed = allowed or f"an integer >= {minimum}"

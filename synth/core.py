@@ -359,16 +359,40 @@ def multiscale_spectral_loss(target_audio, predicted_audio,
     logs (log(mag + 1e-7)), each averaged over batch, frames and bins, summed over sizes.
     0 for identical signals.
     """
+    mag, logmag = multiscale_spectral_terms(target_audio, predicted_audio, fft_sizes, overlap)
+    loss = 0.0
+    if mag_weight:
+        loss += mag_weight * tf.reduce_mean(mag)
+    if logmag_weight:
+        loss += logmag_weight * tf.reduce_mean(logmag)
+    return loss
+
+
+def log2_spectral_centroid(audio, sample_rate: int, fft_size: int = 1024):
+    """Per example log2 of the power-weighted mean frequency (Hz) of the summed spectrum of the
+    whole clip (TF, differentiable): audio [batch, n] -> [batch]. DC excluded; the same measure
+    as `synth.metrics.spectral_centroid_hz`, on STFT frames instead of one FFT."""
+    audio = tf.convert_to_tensor(audio, dtype=tf.float32)
+    power = tf.reduce_sum(tf.square(tf.abs(tf.signal.stft(audio, fft_size, fft_size // 4, fft_size,
+                                                          pad_end=True))), axis=-2)[:, 1:]
+    freqs = tf.range(1, fft_size // 2 + 1, dtype=tf.float32) * (sample_rate / fft_size)
+    centroid = tf.reduce_sum(power * freqs, axis=-1) / (tf.reduce_sum(power, axis=-1) + 1e-12)
+    return tf.math.log(centroid + 1.0) / np.log(2.0)
+
+
+def multiscale_spectral_terms(target_audio, predicted_audio,
+                              fft_sizes=SPECTRAL_LOSS_FFT_SIZES, overlap: float = 0.75):
+    """The two terms of `multiscale_spectral_loss` per example: (magnitude [batch],
+    log-magnitude [batch]), each the L1 distance averaged over frames and bins, summed over
+    FFT sizes. Their batch means weighted 1:1 are the loss."""
     target = tf.convert_to_tensor(target_audio, dtype=tf.float32)
     predicted = tf.convert_to_tensor(predicted_audio, dtype=tf.float32)
-    loss = 0.0
+    mag, logmag = 0.0, 0.0
     for size in fft_sizes:
         step = max(1, int(size * (1.0 - overlap)))
         target_mag = tf.abs(tf.signal.stft(target, size, step, size, pad_end=True))
         predicted_mag = tf.abs(tf.signal.stft(predicted, size, step, size, pad_end=True))
-        if mag_weight:
-            loss += mag_weight * tf.reduce_mean(tf.abs(target_mag - predicted_mag))
-        if logmag_weight:
-            loss += logmag_weight * tf.reduce_mean(
-                tf.abs(tf.math.log(target_mag + 1e-7) - tf.math.log(predicted_mag + 1e-7)))
-    return loss
+        mag += tf.reduce_mean(tf.abs(target_mag - predicted_mag), axis=[-2, -1])
+        logmag += tf.reduce_mean(
+            tf.abs(tf.math.log(target_mag + 1e-7) - tf.math.log(predicted_mag + 1e-7)), axis=[-2, -1])
+    return mag, logmag

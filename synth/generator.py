@@ -11,19 +11,22 @@ The neural part (all three networks, the control scaling of `DDSPSynth.get_contr
 batch: one note costs a few ms, a keyboard of 440 notes one call. The audio is rendered by
 `DDSPSynth.render_numpy` (numpy only, at any sample rate, band-limited to the training Nyquist).
 
-Two inference-time choices, both documented where they live:
+Three inference-time choices, each documented where it lives:
 
 * the performer's 16 `latent_sample` knobs are mixed into the VAE latent by a fixed orthogonal
   (Hadamard) matrix, so that every knob changes the sound (`synth.models.knobs_to_latent`);
 * quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 3.0 for the shipped
   weights): the generators also run without the tags and the result moves that many times the
   tagged-minus-untagged difference, which makes the tags audible on every note.
+* release shaping (`synth.models.shape_release`): a release never swells above the held note,
+  and a long_release note keeps something to release, whatever other tags it carries.
 
 Public interface (the live server relies on exactly this):
 
 * `get_generator(checkpoint_dir=None) -> Generator` - process-wide, created lazily once per
   directory under a lock (concurrent first calls load the models once).
-* `Generator.model_version` - a hash of the weight and config files (part of cache keys).
+* `Generator.model_version` - a hash of the weight and config files and of INFERENCE_VERSION
+  (part of cache keys).
 * `Generator.render(params, sample_rate=16000)` - 1-D float32, 4 s, peak <= 1. Thread-safe.
 * `Generator.render_batch(list_of_params, sample_rate)` - the same for many notes, batched.
 * `Generator.controls(params)` - the intermediate curves (z, f0_hz, loudness_db and the
@@ -55,10 +58,13 @@ PEAK_LIMIT = 1.0
 BATCH_CHUNK = 64
 # XLA for the network (see Generator.__init__); SOUND_GENERATOR_JIT=0 turns it off.
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
+# Bumped whenever inference code changes what the same weights render (part of model_version, so
+# the server's persisted note caches never serve a note rendered by older rules).
+INFERENCE_VERSION = "2: shape_release"
 
 
-def _hash_files(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
+def _hash_files(paths: Sequence[str], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
     for path in sorted(paths):
         h.update(os.path.basename(os.path.dirname(path)).encode() + b"/" + os.path.basename(path).encode())
         with open(path, "rb") as f:
@@ -99,12 +105,15 @@ class Generator:
         files.append(os.path.join(f_dir, "model.weights.h5"))
         self.f0_ld.load_weights(files[-1])
         files += [os.path.join(d, "config.json") for d in (ddsp_dir, z_dir, f_dir)]
-        self.model_version = _hash_files(files)
+        self.model_version = _hash_files(files, INFERENCE_VERSION)
 
-        tfe = tf.constant(M.time_features()[None])
         z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
         ld_min, ld_max = self._ld_min, self._ld_max
-        guidance = self.tag_guidance = float(f_conf.get("tag_guidance", 1.0))
+        # Guidance strengths for the timbre (z) and the loudness curve; configs with one
+        # "tag_guidance" use it for both.
+        g_all = float(f_conf.get("tag_guidance", 1.0))
+        g_z = self.tag_guidance_z = float(f_conf.get("tag_guidance_z", g_all))
+        g_ld = self.tag_guidance_loudness = float(f_conf.get("tag_guidance_loudness", g_all))
         decoder, z_decoder, f0_ld, synth = self.decoder, self.z_decoder, self.f0_ld, self.synth
 
         # XLA fuses the many small element-wise ops (control scaling, bounds, upsampling): about
@@ -115,27 +124,8 @@ class Generator:
                                       tf.TensorSpec([None], tf.float32)],
                      jit_compile=bool(jit))
         def neural(cond, latent, pitch):
-            n = tf.shape(cond)[0]
             lat = M.squash_latent(M.knobs_to_latent(latent))
-            if guidance == 1.0:
-                t = tf.repeat(tfe, n, axis=0)
-                z_norm = M.z_from_raw(z_decoder([lat, cond, t], training=False))
-                ld_raw, cents_raw = f0_ld([cond, z_norm, t], training=False)
-                ld = M.ld_from_raw(ld_raw, ld_min, ld_max)
-            else:
-                # Quality-tag guidance: run the generators with and without the tags and move
-                # w times the difference from the untagged result (w > 1 strengthens the tags;
-                # notes without tags are unchanged).
-                untagged = tf.concat([cond[:, : M.QUALITY_OFFSET], tf.zeros_like(cond[:, M.QUALITY_OFFSET :])], 1)
-                t = tf.repeat(tfe, 2 * n, axis=0)
-                both = tf.concat([cond, untagged], 0)
-                z_both = M.z_from_raw(z_decoder([tf.concat([lat, lat], 0), both, t], training=False))
-                z1, z0 = z_both[:n], z_both[n:]
-                z_norm = tf.clip_by_value(z0 + guidance * (z1 - z0), -M.Z_BOUND, M.Z_BOUND)
-                ld_raw, cents_raw = f0_ld([both, tf.concat([z_norm, z0], 0), t], training=False)
-                ld_both = M.ld_from_raw(ld_raw, ld_min, ld_max)
-                ld = tf.clip_by_value(ld_both[n:] + guidance * (ld_both[:n] - ld_both[n:]), ld_min, ld_max)
-                cents_raw = cents_raw[:n]
+            z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld)
             cents = M.cents_from_raw(cents_raw)
             f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
             z_enc = z_norm * z_std + z_mean

@@ -8,39 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from synth.cli import int_at_least
+from synth.cli import int_at_least, int_list
 from synth.params import VELOCITY_MAX, VELOCITY_MIN
 
 logger = logging.getLogger("synth.data")
-
-
-def _int_list(option: str, text: str, lo: int, hi: int) -> list[int]:
-    """'0,4,81' or '21-108' or '0-7,16' -> sorted unique ints within lo..hi; ValueError naming the option."""
-    values: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
-                start, stop = int(a), int(b)
-                if start > stop:
-                    raise ValueError
-                values.update(range(start, stop + 1))
-            else:
-                values.add(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{option}: expected integers or ranges like 'A-B' separated by commas "
-                f"(each {lo}..{hi}), got {text!r}"
-            ) from None
-    bad = sorted(v for v in values if not lo <= v <= hi)
-    if bad:
-        raise argparse.ArgumentTypeError(f"{option}: {bad} outside the allowed {lo}..{hi}")
-    if not values:
-        raise argparse.ArgumentTypeError(f"{option}: empty list; give at least one value {lo}..{hi}")
-    return sorted(values)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,21 +31,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it exists)")
     b.add_argument(
         "--programs",
-        type=lambda t: _int_list("--programs", t, 0, 127),
+        type=lambda t: int_list("--programs", t, 0, 127),
         default=None,
         metavar="LIST",
         help="GM programs 0..127, e.g. 0,4,81 or 0-7 (default: every melodic preset)",
     )
     b.add_argument(
         "--pitches",
-        type=lambda t: _int_list("--pitches", t, 0, 127),
+        type=lambda t: int_list("--pitches", t, 0, 127),
         default=None,
         metavar="LIST",
         help="MIDI pitches, e.g. 21-108 (the default) or 48,60,72",
     )
     b.add_argument(
         "--velocities",
-        type=lambda t: _int_list("--velocities", t, VELOCITY_MIN, VELOCITY_MAX),
+        type=lambda t: int_list("--velocities", t, VELOCITY_MIN, VELOCITY_MAX),
         default=None,
         metavar="LIST",
         help="MIDI velocities 1..127 (default NSynth's 25,50,75,100,127)",

@@ -119,19 +119,27 @@ class AudioArray:
     """[N, 64000] float32 view over the int16 audio cache (memory-mapped; scaled by 1/32768 on access).
 
     Index it like a numpy array (``a[i]``, ``a[i:j]``, ``a[index_array]``); ``np.asarray(a)``
-    loads everything (N * 256 KB).
+    loads everything (N * 256 KB). ``a.take(rows)`` is a view of some notes that stays
+    memory-mapped (`rows` maps its positions to rows of `pcm`).
     """
 
-    def __init__(self, pcm: np.ndarray):
+    def __init__(self, pcm: np.ndarray, rows: np.ndarray | None = None):
         self.pcm = pcm
-        self.shape = pcm.shape
+        self.rows = None if rows is None else np.asarray(rows, np.int64)
+        self.shape = pcm.shape if rows is None else (len(self.rows),) + tuple(pcm.shape[1:])
         self.dtype = np.dtype(np.float32)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index) -> np.ndarray:
+        if self.rows is not None:
+            index = (self.rows[index[0]],) + index[1:] if isinstance(index, tuple) else self.rows[index]
         return np.asarray(self.pcm[index], dtype=np.float32) * np.float32(1.0 / 32768.0)
+
+    def take(self, rows) -> "AudioArray":
+        rows = np.asarray(rows, np.int64)
+        return AudioArray(self.pcm, rows if self.rows is None else self.rows[rows])
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]

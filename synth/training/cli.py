@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 
+from synth.cli import int_list
 from synth.training.stages import DEFAULTS, STAGES
 
 
@@ -40,6 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints")
     parser.add_argument("--log-every", type=int, default=20, help="steps between log lines")
     parser.add_argument("--validate-every", type=int, default=500, help="steps between validation runs")
+    parser.add_argument("--programs", type=lambda t: int_list("--programs", t, 0, 127), default=None,
+                        help="train (and validate) only on these GM programs, e.g. 0-95,104-111 "
+                             "(default: every note of the split)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many notes per split (quick runs)")
     parser.add_argument("--cache", default=None, help="feature cache directory (default: OUT/../cache)")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: TF's choice)")
@@ -52,6 +56,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag-guidance", type=float, default=2.0,
                         help="f0_ld_generator: strength of the quality tags at inference, stored in its "
                              "config.json (1 = as trained; 2 doubles the tagged-vs-untagged difference)")
+    parser.add_argument("--guidance-z", type=float, default=None,
+                        help="end_to_end: tag guidance of the timbre, trained through and stored "
+                             "(default: the f0_ld_generator config's)")
+    parser.add_argument("--guidance-loudness", type=float, default=None,
+                        help="end_to_end: tag guidance of the loudness curve, trained through and stored "
+                             "(default: the f0_ld_generator config's)")
+    parser.add_argument("--p-latent0", type=float, default=0.5,
+                        help="end_to_end: share of notes trained with latent 0 (the default knobs) "
+                             "instead of their posterior mean")
+    parser.add_argument("--centroid-weight", type=float, default=1.0,
+                        help="end_to_end: weight of the brightness (log2 spectral centroid) loss on latent-0 notes")
     parser.add_argument("--reg-weight", type=float, default=1.0, help="end_to_end: weight of the stage losses")
     parser.add_argument("--fixed-batch", action="store_true",
                         help="always train on the same batch (smoke tests: the loss must go down)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -46,21 +47,34 @@ def compute_features(audio: np.ndarray, batch_size: int = 64, progress: bool = T
     return out
 
 
+def _take(d: dict, idx: np.ndarray, n: int) -> None:
+    """Keep rows `idx` of every per-note array of `d` (in place); audio stays memory-mapped."""
+    from synth.data.reader import AudioArray
+
+    for k, v in list(d.items()):
+        if isinstance(v, AudioArray):
+            d[k] = v.take(idx)
+        elif isinstance(v, np.ndarray) and len(v) == n:
+            d[k] = v[idx]
+        elif isinstance(v, list) and len(v) == n:
+            d[k] = [v[int(i)] for i in idx]
+
+
 def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | None = None,
-         progress: bool = True) -> dict[str, np.ndarray]:
-    """One split with conditioning, cents and (cached) encoder features. See the module doc."""
-    from synth.data.reader import AudioArray, load_split
+         progress: bool = True, programs: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """One split with conditioning, cents and (cached) encoder features. See the module doc.
+
+    programs: keep only the notes of these instruments (GM programs), after the features are
+    loaded, so the whole split's feature cache serves every selection.
+    """
+    from synth.data.reader import load_split
 
     d = dict(load_split(data_dir, split, workers=max(1, min(2, os.cpu_count() or 1)), progress=progress))
     n = len(d["pitch"])
     if limit is not None and limit < n:
         # A fixed, spread-out subset (every k-th note) so that all instruments stay represented.
         idx = np.linspace(0, n - 1, limit).round().astype(np.int64)
-        for k, v in list(d.items()):
-            if isinstance(v, AudioArray):
-                d[k] = AudioArray(np.asarray(v.pcm[idx]))
-            elif isinstance(v, np.ndarray) and len(v) == n:
-                d[k] = v[idx]
+        _take(d, idx, n)
         n = limit
     if n == 0:
         raise ValueError(f"{data_dir}: split {split!r} holds no notes")
@@ -82,7 +96,26 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
             os.replace(tmp, path)
     else:
         d["features"] = compute_features(d["audio"], progress=progress)
+    if programs is not None:
+        idx = np.flatnonzero(np.isin(d["instrument"], np.asarray(list(programs))))
+        if len(idx) == 0:
+            raise ValueError(f"{data_dir}: split {split!r} holds no notes of programs {_ranges(programs)}")
+        log.info("%s: %d of %d notes from programs %s", split, len(idx), n, _ranges(programs))
+        _take(d, idx, n)
     return d
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    v = sorted(set(int(x) for x in values))
+    out, i = [], 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
+            j += 1
+        out.append(f"{v[i]}-{v[j]}" if j > i else str(v[i]))
+        i = j + 1
+    return ",".join(out)
 
 
 def note_cents(pitch: np.ndarray, f0_hz: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:

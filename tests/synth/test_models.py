@@ -150,3 +150,46 @@ def test_knob_mix_is_orthogonal_and_spreads_every_knob():
     knobs[0, 3] = 7.0
     lat = M.knobs_to_latent(tf.constant(knobs)).numpy()
     assert np.all(np.abs(lat) > 1.0)  # one knob moves every latent dimension
+
+
+def _curve(held, release):
+    """A loudness curve [1, 1000]: `held` dB values over 0..3 s (linear between the given
+    points), then `release` over 3..4 s."""
+    t = np.arange(M.N_FRAMES) / M.FRAME_RATE
+    h = np.interp(t, np.linspace(0, 3, len(held)), held)
+    r = np.interp(t, np.linspace(3, 4, len(release)), release)
+    return np.where(t < 3, h, r).astype(np.float32)[None]
+
+
+def test_shape_release_never_lets_a_release_swell():
+    # A held note at -30 dB whose release jumps to -10 dB (what tag guidance can extrapolate).
+    ld = _curve([-30, -30], [-10, -10, -80])
+    out = M.shape_release(tf.constant(ld), tf.constant([0.0])).numpy()[0]
+    off = M.NOTE_OFF_FRAME
+    np.testing.assert_array_equal(out[:off], ld[0, :off])
+    assert out[off:].max() <= ld[0, off - 1] + 1e-4
+    assert np.all(np.diff(out[off - 1 :]) <= 1e-4)
+    # A release that already fades is left alone.
+    fading = _curve([-30, -35], [-36, -90])
+    np.testing.assert_allclose(M.shape_release(tf.constant(fading), tf.constant([0.0])).numpy(), fading,
+                               atol=1e-4)
+
+
+def test_shape_release_gives_long_release_something_to_release():
+    # A percussive note: peak -20 dB at the onset, gone (-120 dB) long before note-off.
+    ld = _curve([-20, -120, -120, -120], [-120, -120])
+    plain = M.shape_release(tf.constant(ld), tf.constant([0.0])).numpy()[0]
+    tagged = M.shape_release(tf.constant(ld), tf.constant([1.0])).numpy()[0]
+    off = M.NOTE_OFF_FRAME
+    np.testing.assert_allclose(plain, ld[0], atol=1e-4)
+    # Held: never more than LONG_RELEASE_HOLD_DB below the peak, the attack untouched.
+    assert tagged[0] == pytest.approx(ld[0, 0])
+    assert tagged[:off].min() >= -20 - M.LONG_RELEASE_HOLD_DB - 1e-3
+    # Release: monotone, at most LONG_RELEASE_MAX_DB_PER_S.
+    rel = tagged[off - 1 :]
+    assert np.all(np.diff(rel) <= 1e-4)
+    assert np.all(np.diff(rel) >= -M.LONG_RELEASE_MAX_DB_PER_S / M.FRAME_RATE - 1e-3)
+    # A curve that already satisfies both rules is unchanged by the tag.
+    slow = _curve([-20, -25, -30], [-30, -50])
+    np.testing.assert_allclose(M.shape_release(tf.constant(slow), tf.constant([1.0])).numpy(), slow,
+                               atol=1e-4)

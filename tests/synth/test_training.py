@@ -73,8 +73,9 @@ def trained(tiny_data, tmp_path_factory):
           "--export", str(models))
     e2e = str(root / "e2e")
     shutil.copytree(models, root / "before_e2e")
+    # --programs as the recipe uses it (here it keeps both programs of the tiny set).
     train("end_to_end", tiny_data, e2e, "--steps", "20", "--batch-size", "4", "--lr", "1e-3",
-          "--models", str(models), "--export", str(models))
+          "--models", str(models), "--export", str(models), "--programs", "1,5")
     return {"data": tiny_data, "root": root, "models": str(models), "ae": ae, "zg": zg, "fl": fl, "e2e": e2e}
 
 
@@ -126,3 +127,31 @@ def test_trained_set_renders(trained):
     gen = Generator(trained["models"])
     audio = gen.render(NoteParams(pitch=60, velocity=127), 16000)
     assert audio.shape == (64000,) and np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0
+
+
+def test_programs_filter_keeps_only_those_instruments(tiny_data, tmp_path):
+    from synth.training import data as D
+
+    cache = str(tmp_path / "cache")
+    full = D.load(tiny_data, "train", cache, progress=False)
+    kept = D.load(tiny_data, "train", cache, progress=False, programs=[0, 1, 2])
+    assert len(kept["pitch"]) == len(full["pitch"]) > 0
+    np.testing.assert_array_equal(kept["audio"][3], full["audio"][3])
+    # The whole split's feature cache serves every selection (one file).
+    assert len(os.listdir(cache)) == 1
+    with pytest.raises(ValueError, match="no notes of programs 2-4,9"):
+        D.load(tiny_data, "train", cache, progress=False, programs=[2, 3, 4, 9])
+
+
+def test_programs_filter_subsets_every_per_note_array(tiny_data, tmp_path):
+    from synth.training import data as D
+
+    full = D.load(tiny_data, "train", str(tmp_path), progress=False)
+    d = dict(full)
+    rows = np.array([len(full["pitch"]) - 1, 1, 0])
+    D._take(d, rows, len(full["pitch"]))
+    for k in ("pitch", "velocity", "cond", "features", "loudness_db", "cents"):
+        np.testing.assert_array_equal(d[k], np.asarray(full[k])[rows])
+    np.testing.assert_array_equal(d["audio"][0], full["audio"][rows[0]])
+    np.testing.assert_array_equal(d["audio"][:], np.asarray(full["audio"][rows]))
+    np.testing.assert_array_equal(d["audio"][2, 100:200], full["audio"][0, 100:200])
