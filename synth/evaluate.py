@@ -493,7 +493,7 @@ def _hardware() -> dict:
 def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     """All selected targets: (report, details). See the module docstring."""
     from synth.data.reader import load_split, read_examples
-    from synth.generator import DEFAULT_CHECKPOINT_DIR, get_generator
+    from synth.generator import DEFAULT_CHECKPOINT_DIR, INFERENCE_VERSION, get_generator
 
     t_start = time.perf_counter()
     checkpoint_dir = os.path.abspath(args.checkpoints or DEFAULT_CHECKPOINT_DIR)
@@ -508,6 +508,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     unseen = None if train_inst is None else not (set(test_inst) & train_inst)
     report: dict[str, Any] = {
         "model_version": gen.model_version,
+        "inference": {"tag_guidance_z": gen.tag_guidance_z, "tag_guidance_loudness": gen.tag_guidance_loudness,
+                      "inference_version": INFERENCE_VERSION},
         "checkpoints": checkpoint_dir,
         "data": os.path.abspath(args.data),
         "split": args.split,

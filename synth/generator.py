@@ -18,8 +18,9 @@ Three inference-time choices, each documented where it lives:
 * quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 3.0 for the shipped
   weights): the generators also run without the tags and the result moves that many times the
   tagged-minus-untagged difference, which makes the tags audible on every note.
-* release shaping (`synth.models.shape_release`): a release never swells above the held note,
-  and a long_release note keeps something to release, whatever other tags it carries.
+* envelope rules (`synth.models.shape_envelope` on the loudness curve, `synth.envelope` on the
+  rendered sound): a release never swells above the held note, a fast_decay note decays and a
+  long_release note keeps something to release, whatever other tags it carries.
 
 Public interface (the live server relies on exactly this):
 
@@ -47,7 +48,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from synth import models as M
-from synth.params import LATENT_DIM, NoteParams
+from synth.envelope import apply_envelope_tags
+from synth.params import LATENT_DIM, QUALITIES, NoteParams
 
 log = logging.getLogger("synth.generator")
 
@@ -60,7 +62,7 @@ BATCH_CHUNK = 64
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
 # Bumped whenever inference code changes what the same weights render (part of model_version, so
 # the server's persisted note caches never serve a note rendered by older rules).
-INFERENCE_VERSION = "2: shape_release"
+INFERENCE_VERSION = "2: envelope rules and VCA, guided tags"
 
 
 def _hash_files(paths: Sequence[str], extra: str = "") -> str:
@@ -114,6 +116,8 @@ class Generator:
         g_all = float(f_conf.get("tag_guidance", 1.0))
         g_z = self.tag_guidance_z = float(f_conf.get("tag_guidance_z", g_all))
         g_ld = self.tag_guidance_loudness = float(f_conf.get("tag_guidance_loudness", g_all))
+        # The tags guidance strengthens ("guided_tags"; default all of them); the others pass as trained.
+        guided = self.guided_tags = list(f_conf.get("guided_tags", QUALITIES))
         decoder, z_decoder, f0_ld, synth = self.decoder, self.z_decoder, self.f0_ld, self.synth
 
         # XLA fuses the many small element-wise ops (control scaling, bounds, upsampling): about
@@ -125,7 +129,8 @@ class Generator:
                      jit_compile=bool(jit))
         def neural(cond, latent, pitch):
             lat = M.squash_latent(M.knobs_to_latent(latent))
-            z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld)
+            z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld,
+                                                       guided_tags=guided)
             cents = M.cents_from_raw(cents_raw)
             f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
             z_enc = z_norm * z_std + z_mean
@@ -173,6 +178,9 @@ class Generator:
             raise RuntimeError(f"render_numpy returned {len(audio)} samples, expected {n}")
         if not np.all(np.isfinite(audio)):
             raise FloatingPointError("the generator produced non-finite audio")
+        if params is not None:
+            audio = apply_envelope_tags(audio, sample_rate, "fast_decay" in params.qualities,
+                                        "long_release" in params.qualities)
         peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
         if peak > PEAK_LIMIT:
             # The data set peaks near -9 dBFS, so this is rare; scaling keeps the waveform intact.

@@ -399,14 +399,16 @@ def ld_from_raw(ld_raw, ld_min: float, ld_max: float):
 
 
 def generate_curves(z_decoder, f0_ld, lat, cond, ld_min: float, ld_max: float,
-                    guidance_z: float = 1.0, guidance_loudness: float = 1.0, training: bool = False):
+                    guidance_z: float = 1.0, guidance_loudness: float = 1.0, training: bool = False,
+                    guided_tags: Sequence[str] | None = None):
     """The two generators with quality-tag guidance (TF), as inference and end-to-end training
     run them: lat [B, 16] (already squashed), cond [B, COND_DIM] -> (z_norm [B, 50, 16],
-    loudness dB [B, 1000] after `shape_release`, raw cents head [B, 50]).
+    loudness dB [B, 1000] after `shape_envelope`, raw cents head [B, 50]).
 
-    Guidance: the generators also run with the tags cleared, and the result moves `guidance`
-    times the tagged-minus-untagged difference from the untagged one (1 = no guidance; notes
-    without tags are unchanged). The timbre (z) and the loudness curve have separate strengths.
+    Guidance: the generators also run with the guided tags cleared (`guided_tags`, default all),
+    and the result moves `guidance` times the tagged-minus-untagged difference from the untagged
+    one (1 = no guidance; notes without guided tags are unchanged). The timbre (z) and the
+    loudness curve have separate strengths.
     """
     tf = _tf()
     n = tf.shape(cond)[0]
@@ -417,7 +419,13 @@ def generate_curves(z_decoder, f0_ld, lat, cond, ld_min: float, ld_max: float,
         ld_raw, cents_raw = f0_ld([cond, z_norm, t], training=training)
         ld = ld_from_raw(ld_raw, ld_min, ld_max)
     else:
-        untagged = tf.concat([cond[:, :QUALITY_OFFSET], tf.zeros_like(cond[:, QUALITY_OFFSET:])], 1)
+        names = QUALITIES if guided_tags is None else guided_tags
+        unknown = sorted(set(names) - set(QUALITIES))
+        if unknown:
+            raise ValueError(f"guided_tags: unknown tags {unknown}; expected some of {list(QUALITIES)}")
+        clear = np.ones(COND_DIM, np.float32)
+        clear[[QUALITY_OFFSET + QUALITIES.index(q) for q in names]] = 0.0
+        untagged = cond * tf.constant(clear)[None]
         t = tf.repeat(tfe, 2 * n, axis=0)
         both = tf.concat([cond, untagged], 0)
         z_both = z_from_raw(z_decoder([tf.concat([lat, lat], 0), both, t], training=training))
@@ -427,14 +435,22 @@ def generate_curves(z_decoder, f0_ld, lat, cond, ld_min: float, ld_max: float,
         ld_both = ld_from_raw(ld_raw, ld_min, ld_max)
         ld = tf.clip_by_value(ld_both[n:] + guidance_loudness * (ld_both[:n] - ld_both[n:]), ld_min, ld_max)
         cents_raw = cents_raw[:n]
-    ld = shape_release(ld, cond[:, QUALITY_OFFSET + QUALITIES.index("long_release")])
+    ld = shape_envelope(ld, cond[:, QUALITY_OFFSET + QUALITIES.index("fast_decay")],
+                        cond[:, QUALITY_OFFSET + QUALITIES.index("long_release")])
     return z_norm, ld, cents_raw
 
 
 NOTE_OFF_FRAME = 3 * FRAME_RATE  # NSynth's note-off at 3 s
-# long_release notes (see shape_release): the held level stays within this many dB of the peak
-# (NSynth's fast_decay means 30 dB down before note-off, and the long_release analyzer needs the
-# note within 40 dB of its peak at note-off: 36 dB honours both tags on one note) ...
+# fast_decay notes (see shape_envelope): after the peak the level falls at least this far ...
+FAST_DECAY_DB = 36.0
+# ... within this time (NSynth: 30 dB down before note-off; here 30 dB within 1.25 s of the peak) ...
+FAST_DECAY_S = 1.5
+# ... counted from the loudest point of the attack (the first this many seconds): a fast_decay
+# note does not swell later.
+FAST_DECAY_ATTACK_S = 0.5
+# long_release notes: the held level stays within this many dB of the peak (the long_release
+# analyzer needs the note within 40 dB of its peak at note-off; 36 dB leaves room for fast_decay's
+# 30 dB on the same note) ...
 LONG_RELEASE_HOLD_DB = 36.0
 # ... and the release falls at most this fast (30 dB takes 0.75 s; the tag's threshold is 0.5 s).
 LONG_RELEASE_MAX_DB_PER_S = 40.0
@@ -452,28 +468,40 @@ def _cummin_time(x):
     return x
 
 
-def shape_release(ld_db, long_release):
-    """Two rules on a generated loudness curve [B, 1000] dB (TF), applied at inference.
+def shape_envelope(ld_db, fast_decay, long_release):
+    """Rules on a generated loudness curve [B, 1000] dB (TF), applied at inference.
 
-    1. After note-off (3 s) the loudness never rises: a release fades. Tag guidance
-       extrapolates the network's curves and could otherwise swell a release above the held
-       note (measured: +30 dB after note-off for `long_release` at guidance 3).
-    2. For notes tagged long_release (`long_release` [B], 0/1) there is something left to
-       release: after its peak the held level stays within LONG_RELEASE_HOLD_DB of the peak, and
-       the release falls at most LONG_RELEASE_MAX_DB_PER_S. The network learns the tag from
-       notes that have it, but it also has to combine it with percussive or fast_decay, which
-       10 of the 37 419 training notes do; this rule is what the tag means, so it holds for
-       every combination.
+    The network learns the envelope tags from notes that carry them, but a performer may ask
+    for any combination (percussive + long_release occurs in 776 of the 37 419 training notes,
+    fast_decay + long_release in 10), and tag guidance extrapolates. So what the envelope tags
+    mean holds by construction, as the pitch does:
+
+    1. After note-off (3 s) the loudness never rises: a release fades. (Guidance alone swelled
+       `long_release` releases by up to 30 dB above the held note.)
+    2. fast_decay (`fast_decay` [B], 0/1): after the loudest point of its attack (the first
+       FAST_DECAY_ATTACK_S) the level falls at least FAST_DECAY_DB within FAST_DECAY_S (a cap
+       that a faster decay stays under).
+    3. long_release (`long_release` [B], 0/1): there is something left to release. After its
+       peak the held level stays within LONG_RELEASE_HOLD_DB of the peak, and the release falls
+       at most LONG_RELEASE_MAX_DB_PER_S.
+    Notes without these tags are changed by rule 1 only.
     """
     tf = _tf()
     off = NOTE_OFF_FRAME
+    fd = tf.reshape(fast_decay, [-1, 1]) > 0.5
     lr = tf.reshape(long_release, [-1, 1]) > 0.5
-    held = ld_db[:, :off]
+    attack = ld_db[:, : int(FAST_DECAY_ATTACK_S * FRAME_RATE)]
+    a_peak = tf.reduce_max(attack, axis=1, keepdims=True)
+    since_a = tf.cast(tf.range(N_FRAMES)[None, :] - tf.cast(tf.argmax(attack, axis=1), tf.int32)[:, None],
+                      ld_db.dtype) / FRAME_RATE
+    cap = a_peak - FAST_DECAY_DB * tf.clip_by_value(since_a / FAST_DECAY_S, 0.0, 1.0)
+    capped = tf.where(fd & (since_a >= 0.0), tf.minimum(ld_db, cap), ld_db)
+    held, rest = capped[:, :off], capped[:, off:]
     peak = tf.reduce_max(held, axis=1, keepdims=True)
     after_peak = tf.range(off)[None, :] >= tf.cast(tf.argmax(held, axis=1), tf.int32)[:, None]
     held = tf.where(lr & after_peak, tf.maximum(held, peak - LONG_RELEASE_HOLD_DB), held)
     level_off = held[:, -1:]
-    tail = _cummin_time(tf.concat([level_off, ld_db[:, off:]], axis=1))[:, 1:]
+    tail = _cummin_time(tf.concat([level_off, rest], axis=1))[:, 1:]
     steps = tf.range(1, N_FRAMES - off + 1, dtype=ld_db.dtype)[None, :] / FRAME_RATE
     tail = tf.where(lr, tf.maximum(tail, level_off - LONG_RELEASE_MAX_DB_PER_S * steps), tail)
     return tf.concat([held, tail], axis=1)

@@ -56,12 +56,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag-guidance", type=float, default=2.0,
                         help="f0_ld_generator: strength of the quality tags at inference, stored in its "
                              "config.json (1 = as trained; 2 doubles the tagged-vs-untagged difference)")
-    parser.add_argument("--guidance-z", type=float, default=None,
-                        help="end_to_end: tag guidance of the timbre, trained through and stored "
-                             "(default: the f0_ld_generator config's)")
-    parser.add_argument("--guidance-loudness", type=float, default=None,
-                        help="end_to_end: tag guidance of the loudness curve, trained through and stored "
-                             "(default: the f0_ld_generator config's)")
     parser.add_argument("--p-latent0", type=float, default=0.5,
                         help="end_to_end: share of notes trained with latent 0 (the default knobs) "
                              "instead of their posterior mean")

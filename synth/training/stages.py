@@ -487,19 +487,15 @@ def end_to_end(args) -> int:
     reg_w = float(args.reg_weight)
     p_latent0 = float(args.p_latent0)
     centroid_w = float(args.centroid_weight)
-    g_all = float(fconf.get("tag_guidance", 1.0))
-    g_z = float(args.guidance_z if args.guidance_z is not None else fconf.get("tag_guidance_z", g_all))
-    g_ld = float(args.guidance_loudness if args.guidance_loudness is not None
-                 else fconf.get("tag_guidance_loudness", g_all))
 
     def forward(c, z_real, pitch, start, keep):
         mu, logvar = post([z_real, c])
         logvar = _clip_logvar(logvar)
         # keep [B, 1]: 1 = the note's posterior mean, 0 = latent 0 (the performer's default).
-        # The curves come out as at inference, tag guidance included: the guided note is what
-        # is heard, so that is what learns to sound like the real one.
+        # The curves as inference makes them, without tag guidance (trained through guidance,
+        # the networks learned to cancel it: the tags moved less than before).
         z_norm, ld, cents_raw = M.generate_curves(zdec, f0ld, M.squash_latent(mu * keep), c, ld_min, ld_max,
-                                                  g_z, g_ld, training=True)
+                                                  training=True)
         cents = M.cents_from_raw(cents_raw)
         f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
         z_enc = z_norm * z_std + z_mean
@@ -601,15 +597,14 @@ def end_to_end(args) -> int:
                     validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
                     time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
     info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames, "p_latent0": p_latent0,
-                                          "centroid_weight": centroid_w, "tag_guidance_z": g_z,
-                                          "tag_guidance_loudness": g_ld})
+                                          "centroid_weight": centroid_w})
     zout = os.path.join(args.out, "z_generator")
     M.save_weights(post, os.path.join(zout, "z_posterior.weights.h5"))
     M.save_weights(zdec, os.path.join(zout, "z_decoder.weights.h5"))
     M.write_config(zout, {**zconf, "end_to_end": info})
     fout = os.path.join(args.out, "f0_ld_generator")
     M.save_weights(f0ld, os.path.join(fout, "model.weights.h5"))
-    M.write_config(fout, {**fconf, "tag_guidance_z": g_z, "tag_guidance_loudness": g_ld, "end_to_end": info})
+    M.write_config(fout, {**fconf, "end_to_end": info})
     _export(args, zout, "z_generator")
     _export(args, fout, "f0_ld_generator")
     return 0

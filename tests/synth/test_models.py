@@ -161,25 +161,25 @@ def _curve(held, release):
     return np.where(t < 3, h, r).astype(np.float32)[None]
 
 
-def test_shape_release_never_lets_a_release_swell():
+def test_shape_envelope_never_lets_a_release_swell():
     # A held note at -30 dB whose release jumps to -10 dB (what tag guidance can extrapolate).
     ld = _curve([-30, -30], [-10, -10, -80])
-    out = M.shape_release(tf.constant(ld), tf.constant([0.0])).numpy()[0]
+    out = M.shape_envelope(tf.constant(ld), tf.constant([0.0]), tf.constant([0.0])).numpy()[0]
     off = M.NOTE_OFF_FRAME
     np.testing.assert_array_equal(out[:off], ld[0, :off])
     assert out[off:].max() <= ld[0, off - 1] + 1e-4
     assert np.all(np.diff(out[off - 1 :]) <= 1e-4)
     # A release that already fades is left alone.
     fading = _curve([-30, -35], [-36, -90])
-    np.testing.assert_allclose(M.shape_release(tf.constant(fading), tf.constant([0.0])).numpy(), fading,
+    np.testing.assert_allclose(M.shape_envelope(tf.constant(fading), tf.constant([0.0]), tf.constant([0.0])).numpy(), fading,
                                atol=1e-4)
 
 
-def test_shape_release_gives_long_release_something_to_release():
+def test_shape_envelope_gives_long_release_something_to_release():
     # A percussive note: peak -20 dB at the onset, gone (-120 dB) long before note-off.
     ld = _curve([-20, -120, -120, -120], [-120, -120])
-    plain = M.shape_release(tf.constant(ld), tf.constant([0.0])).numpy()[0]
-    tagged = M.shape_release(tf.constant(ld), tf.constant([1.0])).numpy()[0]
+    plain = M.shape_envelope(tf.constant(ld), tf.constant([0.0]), tf.constant([0.0])).numpy()[0]
+    tagged = M.shape_envelope(tf.constant(ld), tf.constant([0.0]), tf.constant([1.0])).numpy()[0]
     off = M.NOTE_OFF_FRAME
     np.testing.assert_allclose(plain, ld[0], atol=1e-4)
     # Held: never more than LONG_RELEASE_HOLD_DB below the peak, the attack untouched.
@@ -191,5 +191,25 @@ def test_shape_release_gives_long_release_something_to_release():
     assert np.all(np.diff(rel) >= -M.LONG_RELEASE_MAX_DB_PER_S / M.FRAME_RATE - 1e-3)
     # A curve that already satisfies both rules is unchanged by the tag.
     slow = _curve([-20, -25, -30], [-30, -50])
-    np.testing.assert_allclose(M.shape_release(tf.constant(slow), tf.constant([1.0])).numpy(), slow,
+    np.testing.assert_allclose(M.shape_envelope(tf.constant(slow), tf.constant([0.0]), tf.constant([1.0])).numpy(), slow,
                                atol=1e-4)
+
+
+def test_shape_envelope_makes_fast_decay_decay():
+    # A sustained note: -20 dB from 0.2 s to note-off.
+    ld = _curve([-60, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20, -20], [-20, -90])
+    out = M.shape_envelope(tf.constant(ld), tf.constant([1.0]), tf.constant([0.0])).numpy()[0]
+    peak_i = int(np.argmax(ld[0, : M.NOTE_OFF_FRAME]))
+    np.testing.assert_allclose(out[: peak_i + 1], ld[0, : peak_i + 1], atol=1e-4)  # the attack is kept
+    t30 = peak_i + int(np.argmax(out[peak_i:] <= -20 - 30.0))
+    assert (t30 - peak_i) / M.FRAME_RATE <= 30.0 / M.FAST_DECAY_DB * M.FAST_DECAY_S + 0.01
+    assert out[M.NOTE_OFF_FRAME - 1] <= -20 - M.FAST_DECAY_DB + 1e-3
+    # A note that already decays faster is unchanged; the tag never raises a level.
+    fast = _curve([-20, -90, -120], [-120, -120])
+    np.testing.assert_allclose(M.shape_envelope(tf.constant(fast), tf.constant([1.0]), tf.constant([0.0])).numpy(),
+                               fast, atol=1e-4)
+    assert np.all(out <= ld[0] + 1e-4)
+    # Both tags: decays 30 dB, then holds within LONG_RELEASE_HOLD_DB of the peak to release it.
+    both = M.shape_envelope(tf.constant(ld), tf.constant([1.0]), tf.constant([1.0])).numpy()[0]
+    assert both[M.NOTE_OFF_FRAME - 1] == pytest.approx(-20 - M.LONG_RELEASE_HOLD_DB, abs=1e-3)
+    assert both[M.NOTE_OFF_FRAME + M.FRAME_RATE // 2] >= -20 - M.LONG_RELEASE_HOLD_DB - 0.5 * M.LONG_RELEASE_MAX_DB_PER_S - 1e-3
