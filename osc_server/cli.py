@@ -43,9 +43,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prerender", action="store_true",
                         help="pre-render the keyboard (21..108, five velocity layers) at start-up and "
                              "again half a second after each timbre change")
+    parser.add_argument("--gain-db", type=_gain_db, default=0.0,
+                        help="master gain at start in dB (-80..24, as /gain; default 0). The shipped "
+                             "model's notes peak around -30 dBFS: +12 suits a few voices at once")
     parser.add_argument("--http-port", type=int, default=None, help="also serve the HTTP API on this port")
     parser.add_argument("--http-host", default="127.0.0.1", help="interface of the HTTP API (default 127.0.0.1)")
     parser.add_argument("--generator-factory", default=None, help=argparse.SUPPRESS)  # module:function, for tests
+
+
+def _gain_db(text: str) -> float:
+    from osc_server.addresses import GAIN_DB_MAX, GAIN_DB_MIN
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not GAIN_DB_MIN <= value <= GAIN_DB_MAX:
+        raise argparse.ArgumentTypeError(f"--gain-db: expected a number of dB in [{GAIN_DB_MIN:g}, {GAIN_DB_MAX:g}], "
+                                         f"got {text!r}")
+    return value
 
 
 def _load_generator(args):
@@ -95,6 +111,7 @@ def run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    server.engine.set_gain_db(args.gain_db)
     server.start()
     if args.http_port is not None:
         _start_http(server.engine, args.http_host, args.http_port)

@@ -134,8 +134,7 @@ class Engine:
         elif isinstance(command, A.Panic):
             self.panic()
         elif isinstance(command, A.SetGain):
-            self.gain_db = command.db
-            self.mixer.set_gain_db(command.db)
+            self.set_gain_db(command.db)
         elif isinstance(command, A.Status):
             reply("/status", *self.status_values())
         elif isinstance(command, A.Sync):
@@ -206,6 +205,11 @@ class Engine:
                 elif started or w.target <= target:
                     w.release_at = min(w.release_at, target)
         self.mixer.note_off(pitch, target)
+
+    def set_gain_db(self, db: float) -> None:
+        """The master gain (smoothed in the mixer; reported by /status)."""
+        self.gain_db = float(db)
+        self.mixer.set_gain_db(self.gain_db)
 
     def panic(self) -> None:
         with self._lock:

@@ -115,6 +115,32 @@ def test_record_writes_the_stream_to_a_wav_file(tmp_path):
     assert np.max(np.abs(audio)) <= 1.0
 
 
+def test_gain_db_sets_the_master_gain_at_start(tmp_path):
+    levels = {}
+    for gain in ("0", "-20"):
+        path = tmp_path / f"gain{gain}.wav"
+        s = Serve("--record", str(path), "--gain-db", gain)
+        s.wait_for("ready")
+        c = Client(("127.0.0.1", s.port))
+        c.send_msg("/status")
+        assert c.wait_for("/status")[7] == pytest.approx(float(gain))
+        c.send_msg("/note", 69, 127)
+        c.wait_for("/ready")
+        time.sleep(0.5)
+        c.close()
+        assert s.stop() == 0, s.log
+        audio, _ = sf.read(path)
+        levels[gain] = np.max(np.abs(audio))
+    assert levels["-20"] == pytest.approx(levels["0"] / 10, rel=0.05)
+
+
+def test_gain_db_out_of_range_is_refused_with_the_allowed_range():
+    s = Serve("--gain-db", "40")
+    assert s.proc.wait(timeout=30) == 2
+    s._reader.join(timeout=5)
+    assert "--gain-db: expected a number of dB in [-80, 24], got '40'" in s.log
+
+
 def test_no_jack_fallback_runs_on_an_internal_clock():
     s = Serve("--no-jack-fallback")
     s.wait_for("ready")
