@@ -509,7 +509,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     report: dict[str, Any] = {
         "model_version": gen.model_version,
         "inference": {"tag_guidance_z": gen.tag_guidance_z, "tag_guidance_loudness": gen.tag_guidance_loudness,
-                      "inference_version": INFERENCE_VERSION},
+                      "guided_tags": list(gen.guided_tags), "inference_version": INFERENCE_VERSION},
         "checkpoints": checkpoint_dir,
         "data": os.path.abspath(args.data),
         "split": args.split,

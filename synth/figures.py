@@ -102,9 +102,13 @@ def write_figures(checkpoint_dir: str | None, out_dir: str, latent_dim: int = 0)
 def _inference_line(inf: dict | None) -> str:
     if not inf:
         return "not recorded"
+    tags = inf.get("guided_tags")
     return (f"quality-tag guidance {inf.get('tag_guidance_z', '?')} on the timbre and "
-            f"{inf.get('tag_guidance_loudness', '?')} on the loudness curve, envelope rules "
-            f"(`synth.models.shape_envelope`); inference rules version \"{inf.get('inference_version', '?')}\"")
+            f"{inf.get('tag_guidance_loudness', '?')} on the loudness curve, for "
+            f"{', '.join(tags) if tags else 'every tag'}. The envelope tags fast_decay and long_release "
+            f"hold by construction, not by learning alone: rules on the loudness curve "
+            f"(`synth.models.shape_envelope`) and a gain envelope on the rendered note (`synth.envelope`). "
+            f"Inference rules version \"{inf.get('inference_version', '?')}\"")
 
 
 MODEL_CARD_TEMPLATE = """# Model card: sound-generator neural instrument

@@ -120,15 +120,17 @@ def test_gain_db_sets_the_master_gain_at_start(tmp_path):
     for gain in ("0", "-20"):
         path = tmp_path / f"gain{gain}.wav"
         s = Serve("--record", str(path), "--gain-db", gain)
-        s.wait_for("ready")
-        c = Client(("127.0.0.1", s.port))
-        c.send_msg("/status")
-        assert c.wait_for("/status")[7] == pytest.approx(float(gain))
-        c.send_msg("/note", 69, 127)
-        c.wait_for("/ready")
-        time.sleep(0.5)
-        c.close()
-        assert s.stop() == 0, s.log
+        try:
+            s.wait_for("ready")
+            c = Client(("127.0.0.1", s.port))
+            c.send_msg("/status")
+            assert c.wait_for("/status")[7] == pytest.approx(float(gain))
+            c.send_msg("/note", 69, 127)
+            c.wait_for("/ready")
+            time.sleep(0.5)
+            c.close()
+        finally:
+            assert s.stop() == 0, s.log
         audio, _ = sf.read(path)
         levels[gain] = np.max(np.abs(audio))
     assert levels["-20"] == pytest.approx(levels["0"] / 10, rel=0.05)
