@@ -62,7 +62,7 @@ BATCH_CHUNK = 64
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
 # Bumped whenever inference code changes what the same weights render (part of model_version, so
 # the server's persisted note caches never serve a note rendered by older rules).
-INFERENCE_VERSION = "2: envelope rules and VCA, guided tags"
+INFERENCE_VERSION = "3: envelope rules, frame-ramped VCA, guided tags"
 
 
 def _hash_files(paths: Sequence[str], extra: str = "") -> str:

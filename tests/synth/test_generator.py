@@ -264,6 +264,25 @@ def test_brightness_tags_move_the_spectral_centroid(gen, tag, sign):
     assert right / len(base) >= 0.8, (right, len(base))
 
 
+def test_envelope_tags_shape_the_shipped_notes(gen):
+    """fast_decay makes a held note decay; long_release gives a percussive note a release
+    (scored by the data set's own analyzers); neither changes a note without them."""
+    from synth.data.qualities import NoteAnalysis, fast_decay_score, long_release_score
+
+    def score(params, fn):
+        return fn(NoteAnalysis(gen.render(params), 16000, params.pitch))
+
+    for pitch, source in ((48, "acoustic"), (60, "electronic"), (72, "synthetic")):
+        held = NoteParams(pitch=pitch, velocity=100, source=source)
+        assert score(held.replace(qualities=["fast_decay"]), fast_decay_score) > score(held, fast_decay_score)
+        pluck = held.replace(qualities=["percussive"])
+        assert score(pluck.replace(qualities=["percussive", "long_release"]), long_release_score) >= 0.5
+    plain = NoteParams(pitch=60, velocity=100, source="acoustic", qualities=["bright"])
+    c = gen.controls(plain)
+    ld = c["loudness_db"]
+    assert np.all(np.diff(ld[749:]) <= 1e-3)  # a release never swells
+
+
 def test_reconstruct_follows_the_input_note():
     """The shipped autoencoder re-synthesises a real-looking note: same length, finite, and
     its loudness follows the input's loudness curve (loud vs quiet copy)."""
