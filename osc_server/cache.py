@@ -5,7 +5,9 @@ the sample rate and the model version, so a new model or another sound-card rate
 stale note. With a `cache_dir`, every stored note is also written there (to a temporary file,
 then renamed: atomic), and a memory miss looks on disk before it counts as a miss, so a restart
 is warm. A file that is truncated, corrupt or written for another key/model/rate is ignored
-(and replaced when the note is rendered again).
+(and replaced when the note is rendered again). The folder is kept under its own budget
+(`disk_budget_bytes`): past it, the least recently used files go (written or read counts as
+used; a restart orders the files it finds by their modification time).
 
 Thread-safe; used by the receiving thread and the render workers, never by the audio callback.
 """
@@ -35,19 +37,38 @@ def note_key(params: NoteParams, sample_rate: int, model_version: str) -> str:
 
 
 class NoteCache:
-    def __init__(self, budget_bytes: int, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, budget_bytes: int, cache_dir: str | os.PathLike | None = None,
+                 disk_budget_bytes: int | None = None):
         self.budget_bytes = int(budget_bytes)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        if self.cache_dir:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.disk_budget_bytes = None if disk_budget_bytes is None else int(disk_budget_bytes)
         self._notes: OrderedDict[str, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # The folder's files, least recently used first: name -> size in bytes.
+        self._files: OrderedDict[str, int] = OrderedDict()
+        self._disk_bytes = 0
+        self._disk_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
         self.disk_hits = 0
         self.evictions = 0
+        self.disk_evictions = 0
         self.ignored_files = 0
+        if self.cache_dir:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            found = []
+            for path in self.cache_dir.glob("*.note"):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                found.append((st.st_mtime, path.name, st.st_size))
+            for _, name, size in sorted(found):
+                self._files[name] = size
+                self._disk_bytes += size
+            with self._disk_lock:
+                self._trim_disk()
 
     # -- memory ---------------------------------------------------------------------------
     def get(self, key: str, count: bool = True) -> np.ndarray | None:
@@ -111,6 +132,11 @@ class NoteCache:
     def n_bytes(self) -> int:
         return self._bytes
 
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of note files in cache_dir (0 without one)."""
+        return self._disk_bytes
+
     # -- disk -----------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
         return self.cache_dir / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".note")
@@ -123,6 +149,27 @@ class NoteCache:
         with open(tmp, "wb") as f:
             f.write(MAGIC + header + b"\n" + payload)
         os.replace(tmp, path)
+        self._used(path.name, len(MAGIC) + len(header) + 1 + len(payload))
+
+    def _used(self, name: str, size: int) -> None:
+        """Record a write or read of a cache file (most recently used now) and keep the budget."""
+        with self._disk_lock:
+            self._disk_bytes += size - self._files.pop(name, 0)
+            self._files[name] = size
+            self._trim_disk()
+
+    def _trim_disk(self) -> None:
+        """Delete least recently used files past disk_budget_bytes (the newest always stays)."""
+        if self.disk_budget_bytes is None:
+            return
+        while self._disk_bytes > self.disk_budget_bytes and len(self._files) > 1:
+            name, size = self._files.popitem(last=False)
+            self._disk_bytes -= size
+            self.disk_evictions += 1
+            try:
+                (self.cache_dir / name).unlink()
+            except FileNotFoundError:
+                pass
 
     def _load(self, key: str) -> np.ndarray | None:
         path = self._path(key)
@@ -153,4 +200,9 @@ class NoteCache:
             return None
         audio = np.frombuffer(payload, dtype="<f4").astype(np.float32)
         audio.setflags(write=False)
+        try:
+            os.utime(path)  # used now: a restart orders the files by this
+        except FileNotFoundError:
+            pass
+        self._used(path.name, len(blob))
         return audio

@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blocksize", type=int, default=256, help="audio block in frames (default 256)")
     parser.add_argument("--cache-mb", type=float, default=512, help="memory budget of the note cache (default 512)")
     parser.add_argument("--cache-dir", default=None, help="also keep rendered notes in this folder (warm restarts)")
+    parser.add_argument("--cache-dir-mb", type=_positive_mb, default=2048,
+                        help="size limit of --cache-dir in MB; the least recently used notes go first "
+                             "(default 2048, about 2 800 notes at 48 kHz)")
     parser.add_argument("--voices", type=int, default=32, help="polyphony; the oldest voice is stolen beyond it")
     parser.add_argument("--render-workers", type=int, default=2, help="render threads (default 2)")
     parser.add_argument("--record", default=None, metavar="PATH",
@@ -49,6 +52,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=None, help="also serve the HTTP API on this port")
     parser.add_argument("--http-host", default="127.0.0.1", help="interface of the HTTP API (default 127.0.0.1)")
     parser.add_argument("--generator-factory", default=None, help=argparse.SUPPRESS)  # module:function, for tests
+
+
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--cache-dir-mb: expected a positive number of MB, got {text!r}")
+    return value
 
 
 def _gain_db(text: str) -> float:
@@ -96,7 +109,8 @@ def run(args) -> int:
     generator = _load_generator(args)
     config = ServerConfig(
         host=args.host, port=args.port, device=args.device, sample_rate=args.sample_rate,
-        blocksize=args.blocksize, cache_mb=args.cache_mb, cache_dir=args.cache_dir, voices=args.voices,
+        blocksize=args.blocksize, cache_mb=args.cache_mb, cache_dir=args.cache_dir,
+        cache_dir_mb=args.cache_dir_mb, voices=args.voices,
         workers=args.render_workers, record=args.record, jack_fallback=not args.no_jack_fallback,
         realtime=not args.no_realtime,
     )

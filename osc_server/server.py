@@ -142,6 +142,7 @@ class ServerConfig:
     blocksize: int = 256
     cache_mb: float = 512
     cache_dir: str | None = None
+    cache_dir_mb: float = 2048  # the folder's own budget (a 4 s note at 48 kHz is 750 KB)
     voices: int = 32
     workers: int = 2
     record: str | None = None
@@ -155,7 +156,7 @@ class LiveServer:
         self.mixer = Mixer(config.sample_rate, max_voices=config.voices)
         self.output, self.fallback, self._jackd = open_output(
             self.mixer, config.device, config.blocksize, config.record, config.jack_fallback, config.realtime)
-        self.cache = NoteCache(int(config.cache_mb * 2**20), config.cache_dir)
+        self.cache = NoteCache(int(config.cache_mb * 2**20), config.cache_dir, int(config.cache_dir_mb * 2**20))
         self.engine = Engine(generator, self.mixer, self.output, self.cache, workers=config.workers)
         try:
             self.transport = OscTransport(self.engine, config.host, config.port, realtime=config.realtime)

@@ -55,3 +55,39 @@ def test_corrupt_truncated_and_foreign_files_are_ignored_then_replaced(tmp_path)
     fresh.put("k1", note(500, 0.2))  # re-rendered: the file is good again
     again = NoteCache(10**6, tmp_path)
     assert float(again.get("k1")[0]) == np.float32(0.2)
+
+
+def test_disk_budget_drops_the_least_recently_used_files(tmp_path):
+    size = len(_file_bytes(tmp_path))
+    cache = NoteCache(10**6, tmp_path / "c", disk_budget_bytes=3 * size)
+    for k in ("k1", "k2", "k3"):
+        cache.put(k, note(500))
+    assert cache.disk_bytes == 3 * size and cache.disk_evictions == 0
+    cache.clear_memory()
+    assert cache.get("k1") is not None  # read from disk: now the most recently used
+    cache.put("k4", note(500))
+    assert cache.disk_evictions == 1 and cache.disk_bytes == 3 * size
+    assert cache._path("k1").exists() and not cache._path("k2").exists()
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.note")) == sorted(
+        cache._path(k).name for k in ("k1", "k3", "k4"))
+
+
+def test_disk_budget_applies_to_files_found_at_start(tmp_path):
+    import os
+    import time
+
+    a = NoteCache(10**6, tmp_path)
+    for i, k in enumerate(("k1", "k2", "k3", "k4")):
+        a.put(k, note(500))
+        os.utime(a._path(k), (time.time() - 100 + i, time.time() - 100 + i))  # k1 oldest
+    size = a._path("k1").stat().st_size
+    b = NoteCache(10**6, tmp_path, disk_budget_bytes=2 * size)  # a restart with a smaller budget
+    assert b.disk_evictions == 2 and b.disk_bytes == 2 * size
+    assert [b._path(k).exists() for k in ("k1", "k2", "k3", "k4")] == [False, False, True, True]
+    assert b.get("k4") is not None and b.get("k1") is None
+
+
+def _file_bytes(tmp_path):
+    probe = NoteCache(10**6, tmp_path / "probe")
+    probe.put("k1", note(500))
+    return probe._path("k1").read_bytes()

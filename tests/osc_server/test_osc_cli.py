@@ -143,6 +143,13 @@ def test_gain_db_out_of_range_is_refused_with_the_allowed_range():
     assert "--gain-db: expected a number of dB in [-80, 24], got '40'" in s.log
 
 
+def test_cache_dir_mb_must_be_positive():
+    s = Serve("--cache-dir-mb", "0")
+    assert s.proc.wait(timeout=30) == 2
+    s._reader.join(timeout=5)
+    assert "--cache-dir-mb: expected a positive number of MB, got '0'" in s.log
+
+
 def test_no_jack_fallback_runs_on_an_internal_clock():
     s = Serve("--no-jack-fallback")
     s.wait_for("ready")
