@@ -572,7 +572,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     return _clean(report), _clean(details)
 
 
-def _fmt(x: Any, spec: str = ".2f") -> str:
+def fmt_value(x: Any, spec: str = ".2f") -> str:
+    """A report value for a table: numbers with `spec`, None as n/a, anything else as text."""
     if x is None:
         return "n/a"
     return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
@@ -591,27 +592,27 @@ def format_table(report: dict) -> str:
     rows: list[tuple[str, str, str]] = []
     if "pitch" in t:
         p = t["pitch"]
-        rows.append(("pitch", f"median |err| {_fmt(p['median_abs_cents'])} c, max {_fmt(p['max_abs_cents'])} c, "
+        rows.append(("pitch", f"median |err| {fmt_value(p['median_abs_cents'])} c, max {fmt_value(p['max_abs_cents'])} c, "
                      f"{p['n_over_limit']} over 25 c, {p['n_unmeasurable']} unmeasurable ({p['n_notes']} notes)",
                      _verdict(p["pass"])))
     if "velocity" in t:
         v = t["velocity"]
-        rows.append(("velocity", f"{v['n_rising']}/{v['n_steps']} steps louder ({_fmt(v['fraction_rising'], '.1%')})",
+        rows.append(("velocity", f"{v['n_rising']}/{v['n_steps']} steps louder ({fmt_value(v['fraction_rising'], '.1%')})",
                      _verdict(v["pass"])))
     if "tags" in t:
         for q, r in t["tags"]["per_tag"].items():
             mark = _verdict(r["fraction"] is not None and r["fraction"] >= TAG_MIN_FRACTION) if r["target"] else "info"
             sat = f", {r['n_saturated']} at the ceiling" if r.get("n_saturated") else ""
-            rows.append((f"tag {q}", f"{r['n_up']}/{r['n_defined']} pairs move up ({_fmt(r['fraction'], '.0%')}{sat}), "
-                         f"mean delta {_fmt(r['mean_delta'], '.3g')}", mark))
+            rows.append((f"tag {q}", f"{r['n_up']}/{r['n_defined']} pairs move up ({fmt_value(r['fraction'], '.0%')}{sat}), "
+                         f"mean delta {fmt_value(r['mean_delta'], '.3g')}", mark))
         rows.append(("tags", "bright, dark, percussive, fast_decay, long_release >= 80 %",
                      _verdict(t["tags"]["pass"])))
     if "latent" in t:
         la = t["latent"]
         rows.append(("latent", f"{la['n_dims_moving']}/{la['n_dims']} dims move >= {LATENT_MIN_EFFECT_DB} dB, "
-                     f"{la['n_dims_smooth']} smooth (max jump {_fmt(la['max_local_jump_ratio'])}), "
-                     f"finite {la['all_finite']}, peak {_fmt(la['peak_max'], '.3f')} "
-                     f"(raw {_fmt(la['raw_peak_max'], '.3f')})", _verdict(la["pass"])))
+                     f"{la['n_dims_smooth']} smooth (max jump {fmt_value(la['max_local_jump_ratio'])}), "
+                     f"finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
+                     f"(raw {fmt_value(la['raw_peak_max'], '.3f')})", _verdict(la["pass"])))
     if "realism" in t:
         r = t["realism"]
         if "skipped" in r:
@@ -619,17 +620,17 @@ def format_table(report: dict) -> str:
         else:
             for name in ("envelope_error", "centroid_error"):
                 e = r[name]
-                rows.append((f"realism {name}", f"{_fmt(e['generated_mean'], '.3f')} vs baseline "
-                             f"{_fmt(e['baseline_mean'], '.3f')} {e['unit']} ({r['n_notes']} notes)",
+                rows.append((f"realism {name}", f"{fmt_value(e['generated_mean'], '.3f')} vs baseline "
+                             f"{fmt_value(e['baseline_mean'], '.3f')} {e['unit']} ({r['n_notes']} notes)",
                              _verdict(e["pass"])))
     if "reconstruction" in t:
         r = t["reconstruction"]
         if r["pass"] is None:
             rows.append(("reconstruction", r.get("skipped", ""), "skip"))
         else:
-            rows.append(("reconstruction", f"spectral loss test {_fmt(r['test_loss_mean'], '.3f')} vs train "
-                         f"{_fmt(r['train_loss_mean'], '.3f')} (x{_fmt(r['test_over_train'])}; silence "
-                         f"{_fmt(r.get('test_loss_of_silence_mean'), '.3f')})",
+            rows.append(("reconstruction", f"spectral loss test {fmt_value(r['test_loss_mean'], '.3f')} vs train "
+                         f"{fmt_value(r['train_loss_mean'], '.3f')} (x{fmt_value(r['test_over_train'])}; silence "
+                         f"{fmt_value(r.get('test_loss_of_silence_mean'), '.3f')})",
                          _verdict(r["pass"])))
     width = max(len(r[0]) for r in rows) if rows else 10
     lines += [f"{name:<{width}}  {verdict:<4}  {text}" for name, text, verdict in rows]

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synth import metrics
+from synth.evaluate import fmt_value
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
 
 SAMPLE_RATE = 16000
@@ -172,12 +173,6 @@ def _rel(path: str, start: str) -> str:
     return os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(start)))
 
 
-def _f(x: Any, spec: str = ".2f") -> str:
-    if x is None:
-        return "n/a"
-    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
-
-
 def _verdict(p: Any) -> str:
     return "pass" if p is True else "**FAIL**" if p is False else "skipped"
 
@@ -187,26 +182,26 @@ def _metric_rows(t: dict) -> list[str]:
     if "pitch" in t:
         p = t["pitch"]
         rows.append(f"| pitch ({p.get('n_notes')} notes, MIDI 24-96) | median abs error "
-                    f"{_f(p['median_abs_cents'])} cents, max {_f(p['max_abs_cents'])}, {p['n_over_limit']} over 25, "
+                    f"{fmt_value(p['median_abs_cents'])} cents, max {fmt_value(p['max_abs_cents'])}, {p['n_over_limit']} over 25, "
                     f"{p['n_unmeasurable']} unmeasurable "
                     f"| median <= 5, none over 25 | {_verdict(p['pass'])} |")
     if "velocity" in t:
         v = t["velocity"]
-        levels = ", ".join(f"{k}: {_f(x, '.1f')}" for k, x in v["mean_loudness_db_per_velocity"].items())
+        levels = ", ".join(f"{k}: {fmt_value(x, '.1f')}" for k, x in v["mean_loudness_db_per_velocity"].items())
         rows.append(f"| velocity ({v['n_combos']} combos) | {v['n_rising']}/{v['n_steps']} steps louder "
-                    f"({_f(v['fraction_rising'], '.1%')}); mean dB per velocity {levels} | >= 95 % | "
+                    f"({fmt_value(v['fraction_rising'], '.1%')}); mean dB per velocity {levels} | >= 95 % | "
                     f"{_verdict(v['pass'])} |")
     if "tags" in t:
         per = t["tags"]["per_tag"]
-        moved = ", ".join(f"{q} {_f(per[q]['fraction'], '.0%')}" for q in t["tags"]["target_tags"])
+        moved = ", ".join(f"{q} {fmt_value(per[q]['fraction'], '.0%')}" for q in t["tags"]["target_tags"])
         rows.append(f"| tags (pairs moving the analyzer score up) | {moved} | each >= 80 % | "
                     f"{_verdict(t['tags']['pass'])} |")
     if "latent" in t:
         la = t["latent"]
         rows.append(f"| latent sweeps -7..+7 ({la['n_dims']} dims) | {la['n_dims_moving']} dims move >= 1 dB "
-                    f"(median {_f(la['median_endpoint_distance_db'])} dB), max local jump ratio "
-                    f"{_f(la['max_local_jump_ratio'])}, finite {la['all_finite']}, peak {_f(la['peak_max'], '.3f')} "
-                    f"(raw {_f(la['raw_peak_max'], '.3f')}) | every dim >= 1 dB, jump <= 3, finite, "
+                    f"(median {fmt_value(la['median_endpoint_distance_db'])} dB), max local jump ratio "
+                    f"{fmt_value(la['max_local_jump_ratio'])}, finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
+                    f"(raw {fmt_value(la['raw_peak_max'], '.3f')}) | every dim >= 1 dB, jump <= 3, finite, "
                     f"peak <= 1 | {_verdict(la['pass'])} |")
     if "realism" in t:
         r = t["realism"]
@@ -215,18 +210,18 @@ def _metric_rows(t: dict) -> list[str]:
         else:
             for name, label in (("envelope_error", "loudness envelope error"), ("centroid_error", "centroid error")):
                 e = r[name]
-                rows.append(f"| realism: {label} ({r['n_notes']} notes) | {_f(e['generated_mean'], '.3f')} {e['unit']} "
-                            f"vs naive baseline {_f(e['baseline_mean'], '.3f')} (beats it on "
-                            f"{_f(e['fraction_notes_beating_baseline'], '.0%')} of notes) | below baseline | "
+                rows.append(f"| realism: {label} ({r['n_notes']} notes) | {fmt_value(e['generated_mean'], '.3f')} {e['unit']} "
+                            f"vs naive baseline {fmt_value(e['baseline_mean'], '.3f')} (beats it on "
+                            f"{fmt_value(e['fraction_notes_beating_baseline'], '.0%')} of notes) | below baseline | "
                             f"{_verdict(e['pass'])} |")
     if "reconstruction" in t:
         r = t["reconstruction"]
         if r["pass"] is None:
             rows.append(f"| reconstruction | {r.get('skipped', '')} | test <= 1.5 x train | skipped |")
         else:
-            rows.append(f"| reconstruction (autoencoder spectral loss) | test {_f(r['test_loss_mean'], '.3f')} vs "
-                        f"train {_f(r['train_loss_mean'], '.3f')} (x{_f(r['test_over_train'])}; silence scores "
-                        f"{_f(r.get('test_loss_of_silence_mean'), '.3f')}) | "
+            rows.append(f"| reconstruction (autoencoder spectral loss) | test {fmt_value(r['test_loss_mean'], '.3f')} vs "
+                        f"train {fmt_value(r['train_loss_mean'], '.3f')} (x{fmt_value(r['test_over_train'])}; silence scores "
+                        f"{fmt_value(r.get('test_loss_of_silence_mean'), '.3f')}) | "
                         f"test <= 1.5 x train | "
                         f"{_verdict(r['pass'])} |")
     return rows
@@ -302,7 +297,7 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
                  "| tag | pairs up / defined | share | at ceiling | mean score change |", "|---|---|---|---|---|"]
         for q, r in t["tags"]["per_tag"].items():
             lines.append(f"| {q}{' *' if r['target'] else ''} | {r['n_up']}/{r['n_defined']} | "
-                         f"{_f(r['fraction'], '.0%')} | {r.get('n_saturated', 0)} | {_f(r['mean_delta'], '.3g')} |")
+                         f"{fmt_value(r['fraction'], '.0%')} | {r.get('n_saturated', 0)} | {fmt_value(r['mean_delta'], '.3g')} |")
         tag_section = "\n".join(lines)
     pics = []
     for name, p in (pictures or {}).items():
