@@ -15,9 +15,10 @@ Three inference-time choices, each documented where it lives:
 
 * the performer's 16 `latent_sample` knobs are mixed into the VAE latent by a fixed orthogonal
   (Hadamard) matrix, so that every knob changes the sound (`synth.models.knobs_to_latent`);
-* quality-tag guidance (`tag_guidance` in f0_ld_generator/config.json, 3.0 for the shipped
-  weights): the generators also run without the tags and the result moves that many times the
-  tagged-minus-untagged difference, which makes the tags audible on every note.
+* quality-tag guidance (`tag_guidance_z`, `tag_guidance_loudness` and `guided_tags` in
+  f0_ld_generator/config.json; 2 on the timbre for five tags in the shipped weights, see
+  `synth.models.generate_curves`): the generators also run without those tags and the result
+  moves that many times the tagged-minus-untagged difference, which makes the tags audible.
 * envelope rules (`synth.models.shape_envelope` on the loudness curve, `synth.envelope` on the
   rendered sound): a release never swells above the held note, a fast_decay note decays and a
   long_release note keeps something to release, whatever other tags it carries.

@@ -63,6 +63,11 @@ def _cache_dir(args) -> str:
     return args.cache or os.path.join(os.path.dirname(os.path.abspath(args.out)) or ".", "cache")
 
 
+def _load_split(args, split: str, cache: str, limit: int | None) -> dict:
+    """One split as the stages train on it (`synth.training.data.load` with the run's options)."""
+    return D.load(args.data, split, cache, limit=limit, progress=not args.no_progress, programs=args.programs)
+
+
 def _export(args, stage_dir: str, name: str) -> None:
     if args.export:
         dest = os.path.join(args.export, name)
@@ -128,10 +133,8 @@ def autoencoder(args) -> int:
     from synth import core
 
     cache = _cache_dir(args)
-    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress,
-                programs=args.programs)
-    va = D.load(args.data, VALID_SPLIT, cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress,
-                programs=args.programs)
+    tr = _load_split(args, "train", cache, args.limit)
+    va = _load_split(args, VALID_SPLIT, cache, min(VALID_NOTES, args.limit or VALID_NOTES))
     cfg = M.ModelConfig.from_core()
     fmean, fstd = D.feature_stats(tr["features"])
     feats_tr = (tr["features"] - fmean) / fstd
@@ -253,10 +256,8 @@ def _load_generator_data(args):
     tf = _setup_tf(args.threads)
     cache = _cache_dir(args)
     parts = DDSPParts(os.path.join(args.models, "ddsp_generator"))
-    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress,
-                programs=args.programs)
-    va = D.load(args.data, VALID_SPLIT, cache, limit=args.limit, progress=not args.no_progress,
-                programs=args.programs)
+    tr = _load_split(args, "train", cache, args.limit)
+    va = _load_split(args, VALID_SPLIT, cache, args.limit)
     return tf, parts, tr, va
 
 
@@ -464,10 +465,8 @@ def end_to_end(args) -> int:
     zdir = os.path.join(args.init or args.models, "z_generator")
     fdir = os.path.join(args.init or args.models, "f0_ld_generator")
     zconf, fconf = M.read_config(zdir), M.read_config(fdir)
-    tr = D.load(args.data, "train", cache, limit=args.limit, progress=not args.no_progress,
-                programs=args.programs)
-    va = D.load(args.data, VALID_SPLIT, cache, limit=min(VALID_NOTES, args.limit or VALID_NOTES), progress=not args.no_progress,
-                programs=args.programs)
+    tr = _load_split(args, "train", cache, args.limit)
+    va = _load_split(args, VALID_SPLIT, cache, min(VALID_NOTES, args.limit or VALID_NOTES))
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     cfg = parts.cfg
     post, zdec, f0ld = M.build_z_posterior(cfg), M.build_z_decoder(cfg), M.build_f0_ld(cfg)
@@ -539,7 +538,7 @@ def end_to_end(args) -> int:
         # (measured: -0.86 octaves of spectral centroid on the test split). Those rows learn
         # from the spectral loss alone: the typical sound for their attributes.
         zsq = tf.reduce_mean(tf.square(z_norm - z_real), axis=[1, 2])
-        z_reg = tf.reduce_sum(keep[:, 0] * zsq) / tf.maximum(tf.reduce_sum(keep), 1.0)
+        z_reg = tf.reduce_sum(k * zsq) / tf.maximum(tf.reduce_sum(k), 1.0)
         reg = z_reg + ld_loss + 0.1 * cents_loss + kl_w * _kl(mu, logvar)
         return spectral, reg
 
