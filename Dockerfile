@@ -4,6 +4,15 @@
 #   docker build -t sound-generator .
 #   docker run --rm -it -p 80:80 -p 9000:9000/udp --name sound-generator sound-generator
 #
+# Exposed: 80/tcp (HTTP API) and 9000/udp (OSC). In a container the server must listen on 0.0.0.0,
+# so anyone who reaches the published ports can play notes, change the timbre, fill the cache and
+# request renders (serve logs a warning). Limit the senders with --allow (keep 127.0.0.1 for the
+# HEALTHCHECK), or publish on the host's loopback only (-p 127.0.0.1:80:80 ...):
+#
+#   docker run --rm -it -p 80:80 -p 9000:9000/udp sound-generator \
+#       sound-generator serve --host 0.0.0.0 --http-host 0.0.0.0 --http-port 80 \
+#       --allow 127.0.0.1 172.17.0.0/16 192.168.1.0/24
+#
 # A container has no sound card: `serve` then starts a JACK dummy server (jackd2, installed
 # below) and says so in its log, so OSC notes are rendered, cached and mixed but not heard; the
 # HTTP API is unaffected. OSC replies go to the sender's address as Docker's NAT presents it.

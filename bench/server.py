@@ -13,6 +13,17 @@
                                     Target >= 5000.
     osc_msgs_per_s_zero_underruns   the same with no under-run at all (0: none of the rates).
     osc_lost_notes, osc_underruns   at the rate reported (or at the first rate that failed).
+    underruns_per_min_idle / _playing
+                                    the server with the real generator (shipped weights), idle for
+                                    PLAYING_S seconds, then playing 12- to 32-note chords every
+                                    100 ms (another process sends them) while a new timbre is
+                                    pre-rendered every 10 s, as many seconds: output under-runs per
+                                    minute. Renders run in the render processes (RenderPool); the
+                                    `_inprocess` figures are the same with the generator in the audio
+                                    process, as before them. `_busy` figures repeat both while
+                                    another process keeps one core busy. `zero_blocks_playing`:
+                                    256-sample runs of exact zeros inside sounding notes in the
+                                    capture. Target: playing <= idle.
     callback_cpu_pct_32_voices_mean / _p99
                                     the mixer callback's time per 256-frame block with 32 voices
                                     sounding, as % of the block's 5.33 ms. Target < 20 %.
@@ -33,7 +44,7 @@ import time
 
 import numpy as np
 
-from osc_server.audio import RT_PRIORITY_AUDIO, RT_PRIORITY_OSC
+from osc_server.audio import RT_PRIORITY_AUDIO, RT_PRIORITY_OSC, Stat
 
 SR, BLOCK = 48000, 256
 
@@ -134,6 +145,125 @@ def _sender(port: int, rate: float, seconds: float, pitches: list[int]) -> None:
             break
     print(json.dumps({"sent": sent, "note_ons": (sent + 1) // 2, "elapsed": elapsed,
                       "synced_after_s": time.perf_counter() - t0 - elapsed}), flush=True)
+
+
+def _chord_player(port: int, seconds: float, seed: int = 0) -> None:
+    """Run in a child process: 12- to 32-note chords every 100 ms (note-offs for the previous
+    chord), a new timbre and /prerender every 10 s; prints one JSON line."""
+    import random
+
+    rng = random.Random(seed)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    dest = ("127.0.0.1", port)
+    t0 = time.perf_counter()
+    next_timbre, chords, sounding = 0.0, 0, []
+    while time.perf_counter() - t0 < seconds:
+        now = time.perf_counter() - t0
+        if now >= next_timbre:
+            sock.sendto(_msg("/latent", *[rng.uniform(-3, 3) for _ in range(16)]), dest)
+            sock.sendto(_msg("/prerender"), dest)
+            next_timbre = now + 10.0
+        for p in sounding:
+            sock.sendto(_msg("/note/off", p), dest)
+        sounding = rng.sample(range(36, 90), rng.randint(12, 32))
+        for p in sounding:
+            sock.sendto(_msg("/note", p, rng.choice((40, 64, 90, 110, 127))), dest)
+        chords += 1
+        time.sleep(max(0.0, 0.1 - (time.perf_counter() - t0 - now)))
+    for p in sounding:
+        sock.sendto(_msg("/note/off", p), dest)
+    print(json.dumps({"chords": chords, "elapsed": time.perf_counter() - t0}), flush=True)
+
+
+def zero_blocks_inside_sound(audio: np.ndarray, block: int = BLOCK, around: int = 960) -> int:
+    """Runs of >= `block` exact zeros with sound (RMS > 1e-3) on both sides: a block dropped inside
+    a sounding note (a note's own release never ends on a run of exact zeros between sounds)."""
+    zero = audio == 0.0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.astype(np.int8), [0]))))
+    found = 0
+    for a, b in zip(edges[::2], edges[1::2]):
+        if b - a < block or a < around or b + around > audio.size:
+            continue
+        if (np.sqrt(np.mean(audio[a - around:a] ** 2)) > 1e-3
+                and np.sqrt(np.mean(audio[b:b + around] ** 2)) > 1e-3):
+            found += 1
+    return found
+
+
+PLAYING_S = 60.0
+
+
+def playing_figures(quick: bool) -> dict[str, float]:
+    """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
+    from osc_server.render_pool import RenderPool
+    from osc_server.server import LiveServer, ServerConfig, reinit_portaudio, start_jack_dummy, terminate_portaudio
+
+    seconds = 10.0 if quick else PLAYING_S
+    figures: dict[str, float] = {}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["JACK_NO_START_SERVER"] = "1"
+    for mode in ("", "_inprocess"):
+        jackd, name = start_jack_dummy(SR, BLOCK, name=f"sg-bench-play-{os.getpid()}")
+        os.environ["JACK_DEFAULT_SERVER"] = name
+        sd = reinit_portaudio()
+        pool = None
+        try:
+            if mode:
+                from synth.generator import get_generator
+
+                generator = get_generator()
+            else:
+                generator = pool = RenderPool(workers=2)
+            device = next(i for i, d in enumerate(sd.query_devices())
+                          if "JACK" in sd.query_hostapis(d["hostapi"])["name"] and d["max_output_channels"])
+            client, port, read = _capture(name)
+            before = {p.name for p in client.get_ports(is_audio=True, is_output=True)}
+            server = LiveServer(generator, ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
+                                                        jack_fallback=False, workers=2)).start()
+            server.engine.set_gain_db(-12.0)
+            for p in client.get_ports(is_audio=True, is_output=True):
+                if p.name not in before:
+                    client.connect(p, port)
+            osc_port = server.address[1]
+            for busy in ("", "_busy"):
+                hog = None
+                if busy:
+                    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                time.sleep(1.0)
+                u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+                time.sleep(seconds)
+                idle = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
+                u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+                f0 = client.frame_time
+                code = f"from bench.server import _chord_player; _chord_player({osc_port}, {seconds})"
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     timeout=seconds + 60, cwd=root)
+                if out.returncode:
+                    raise RuntimeError(out.stderr)
+                playing = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
+                f1 = client.frame_time
+                zeros = zero_blocks_inside_sound(read(max(f0, f1 - 9 * SR), f1))
+                if hog is not None:
+                    hog.kill()
+                    hog.wait()
+                figures[f"underruns_per_min_idle{mode}{busy}"] = 60.0 * idle / seconds
+                figures[f"underruns_per_min_playing{mode}{busy}"] = 60.0 * playing / seconds
+                figures[f"zero_blocks_playing{mode}{busy}"] = float(zeros)
+                print(f"  renders {'in the audio process' if mode else 'in 2 processes'}"
+                      f"{', one core busy' if busy else ''}: idle {idle}, playing {playing} under-runs in "
+                      f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s)", flush=True)
+                server.engine.panic()
+                time.sleep(0.5)
+            server.close()
+            client.close()
+        finally:
+            if pool is not None:
+                pool.close()
+            terminate_portaudio()
+            jackd.terminate()
+            jackd.wait(timeout=10)
+    return figures
 
 
 def _capture(server_name: str):
@@ -263,17 +393,17 @@ def live_figures(quick: bool) -> dict[str, float]:
         # Sustained message rate, sent by another process. JACK reports an xrun of any client
         # (and of jackd itself) as an under-run of every stream, so first the idle baseline.
         seconds = 2.0 if quick else 10.0
-        under0 = int(server.mixer.stats[3])
+        under0 = int(server.mixer.stats[Stat.UNDERRUNS])
         time.sleep(seconds)
-        figures["idle_underruns"] = float(int(server.mixer.stats[3]) - under0)
+        figures["idle_underruns"] = float(int(server.mixer.stats[Stat.UNDERRUNS]) - under0)
         print(f"  idle for {seconds:g} s: {figures['idle_underruns']:.0f} under-runs", flush=True)
         idle = int(figures["idle_underruns"])
         best, strict, at_best = 0.0, 0.0, {}
         for rate in (5000, 10000, 20000):
             for attempt in range(2):  # one retry: a sporadic xrun of a loaded machine is not the rate's
-                started0 = int(server.mixer.stats[0])
-                under0 = int(server.mixer.stats[3])
-                dropped0 = int(server.mixer.stats[2])
+                started0 = int(server.mixer.stats[Stat.NOTES_STARTED])
+                under0 = int(server.mixer.stats[Stat.UNDERRUNS])
+                dropped0 = int(server.mixer.stats[Stat.EVENTS_DROPPED])
                 blocks0 = int(server.mixer.cpu[2])
                 code = f"from bench.server import _sender; _sender({osc_port}, {rate}, {seconds}, {pitches})"
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -285,9 +415,9 @@ def live_figures(quick: bool) -> dict[str, float]:
                 blocks = int(server.mixer.cpu[2]) - blocks0
                 ring = server.mixer.block_times
                 recent = np.roll(ring, -(int(server.mixer.cpu[2]) % ring.size))[-min(blocks, ring.size):]
-                started = int(server.mixer.stats[0]) - started0
-                lost = result["note_ons"] - started + int(server.mixer.stats[2]) - dropped0
-                under = int(server.mixer.stats[3]) - under0
+                started = int(server.mixer.stats[Stat.NOTES_STARTED]) - started0
+                lost = result["note_ons"] - started + int(server.mixer.stats[Stat.EVENTS_DROPPED]) - dropped0
+                under = int(server.mixer.stats[Stat.UNDERRUNS]) - under0
                 achieved = result["sent"] / result["elapsed"]
                 print(f"  {rate}/s asked: {achieved:.0f}/s sent for {result['elapsed']:.1f} s, {lost} lost notes, "
                       f"{under} under-runs, caught up {result['synced_after_s'] * 1e3:.0f} ms after the last "
@@ -326,6 +456,7 @@ def run(quick: bool) -> dict[str, float]:
     figures = callback_cpu(300 if quick else 3000)
     if shutil.which("jackd"):
         figures.update(live_figures(quick))
+        figures.update(playing_figures(quick))
     else:
         print("  jackd not installed: skipping the live (JACK) figures", flush=True)
     return figures

@@ -38,6 +38,10 @@ GAIN_DB_MIN, GAIN_DB_MAX = -80.0, 24.0
 # A keyboard: the 88 piano keys, the default range of /prerender.
 PRERENDER_LO, PRERENDER_HI = 21, 108
 SCHEDULE_HORIZON_S = 60.0
+# One packet holds at most this many messages, nested bundles included, and nests bundles at most
+# this deep (the outer bundle is level 1); past either, the whole packet is refused.
+MAX_BUNDLE_MESSAGES = 256
+MAX_BUNDLE_DEPTH = 8
 MALFORMED = "?"  # the <address> of an /error about a packet that could not be parsed
 
 
@@ -311,8 +315,8 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/status", "", "", "Ask for the server's figures.", "`/status`", _no_args(Status)),
     Address("/sync", "id", "int, float or string", "Answered once every render requested before it has landed "
             "(scsynth's habit).", "`/synced id`", _sync),
-    Address("/reply/port", "port", "int 0..65535", "Send replies for this sender's host to that UDP port "
-            "(0: back to the sending port, the default).", "", _reply_port),
+    Address("/reply/port", "port", "int 0..65535", "Send replies for this sender (its host and port) to that "
+            "UDP port (0: back to the sending port, the default).", "", _reply_port),
     # Replies (server -> client).
     Address("/error", "address reason", "strings", "A message was refused: `address` is the refused message's "
             f"address (`{MALFORMED}` for a packet that is not OSC), `reason` names the field and what is allowed.",
@@ -367,7 +371,9 @@ def decode_packet(dgram: bytes) -> list[Timed]:
     """The messages of one datagram, in packet order, with their bundle timetags.
 
     An immediate timetag gives time None. Raises MalformedPacket for anything that is not OSC,
-    including type tags and bundle elements python-osc would skip with only a log line.
+    including type tags and bundle elements python-osc would skip with only a log line, and for
+    a packet of more than MAX_BUNDLE_MESSAGES messages or bundles nested deeper than
+    MAX_BUNDLE_DEPTH (parsing stops at the first message or bundle past the limit).
     """
     if not dgram:
         raise MalformedPacket("empty packet")
@@ -378,8 +384,8 @@ def decode_packet(dgram: bytes) -> list[Timed]:
 
 def _decode(dgram: bytes, when: float | None, out: list[Timed], depth: int) -> None:
     if dgram.startswith(b"#bundle\x00"):
-        if depth > 8:
-            raise MalformedPacket("bundles nested too deeply")
+        if depth >= MAX_BUNDLE_DEPTH:
+            raise MalformedPacket(f"bundle: nested at most {MAX_BUNDLE_DEPTH} deep, got more")
         if len(dgram) < 16:
             raise MalformedPacket("truncated bundle header")
         seconds = int.from_bytes(dgram[8:12], "big")
@@ -398,6 +404,8 @@ def _decode(dgram: bytes, when: float | None, out: list[Timed], depth: int) -> N
         return
     if not dgram.startswith(b"/"):
         raise MalformedPacket("not an OSC packet (must start with '/' or '#bundle')")
+    if len(out) >= MAX_BUNDLE_MESSAGES:
+        raise MalformedPacket(f"bundle: at most {MAX_BUNDLE_MESSAGES} messages, got more")
     bad = set(_type_tags(dgram)) - _TYPE_TAGS
     if bad:
         raise MalformedPacket(f"unsupported OSC type tag(s) {''.join(sorted(bad))!r}")

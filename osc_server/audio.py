@@ -22,12 +22,14 @@ internal real-time clock, optionally writing the stream to a WAV file).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import threading
 import time
 from collections import deque
+from enum import IntEnum
 
 import numpy as np
 
@@ -39,12 +41,34 @@ NEVER = np.iinfo(np.int64).max // 4
 # Event kinds posted to the mixer.
 EV_ON, EV_OFF, EV_PANIC, EV_GAIN, EV_ONS = 0, 1, 2, 3, 4
 
+# Room in the event table for immediate (and late) events on top of `max_pending` scheduled ones:
+# they run within the block that takes them, so they never accumulate, and a schedule full of
+# future notes can never keep out /panic or a live note. More in one block wait for the next.
+IMMEDIATE_ROOM = 4096
+_SEQ_MOD = 1_000_000  # an event's sort key: target sample * _SEQ_MOD + arrival order
+
+
+class Stat(IntEnum):
+    """Indices of `Mixer.stats` (counters read by other threads)."""
+
+    NOTES_STARTED = 0
+    NOTES_STOLEN = 1
+    EVENTS_DROPPED = 2  # scheduled events refused because max_pending were pending
+    UNDERRUNS = 3
+    VOICES = 4  # voices sounding after the last block (a gauge, not a counter)
+    CLIPPED_BLOCKS = 5
+    EVENTS_DONE = 6
+    SKIPPED_NOTES = 7  # note-ons whose release came before their start
+
 
 class Mixer:
     """Voices and the mix; `render(out)` is the audio callback's body.
 
     Other threads call `note_on`, `note_off`, `panic`, `set_gain_db`; each posts one event.
     `target` is an absolute sample index (see `sample_at`), or IMMEDIATE for the next block.
+    At most `max_pending` scheduled events (beyond the block being rendered) are held; more are
+    refused (`Stat.EVENTS_DROPPED`; `n_scheduled` lets the sender refuse them first). Immediate
+    and late events are never refused: they have `IMMEDIATE_ROOM` of their own per block.
     """
 
     def __init__(self, sample_rate: int, max_block: int = 8192, max_voices: int = 32,
@@ -70,12 +94,23 @@ class Mixer:
         self.audio: list = [None] * slots
         self._order_seq = 0
 
-        # Scheduled events: (key, kind, target, payload) in preallocated arrays + an object list.
-        self.max_pending = max_pending
-        self._ev_key = np.zeros(max_pending, dtype=np.int64)
-        self._ev: list = [None] * max_pending
+        # Events taken from the inbox: sort keys in a preallocated array, the posted tuples
+        # (kind, target, seq, payload) in a preallocated list; `max_pending` scheduled events plus
+        # IMMEDIATE_ROOM for the ones due in the block being rendered.
+        self.max_pending = int(max_pending)
+        self._ev_cap = self.max_pending + IMMEDIATE_ROOM
+        self._ev_key = np.zeros(self._ev_cap, dtype=np.int64)
+        self._ev: list = [None] * self._ev_cap
         self._n_ev = 0
+        self._n_sched = 0  # events in the table beyond the current block (audio thread only)
+        self._panic_seq = 0  # seq of the last panic taken: anything posted before it is cleared
         self.inbox: deque = deque()
+        # Events posted with a target (not IMMEDIATE) and not yet taken from the inbox: counted by
+        # the posting threads (itertools.count: atomic under the GIL) and by the callback.
+        self._seq = itertools.count(1)
+        self._sched_count = itertools.count(1)
+        self._sched_posted = 0
+        self._sched_taken = 0
 
         # Release envelopes, 1 -> 0 as a raised cosine (0.5 + 0.5 cos(pi k / fade)), by length.
         self._fades = {n: (0.5 + 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
@@ -93,19 +128,21 @@ class Mixer:
         self._gain_target = 1.0
         self._lim = 1.0
 
-        # Counters (read by other threads): index names in STAT_NAMES.
-        self.stats = np.zeros(8, dtype=np.int64)
+        # Counters (read by other threads): indexed by `Stat`, names in STAT_NAMES.
+        self.stats = np.zeros(len(Stat), dtype=np.int64)
         self.cpu = np.zeros(3, dtype=np.float64)  # total s, max s, blocks
         self.block_times = np.zeros(4096, dtype=np.float64)  # the last blocks' durations (s), a ring
-        self._post_seq = 0
 
-    STAT_NAMES = ("notes_started", "notes_stolen", "events_dropped", "underruns", "voices", "clipped_blocks",
-                  "events_done", "skipped_notes")
+    STAT_NAMES = tuple(s.name.lower() for s in Stat)
 
     # ---- producer side (any thread) -----------------------------------------------------
     def post(self, kind: int, target: int, payload) -> None:
-        self._post_seq += 1
-        self.inbox.append((kind, int(target), self._post_seq, payload))
+        target = int(target)
+        if target >= 0:  # scheduled (IMMEDIATE is negative): counted until the callback takes it
+            n = next(self._sched_count)
+            if n > self._sched_posted:
+                self._sched_posted = n
+        self.inbox.append((kind, target, next(self._seq), payload))
 
     def note_on(self, audio: np.ndarray, gain: float, pitch: int, target: int = IMMEDIATE,
                 release_at: int = NEVER) -> None:
@@ -127,11 +164,19 @@ class Mixer:
 
     @property
     def n_voices(self) -> int:
-        return int(self.stats[4])
+        return int(self.stats[Stat.VOICES])
 
     @property
     def n_pending(self) -> int:
+        """Events not yet run: in the table and still in the inbox, immediate ones included."""
         return self._n_ev + len(self.inbox)
+
+    @property
+    def n_scheduled(self) -> int:
+        """Scheduled events pending: in the table beyond the current block, plus those posted with a
+        target and still in the inbox. Read without a lock: approximately right, which is enough
+        for a sender to refuse new scheduled events once it reaches `max_pending`."""
+        return self._n_sched + max(0, self._sched_posted - self._sched_taken)
 
     # ---- the callback -------------------------------------------------------------------
     def render(self, out: np.ndarray) -> None:
@@ -143,7 +188,7 @@ class Mixer:
         n = out.shape[0]
         t0 = self.block_start
         t1 = t0 + n
-        self._take_inbox(t0)
+        self._take_inbox(t0, t1)
         self._run_events(t0, t1)
 
         mix = self._mix[:n]
@@ -174,7 +219,7 @@ class Mixer:
                 self.audio[v] = None
             else:
                 voices += 1
-        self.stats[4] = voices
+        self.stats[Stat.VOICES] = voices
 
         # Master gain, latched per block and ramped per sample.
         g0, g1 = self._gain, self._gain_target
@@ -203,7 +248,7 @@ class Mixer:
             mix *= tmp
         self._lim = lim1
         if peak * max(lim0, lim1) > 1.0:
-            self.stats[5] += 1
+            self.stats[Stat.CLIPPED_BLOCKS] += 1
         np.clip(mix, -1.0, 1.0, out=mix)
 
         for c in range(out.shape[1]):
@@ -217,35 +262,56 @@ class Mixer:
         self.cpu[2] += 1
         self.busy = False
 
-    def _take_inbox(self, t0: int) -> None:
+    def _take_inbox(self, t0: int, t1: int) -> None:
+        """Move posted events into the table. Scheduled ones (at or past t1) are refused past
+        `max_pending`; due ones (immediate, late, or inside this block) always have room, and if
+        more arrive in one block than IMMEDIATE_ROOM the rest wait in the inbox (in order).
+        A panic clears the schedule as it is taken, so the events posted after it find room."""
         inbox = self.inbox
         while inbox:
-            kind, target, seq, payload = inbox.popleft()
-            if target < t0:
-                target = t0  # immediate, or late: now
-            if self._n_ev >= self.max_pending:
-                self.stats[2] += 1
+            item = inbox[0]  # only this thread pops: it stays the head until popped
+            target = item[1]
+            seq = item[2]
+            due = target < t1
+            if item[0] == EV_PANIC:
+                self._clear_before(seq)
+            elif due and self._n_ev >= self._ev_cap:
+                return  # no room this block: it (and what follows it) waits for the next
+            inbox.popleft()
+            if target >= 0:
+                self._sched_taken += 1
+            if seq < self._panic_seq:
+                continue  # posted before a panic (out of order): cleared with the schedule
+            if due:
+                if target < t0:
+                    target = t0  # immediate, or late: now
+            elif self._n_sched >= self.max_pending:
+                self.stats[Stat.EVENTS_DROPPED] += 1
                 continue
+            else:
+                self._n_sched += 1
             i = self._n_ev
             # Order by target sample, then by arrival.
-            self._ev_key[i] = target * 1_000_000 + seq % 1_000_000
-            self._ev[i] = (kind, target, payload)
+            self._ev_key[i] = target * _SEQ_MOD + seq % _SEQ_MOD
+            self._ev[i] = item
             self._n_ev = i + 1
 
     def _run_events(self, t0: int, t1: int) -> None:
-        limit = t1 * 1_000_000
+        limit = t1 * _SEQ_MOD
         while self._n_ev:
             keys = self._ev_key[: self._n_ev]
             i = int(keys.argmin())
-            if keys[i] >= limit:
-                return
-            kind, target, payload = self._ev[i]
+            key = int(keys[i])
+            if key >= limit:
+                break
+            kind, _, seq, payload = self._ev[i]
+            target = key // _SEQ_MOD  # late events run at t0
             last = self._n_ev - 1
             self._ev_key[i] = self._ev_key[last]
             self._ev[i] = self._ev[last]
             self._ev[last] = None
             self._n_ev = last
-            self.stats[6] += 1
+            self.stats[Stat.EVENTS_DONE] += 1
             if kind == EV_ON:
                 self._start_voice(target, *payload)
             elif kind == EV_ONS:
@@ -257,16 +323,36 @@ class Mixer:
                 for v in range(self.n_slots):
                     if self.active[v]:
                         self._release_voice(v, target, self.steal_len)
-                for k in range(self._n_ev):
-                    self._ev[k] = None
-                self._n_ev = 0
-                return
+                # (the events posted before it were cleared when it was taken)
             elif kind == EV_GAIN:
                 self._gain_target = payload
+        # What is left lies beyond this block: the schedule.
+        self._n_sched = self._n_ev
+
+    def _clear_before(self, seq: int) -> None:
+        """Drop every event posted before `seq` (a panic's): those in the table now, and those
+        still in the inbox as they are taken; events posted after it stay (compacted in place:
+        nothing allocated)."""
+        if seq > self._panic_seq:
+            self._panic_seq = seq
+        ev, keys = self._ev, self._ev_key
+        n = self._n_ev
+        j = 0
+        for k in range(n):
+            item = ev[k]
+            if item[2] > seq:
+                if j != k:
+                    keys[j] = keys[k]
+                    ev[j] = item
+                j += 1
+        for k in range(j, n):
+            ev[k] = None
+        self._n_ev = j
+        self._n_sched = j  # what is left was posted after the panic (a race): count it as scheduled
 
     def _start_voice(self, target: int, audio, gain: float, pitch: int, release_at: int) -> None:
         if release_at <= target:
-            self.stats[7] += 1
+            self.stats[Stat.SKIPPED_NOTES] += 1
             return
         sounding = 0
         oldest, oldest_order = -1, NEVER
@@ -281,7 +367,7 @@ class Mixer:
                     oldest, oldest_order = v, int(self.order[v])
         if sounding >= self.max_voices and oldest >= 0:
             self._release_voice(oldest, target, self.steal_len)
-            self.stats[1] += 1
+            self.stats[Stat.NOTES_STOLEN] += 1
         if free < 0:
             # Every slot busy (many fading voices): take the one that started first.
             free = int(np.argmin(self.order))
@@ -294,7 +380,7 @@ class Mixer:
         self.release[free] = release_at
         self.fade[free] = self.release_len
         self.order[free] = self._order_seq
-        self.stats[0] += 1
+        self.stats[Stat.NOTES_STARTED] += 1
 
     def _release_voice(self, v: int, at: int, fade: int) -> None:
         at = max(at, int(self.start[v]))
@@ -374,7 +460,7 @@ class SoundDeviceOutput:
             # The host API's thread: raise it to real-time priority once (reported by `start`).
             self.realtime_ok = try_realtime(RT_PRIORITY_AUDIO) if self.realtime else False
         if status.output_underflow:
-            self.mixer.stats[3] += 1
+            self.mixer.stats[Stat.UNDERRUNS] += 1
         # One numpy call (atomic under the GIL): readers never see a block start with another's time.
         self.clock.anchor[:] = (self.mixer.block_start, time_info.outputBufferDacTime)
         self.clock.valid = True
@@ -441,7 +527,7 @@ class ClockOutput:
             if due > now:
                 time.sleep(due - now)
             elif now - due > 4 * self.blocksize / sr:
-                self.mixer.stats[3] += 1  # late: an under-run of the internal clock
+                self.mixer.stats[Stat.UNDERRUNS] += 1  # late: an under-run of the internal clock
                 self._t0 = now - start / sr
             self.clock.anchor[:] = (start, self._t0 + start / sr + self.blocksize / sr)
             self.clock.valid = True

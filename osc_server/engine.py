@@ -6,13 +6,24 @@
 
 The generator is injected: any object with `model_version: str` and
 `render(params: NoteParams, sample_rate: int) -> np.ndarray` (1-D float32, peak <= 1,
-thread-safe). Renders run on worker threads behind a priority queue (live notes before
-pre-rendering); a note already queued or rendering is never rendered twice: later requests
-wait on the same job. The audio callback never sees any of this: it only receives finished
-arrays through the mixer's deque.
+thread-safe). The server injects a `render_pool.RenderPool`, whose renders run in worker
+processes, so no render holds this process's GIL; unit tests inject a numpy generator. Render
+threads (one per worker) take jobs from a priority queue (live notes before pre-rendering); a
+note already queued or rendering is never rendered twice: later requests wait on the same job.
+The audio callback never sees any of this: it only receives finished arrays through the
+mixer's deque.
+
+Faults cost one note at most: whatever goes wrong while reading, rendering or writing a note is
+caught for that note (its senders get one `/error`; a note rendered but not written to a
+failing disk still plays from memory), and a render thread never dies.
+
+Bounded work: `/prerender` requests go to one control thread, which runs one at a time; a newer
+request (or a timbre change) supersedes the jobs of older ones that nobody plays. The same
+thread answers `/sync` with an `/error` when its renders take longer than SYNC_TIMEOUT_S, and
+runs the debounced auto pre-render. No thread is started per message.
 
 `render_blocking(params, sample_rate)` is the same path for callers that want to wait (the
-HTTP API): cache, then the shared queue.
+HTTP API): cache, then the shared queue, with a timeout.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from osc_server import addresses as A
-from osc_server.audio import IMMEDIATE, NEVER, Mixer
+from osc_server.audio import IMMEDIATE, NEVER, Mixer, Stat
 from osc_server.cache import NoteCache, note_key
 from synth.params import VELOCITY_LAYERS, NoteParams
 
@@ -40,6 +51,10 @@ LIVE, PRERENDER = 0, 1
 # MIDI velocity -> (the NSynth layer a note is rendered at, the gain that scales it to the velocity).
 _VELOCITY = {v: (NoteParams(velocity=v).velocity_layer, NoteParams(velocity=v).velocity_gain) for v in range(1, 128)}
 AUTO_PRERENDER_DELAY_S = 0.5
+SYNC_TIMEOUT_S = 30.0  # /sync is answered with /error when earlier renders take longer than this
+RENDER_WAIT_S = 90.0  # render_blocking (HTTP) gives up after this long: TimeoutError
+CONTROL_TICK_S = 0.1  # the control thread's wake-up period when idle
+SUPERSEDED = "superseded by a timbre change or a newer pre-render"
 
 
 class Generator(Protocol):
@@ -66,7 +81,7 @@ class _Job:
     sample_rate: int
     seq: int
     priority: int
-    generation: int = -1
+    epoch: int = -1  # the pre-render request that wants it; -1: a live request (never superseded)
     started: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     audio: np.ndarray | None = None
@@ -86,61 +101,55 @@ class Engine:
         self.cache = cache
         self.timbre = NoteParams()
         self._keys: dict[tuple[int, int], str] = {}  # (pitch, layer) -> cache key for the current timbre
-        self._lock = threading.Lock()  # jobs, waiters, timbre generation; never taken by the callback
+        self._lock = threading.Lock()  # jobs, waiters, timbre epoch; never taken by the callback
         self._jobs: dict[str, _Job] = {}
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._seq = itertools.count()
         self._outstanding: set[int] = set()
-        self._syncs: list[tuple[int, Any, Reply]] = []
+        self._syncs: list[tuple[int, Any, Reply, float]] = []  # (seq, id, reply, deadline)
         self._waiting: dict[int, list[_Waiter]] = {}  # pitch -> notes waiting for a render
-        self.generation = 0  # bumped on each timbre change: stale pre-renders are skipped
+        # Bumped on each timbre change and each pre-render request: pre-render jobs of an older
+        # epoch that nobody plays are skipped.
+        self.epoch = 0
         self.rendering = 0
         self.renders_done = 0
         self.render_errors = 0
+        self.superseded = 0
         self.gain_db = 0.0
         self.auto_prerender: tuple[int, int] | None = None  # (lo, hi): pre-render after timbre changes
-        self._auto_timer: threading.Timer | None = None
+        # The control thread's inputs: the newest pre-render request, and when the timbre settles.
+        self._control = threading.Condition(threading.Lock())
+        self._prerender_request: tuple[int, int, Reply, int] | None = None
+        self._auto_due: float | None = None
         self._stop = threading.Event()
         self._workers = [threading.Thread(target=self._work, name=f"render-{i}", daemon=True)
                          for i in range(max(1, workers))]
         for w in self._workers:
             w.start()
+        self._control_thread = threading.Thread(target=self._control_loop, name="engine-control", daemon=True)
+        self._control_thread.start()
+        self._handlers: dict[type, Callable[[Any, float | None, Reply], None]] = {
+            A.NoteOn: lambda c, when, reply: self.note_on(c.pitch, c.velocity, when, reply),
+            A.NoteOff: lambda c, when, reply: self.note_off(c.pitch, when),
+            A.SetLatent: lambda c, when, reply: self._set_timbre(latent_sample=c.values),
+            A.SetLatentOne: lambda c, when, reply: self._set_latent_one(c.index, c.value),
+            A.SetSource: lambda c, when, reply: self._set_timbre(source=c.source),
+            A.SetQualities: lambda c, when, reply: self._set_timbre(qualities=c.qualities),
+            A.SetQuality: lambda c, when, reply: self._set_quality(c.quality, c.on),
+            A.Prerender: lambda c, when, reply: self.request_prerender(c.lo, c.hi, reply),
+            A.Panic: lambda c, when, reply: self.panic(),
+            A.SetGain: lambda c, when, reply: self.set_gain_db(c.db),
+            A.Status: lambda c, when, reply: reply("/status", *self.status_values()),
+            A.Sync: lambda c, when, reply: self.sync(c.id, reply),
+        }
 
     # ---- commands -----------------------------------------------------------------------
     def handle(self, command: Any, when: float | None, reply: Reply) -> None:
         """Act on one typed command; `when` is the bundle's Unix time (None: at once)."""
-        if isinstance(command, A.NoteOn):
-            self.note_on(command.pitch, command.velocity, when, reply)
-        elif isinstance(command, A.NoteOff):
-            self.note_off(command.pitch, when)
-        elif isinstance(command, A.SetLatent):
-            self._set_timbre(latent_sample=command.values)
-        elif isinstance(command, A.SetLatentOne):
-            latent = list(self.timbre.latent_sample)
-            latent[command.index] = command.value
-            self._set_timbre(latent_sample=latent)
-        elif isinstance(command, A.SetSource):
-            self._set_timbre(source=command.source)
-        elif isinstance(command, A.SetQualities):
-            self._set_timbre(qualities=command.qualities)
-        elif isinstance(command, A.SetQuality):
-            q = set(self.timbre.qualities)
-            q.add(command.quality) if command.on else q.discard(command.quality)
-            self._set_timbre(qualities=sorted(q))
-        elif isinstance(command, A.Prerender):
-            # Listing and queueing hundreds of notes takes milliseconds: not on the receiving thread.
-            threading.Thread(target=self.prerender, args=(command.lo, command.hi, reply), name="prerender",
-                             daemon=True).start()
-        elif isinstance(command, A.Panic):
-            self.panic()
-        elif isinstance(command, A.SetGain):
-            self.set_gain_db(command.db)
-        elif isinstance(command, A.Status):
-            reply("/status", *self.status_values())
-        elif isinstance(command, A.Sync):
-            self.sync(command.id, reply)
-        else:
+        handler = self._handlers.get(type(command))
+        if handler is None:
             raise TypeError(f"no handler for {command!r}")
+        handler(command, when, reply)
 
     def _target(self, when: float | None) -> int:
         if when is None:
@@ -148,10 +157,20 @@ class Engine:
         ahead = when - time.time()
         if ahead > A.SCHEDULE_HORIZON_S:
             raise A.CommandError("", f"timetag: at most {A.SCHEDULE_HORIZON_S:g} s ahead, got {ahead:.1f} s")
-        if ahead > 0 and self.mixer.n_pending >= self.mixer.max_pending:
+        if ahead > 0 and self.mixer.n_scheduled >= self.mixer.max_pending:
             raise A.CommandError("", f"timetag: too many scheduled events (at most {self.mixer.max_pending})")
         target = self.output.sample_at(when)
         return target if target > self.mixer.block_start else IMMEDIATE
+
+    def _set_latent_one(self, index: int, value: float) -> None:
+        latent = list(self.timbre.latent_sample)
+        latent[index] = value
+        self._set_timbre(latent_sample=latent)
+
+    def _set_quality(self, quality: str, on: bool) -> None:
+        q = set(self.timbre.qualities)
+        q.add(quality) if on else q.discard(quality)
+        self._set_timbre(qualities=sorted(q))
 
     def _set_timbre(self, **changes: Any) -> None:
         timbre = self.timbre.replace(**changes)
@@ -160,21 +179,16 @@ class Engine:
             if changed:
                 self.timbre = timbre
                 self._keys = {}
-                self.generation += 1
+                self.epoch += 1
         if changed and self.auto_prerender is not None:
             # Debounced: a knob sweep sends many messages; pre-render once it settles.
-            if self._auto_timer is not None:
-                self._auto_timer.cancel()
-            self._auto_timer = threading.Timer(AUTO_PRERENDER_DELAY_S, self._auto_prerender)
-            self._auto_timer.daemon = True
-            self._auto_timer.start()
+            with self._control:
+                self._auto_due = time.monotonic() + AUTO_PRERENDER_DELAY_S
+                self._control.notify()
 
-    def _auto_prerender(self) -> None:
-        lo, hi = self.auto_prerender
-        self.prerender(lo, hi, lambda address, *args: render_log.debug("%s %s", address, args))
-
-    def _note(self, pitch: int, layer: int) -> tuple[str, NoteParams]:
-        params = NoteParams(pitch, layer, self.timbre.source, self.timbre.qualities, self.timbre.latent_sample)
+    def _note(self, pitch: int, layer: int, timbre: NoteParams | None = None) -> tuple[str, NoteParams]:
+        t = self.timbre if timbre is None else timbre
+        params = NoteParams(pitch, layer, t.source, t.qualities, t.latent_sample)
         return note_key(params, self.sample_rate, self.generator.model_version), params
 
     def note_on(self, pitch: int, velocity: int, when: float | None, reply: Reply) -> None:
@@ -222,15 +236,68 @@ class Engine:
     def sync(self, sync_id: Any, reply: Reply) -> None:
         with self._lock:
             if self._outstanding:
-                self._syncs.append((next(self._seq), sync_id, reply))
+                self._syncs.append((next(self._seq), sync_id, reply, time.monotonic() + SYNC_TIMEOUT_S))
                 return
         reply("/synced", sync_id)
 
-    def prerender(self, lo: int, hi: int, reply: Reply) -> None:
-        """Queue the keyboard lo..hi x five velocity layers for the current timbre."""
+    def request_prerender(self, lo: int, hi: int, reply: Reply) -> None:
+        """Pre-render the current timbre on the control thread; a newer request supersedes this one."""
+        request = self._new_prerender(lo, hi, reply)
+        with self._control:
+            superseded, self._prerender_request = self._prerender_request, request
+            self._control.notify()
+        if superseded is not None:
+            _safe_reply(superseded[2], "/prerender/done", 0)
+
+    def _new_prerender(self, lo: int, hi: int, reply: Reply) -> tuple:
         with self._lock:
-            generation = self.generation
-        notes = [self._note(p, layer) for p in range(lo, hi + 1) for layer in VELOCITY_LAYERS]
+            self.epoch += 1
+            return lo, hi, reply, self.timbre, self.epoch
+
+    def _control_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._control:
+                now = time.monotonic()
+                if self._prerender_request is None and (self._auto_due is None or self._auto_due > now):
+                    wait = CONTROL_TICK_S if self._auto_due is None else min(CONTROL_TICK_S, self._auto_due - now)
+                    self._control.wait(max(0.0, wait))
+                request, self._prerender_request = self._prerender_request, None
+                auto = self._auto_due is not None and self._auto_due <= time.monotonic()
+                if auto:
+                    self._auto_due = None
+            try:
+                if request is not None:
+                    self._prerender(*request)
+                elif auto and self.auto_prerender is not None:
+                    lo, hi = self.auto_prerender
+                    self.prerender(lo, hi, lambda address, *args: render_log.debug("%s %s", address, args))
+                self._expire_syncs()
+            except Exception:  # noqa: BLE001 - the control thread must outlive any one request
+                log.exception("engine control thread")
+
+    def _expire_syncs(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [s for s in self._syncs if s[3] <= now]
+            if expired:
+                self._syncs = [s for s in self._syncs if s[3] > now]
+            pending = len(self._outstanding)
+        for _, sync_id, reply, _ in expired:
+            _safe_reply(reply, "/error", "/sync", f"id {sync_id}: timed out after {SYNC_TIMEOUT_S:g} s "
+                                                  f"({pending} renders still outstanding)")
+
+    def prerender(self, lo: int, hi: int, reply: Reply) -> None:
+        """Queue the keyboard lo..hi x five velocity layers for the current timbre (superseding
+        the jobs of earlier pre-renders that nobody plays), on the calling thread."""
+        self._prerender(*self._new_prerender(lo, hi, reply))
+
+    def _prerender(self, lo: int, hi: int, reply: Reply, timbre: NoteParams, epoch: int) -> None:
+        with self._lock:
+            stale = self._take_superseded_locked()
+        for job in stale:
+            self._finish(job, None, SUPERSEDED)
+        self.superseded += len(stale)
+        notes = [self._note(p, layer, timbre) for p in range(lo, hi + 1) for layer in VELOCITY_LAYERS]
         total = len(notes)
         state = {"done": 0, "failed": 0}
         step = max(1, total // 20)
@@ -259,17 +326,27 @@ class Engine:
             reply("/prerender/done", total)
             return
         for key, params in todo:
-            self._submit(key, params, self.sample_rate, PRERENDER, callback=landed, generation=generation,
+            self._submit(key, params, self.sample_rate, PRERENDER, callback=landed, epoch=epoch,
                          ready_reply=reply)
+
+    def _take_superseded_locked(self) -> list[_Job]:
+        """The queued pre-render jobs of older epochs that nobody waits for, marked started so
+        that a render thread meeting their queue entries skips them; the caller finishes them
+        (outside the lock) as superseded."""
+        stale = [j for j in self._jobs.values() if not j.started and 0 <= j.epoch < self.epoch and not j.waiters]
+        for j in stale:
+            j.started = True
+            del self._jobs[j.key]  # a note played from now on starts a job of its own
+        return stale
 
     # ---- rendering ----------------------------------------------------------------------
     def _submit(self, key: str, params: NoteParams, sample_rate: int, priority: int, waiter=None,
-                callback=None, generation: int = -1, ready_reply: Reply | None = None) -> _Job:
+                callback=None, epoch: int = -1, ready_reply: Reply | None = None) -> _Job:
         with self._lock:
             job = self._jobs.get(key)
             new = job is None
             if new:
-                job = _Job(key, params, sample_rate, next(self._seq), priority, generation)
+                job = _Job(key, params, sample_rate, next(self._seq), priority, epoch)
                 job.reply_ready = ready_reply
                 self._jobs[key] = job
                 self._outstanding.add(job.seq)
@@ -277,51 +354,78 @@ class Engine:
                 job.waiters.append(waiter)
             if callback is not None:
                 job.callbacks.append(callback)
-            if priority < job.priority or generation < 0:
-                job.generation = -1  # a live request keeps the job alive whatever the timbre
+            if epoch < 0 or priority < job.priority:
+                job.epoch = -1  # a live request keeps the job alive whatever comes next
+            elif job.epoch >= 0:
+                job.epoch = max(job.epoch, epoch)  # wanted by the newest pre-render too
             requeue = new or priority < job.priority
             job.priority = min(job.priority, priority)
         if requeue:
-            self._queue.put((priority, next(self._seq), job))
+            # The entry names the note, not the job: an entry left behind by a priority upgrade
+            # must not keep a finished job's audio alive while it waits its turn.
+            self._queue.put((priority, next(self._seq), key))
         return job
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            item = self._queue.get()
-            if item is None:
-                return
-            _, _, job = item
-            if job is None:
+            key = self._queue.get()[2]
+            if key is None:
                 return
             with self._lock:
-                if job.started:
-                    continue  # a duplicate entry after a priority upgrade
+                job = self._jobs.get(key)
+                if job is None or job.started:
+                    continue  # a duplicate entry after a priority upgrade, or superseded
                 job.started = True
-                stale = 0 <= job.generation != self.generation and not job.waiters
+                stale = 0 <= job.epoch < self.epoch and not job.waiters
+                if stale:
+                    del self._jobs[job.key]  # a note played from now on starts a job of its own
                 if not stale:
                     self.rendering += 1
             if stale:
-                self._finish(job, None, "superseded by a timbre change")
+                self.superseded += 1
+                self._finish(job, None, SUPERSEDED)
                 continue
             audio, error = None, None
-            t = time.perf_counter()
+            try:
+                audio, error = self._render_job(job)
+            except Exception as e:  # noqa: BLE001 - one note fails; the render thread goes on
+                error = f"internal error: {type(e).__name__}: {e}"
+                render_log.exception("render of %s failed", job.params)
+            finally:
+                with self._lock:
+                    self.rendering -= 1
+            try:
+                self._finish(job, audio, error)
+            except Exception:  # noqa: BLE001 - a reply or callback failed; the thread goes on
+                render_log.exception("finishing the render of %s failed", job.params)
+
+    def _render_job(self, job: _Job) -> tuple[np.ndarray | None, str | None]:
+        """(audio, None) or (None, error text); the disk is only a cache: its faults never cost
+        the note (the cache logs them and keeps the note in memory)."""
+        t = time.perf_counter()
+        try:
             cached = self.cache.get(job.key, count=False)
-            if cached is not None:
-                audio = cached
-            else:
-                try:
-                    raw = self.generator.render(job.params, job.sample_rate)
-                    audio = self._check(raw)
-                except Exception as e:  # noqa: BLE001 - reported to the waiters and the log
-                    error = f"render failed: {type(e).__name__}: {e}"
-                    render_log.exception("render of %s failed", job.params)
-                if audio is not None:
-                    audio = self.cache.put(job.key, audio)
-                    render_log.debug("rendered pitch %d vel %d in %.1f ms", job.params.pitch,
-                                     job.params.velocity, 1e3 * (time.perf_counter() - t))
-            with self._lock:
-                self.rendering -= 1
-            self._finish(job, audio, error)
+        except Exception:  # noqa: BLE001 - an unreadable cache is a miss
+            render_log.exception("cache read of %s failed", job.params)
+            cached = None
+        if cached is not None:
+            return cached, None
+        try:
+            audio = self._check(self.generator.render(job.params, job.sample_rate))
+        except TimeoutError as e:
+            return None, f"render timed out: {e}"
+        except Exception as e:  # noqa: BLE001 - reported to the waiters and the log
+            render_log.error("render of %s failed: %s: %s", job.params, type(e).__name__, e)
+            return None, f"render failed: {type(e).__name__}: {e}"
+        try:
+            audio = self.cache.put(job.key, audio)
+        except Exception:  # noqa: BLE001 - not stored: it still plays, from this array
+            render_log.exception("cache write of %s failed", job.params)
+            audio = np.array(audio, dtype=np.float32)
+            audio.setflags(write=False)
+        render_log.debug("rendered pitch %d vel %d in %.1f ms", job.params.pitch, job.params.velocity,
+                         1e3 * (time.perf_counter() - t))
+        return audio, None
 
     @staticmethod
     def _check(raw: Any) -> np.ndarray:
@@ -337,7 +441,8 @@ class Engine:
 
     def _finish(self, job: _Job, audio: np.ndarray | None, error: str | None) -> None:
         with self._lock:
-            self._jobs.pop(job.key, None)
+            if self._jobs.get(job.key) is job:
+                del self._jobs[job.key]
             self._outstanding.discard(job.seq)
             waiters, job.waiters = job.waiters, []
             for w in waiters:
@@ -349,7 +454,7 @@ class Engine:
             self._syncs = [s for s in self._syncs if not (first is None or s[0] < first)]
             if audio is not None or error:
                 self.renders_done += audio is not None
-                self.render_errors += error is not None and not error.startswith("superseded")
+                self.render_errors += error is not None and error != SUPERSEDED
         job.audio, job.error = audio, error
         job.done.set()
         replied = set()
@@ -363,25 +468,33 @@ class Engine:
                     self.mixer.note_on(audio, w.gain, w.pitch, w.target, w.release_at)
                 if w.reply is not None and id(w.reply) not in replied:
                     replied.add(id(w.reply))
-                    w.reply("/ready", w.pitch, w.velocity)
-            elif w.reply is not None and error:
-                w.reply("/error", "/note", f"pitch {w.pitch}: {error}")
-        ready_reply = getattr(job, "reply_ready", None)
+                    _safe_reply(w.reply, "/ready", w.pitch, w.velocity)
+            elif w.reply is not None and error and id(w.reply) not in replied:
+                replied.add(id(w.reply))  # one /error per sender and note
+                _safe_reply(w.reply, "/error", "/note", f"pitch {w.pitch}: {error}")
+        ready_reply = job.reply_ready
         if audio is not None and ready_reply is not None and id(ready_reply) not in replied:
-            ready_reply("/ready", job.params.pitch, job.params.velocity)
+            _safe_reply(ready_reply, "/ready", job.params.pitch, job.params.velocity)
         for cb in job.callbacks:
-            cb(job)
-        for _, sync_id, reply in syncs:
-            reply("/synced", sync_id)
+            try:
+                cb(job)
+            except Exception:  # noqa: BLE001 - one caller's callback must not cost the others
+                log.exception("render callback failed")
+        for _, sync_id, reply, _ in syncs:
+            _safe_reply(reply, "/synced", sync_id)
 
-    def render_blocking(self, params: NoteParams, sample_rate: int) -> np.ndarray:
-        """Thread-safe: the note at exactly these parameters and rate, through the cache."""
+    def render_blocking(self, params: NoteParams, sample_rate: int, timeout: float | None = None) -> np.ndarray:
+        """Thread-safe: the note at exactly these parameters and rate, through the cache.
+        Raises TimeoutError after `timeout` s (default RENDER_WAIT_S), RuntimeError if it failed."""
+        timeout = RENDER_WAIT_S if timeout is None else timeout
         key = note_key(params, sample_rate, self.generator.model_version)
         audio = self.cache.get(key)
         if audio is not None:
             return audio
         job = self._submit(key, params, int(sample_rate), LIVE)
-        job.done.wait()
+        if not job.done.wait(timeout):
+            raise TimeoutError(f"the note was not rendered within {timeout:g} s "
+                               f"({self.queued} renders queued)")
         if job.audio is None:
             raise RuntimeError(job.error or "render failed")
         return job.audio
@@ -390,7 +503,7 @@ class Engine:
     def status_values(self) -> tuple:
         c = self.cache
         return (self.mixer.n_voices, c.n_notes, round(c.n_bytes / 2**20, 3), c.hits, c.misses,
-                self.queued, int(self.mixer.stats[3]), float(self.gain_db), self.rendering)
+                self.queued, int(self.mixer.stats[Stat.UNDERRUNS]), float(self.gain_db), self.rendering)
 
     @property
     def queued(self) -> int:
@@ -398,10 +511,19 @@ class Engine:
             return sum(1 for j in self._jobs.values() if not j.started)
 
     def close(self) -> None:
-        if self._auto_timer is not None:
-            self._auto_timer.cancel()
         self._stop.set()
+        with self._control:
+            self._control.notify()
         for _ in self._workers:
             self._queue.put((99, next(self._seq), None))
         for w in self._workers:
             w.join(timeout=5)
+        self._control_thread.join(timeout=5)
+
+
+def _safe_reply(reply: Reply, address: str, *args: Any) -> None:
+    """A reply that cannot fail the caller (a closed socket, a bad port: logged by the transport)."""
+    try:
+        reply(address, *args)
+    except Exception:  # noqa: BLE001 - the note or sync is done either way
+        log.exception("reply %s failed", address)

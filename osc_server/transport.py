@@ -3,12 +3,16 @@
 Not python-osc's ThreadingOSCUDPServer (a thread per message) nor its Dispatcher (which sleeps
 until a bundle's timetag): packets are decoded by `addresses.decode_packet`, timetags become
 sample positions in the engine, and every refused message or malformed packet is answered
-with `/error <address> <reason>` to the sender (or to the port it asked for with /reply/port).
+with `/error <address> <reason>` to the sender (or to the port it asked for with /reply/port,
+which applies to that sender: its host and port). Echoed text (in /error and in the log) is cut
+to 200 characters. With `allow` (IP networks), a datagram from any other address is dropped
+unanswered, counted in `refused_senders`, and logged once per address.
 Datagrams up to 64 KiB are read whole.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -17,6 +21,7 @@ from typing import Any
 
 from osc_server import addresses as A
 from osc_server.audio import RT_PRIORITY_OSC, try_realtime
+from osc_server.logs import clip
 
 log = logging.getLogger("osc_server.osc")
 
@@ -27,6 +32,7 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: above net.core.
 # sleeps briefly, so that a flood cannot trip the kernel's real-time throttling (which would
 # stall the audio callback too).
 MAX_BUSY_S, PAUSE_S = 0.05, 0.002
+MAX_SENDERS = 4096  # bound of the per-sender tables (repliers, reply ports, allow decisions, refusals logged)
 
 
 def _big_receive_buffer(sock: socket.socket, size: int) -> int:
@@ -41,8 +47,14 @@ def _big_receive_buffer(sock: socket.socket, size: int) -> int:
 
 
 class OscTransport:
-    def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000, realtime: bool = True):
+    def __init__(self, engine: Any, host: str = "127.0.0.1", port: int = 9000, realtime: bool = True,
+                 allow: tuple = ()):
         self.engine = engine
+        # Empty: every sender. Else ip networks (or their text); other senders are dropped.
+        self.allow = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in allow)
+        self._allowed: dict[str, bool] = {}
+        self._refused_logged: set[str] = set()
+        self.refused_senders = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         _big_receive_buffer(self.sock, RECEIVE_BUFFER_BYTES)
         self.sock.bind((host, port))
@@ -50,7 +62,7 @@ class OscTransport:
         self.address = self.sock.getsockname()
         self.realtime = realtime
         self.realtime_ok: bool | None = None
-        self.reply_ports: dict[str, int] = {}
+        self.reply_ports: dict[tuple[str, int], int] = {}  # sender (host, port) -> its reply port
         self._repliers: dict[tuple[str, int], object] = {}
         self.received = 0
         self.errors = 0
@@ -69,18 +81,19 @@ class OscTransport:
         """The reply function of one sender (the same object for every packet it sends)."""
         reply = self._repliers.get(sender)
         if reply is None:
-            if len(self._repliers) > 4096:
+            if len(self._repliers) > MAX_SENDERS:
                 self._repliers.clear()
             reply = self._repliers[sender] = self._make_replier(sender)
         return reply
 
     def _make_replier(self, sender: tuple[str, int]):
-        host, port = sender[0], sender[1]
+        host, port = key = sender[0], sender[1]
 
         def reply(address: str, *args: Any) -> None:
-            dest = (host, self.reply_ports.get(host) or port)
+            dest = (host, self.reply_ports.get(key) or port)
             if address == "/error":
                 self.errors += 1
+                args = tuple(clip(a) if isinstance(a, str) else a for a in args)
                 log.info("-> %s:%d /error %s", dest[0], dest[1], " ".join(map(str, args)))
             try:
                 self.sock.sendto(A.build(address, *args), dest)
@@ -122,7 +135,28 @@ class OscTransport:
                 return
             time.sleep(0.00005)
 
+    def allowed(self, host: str) -> bool:
+        """Whether `allow` lets this sender's address in (decisions cached, bounded)."""
+        ok = self._allowed.get(host)
+        if ok is None:
+            try:
+                ip = ipaddress.ip_address(host)
+                ok = any(ip in net for net in self.allow if net.version == ip.version)
+            except ValueError:
+                ok = False
+            if len(self._allowed) >= MAX_SENDERS:
+                self._allowed.clear()
+            self._allowed[host] = ok
+        return ok
+
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
+        if self.allow and not self.allowed(sender[0]):
+            self.refused_senders += 1
+            if sender[0] not in self._refused_logged and len(self._refused_logged) < MAX_SENDERS:
+                self._refused_logged.add(sender[0])
+                log.warning("refused OSC from %s (not in --allow %s); further datagrams from it are dropped "
+                            "silently", sender[0], clip(" ".join(map(str, self.allow))))
+            return
         self.received += 1
         reply = self.replier(sender)
         try:
@@ -135,18 +169,22 @@ class OscTransport:
 
     def handle_message(self, address: str, args: list, when: float | None, sender, reply) -> None:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("<- %s:%d %s %s%s", sender[0], sender[1], address, args, "" if when is None else f" @{when:.6f}")
+            log.debug("<- %s:%d %s %s%s", sender[0], sender[1], clip(address), clip(args),
+                      "" if when is None else f" @{when:.6f}")
         try:
             command = A.parse_message(address, args)
             if isinstance(command, A.ReplyPort):
+                key = (sender[0], sender[1])
                 if command.port:
-                    self.reply_ports[sender[0]] = command.port
+                    if key not in self.reply_ports and len(self.reply_ports) >= MAX_SENDERS:
+                        self.reply_ports.pop(next(iter(self.reply_ports)))  # the oldest
+                    self.reply_ports[key] = command.port
                 else:
-                    self.reply_ports.pop(sender[0], None)
+                    self.reply_ports.pop(key, None)
                 return
             self.engine.handle(command, when, reply)
         except A.CommandError as e:
             reply("/error", e.address or address, e.reason)
         except Exception as e:  # noqa: BLE001 - a bug must not stop the receiving thread; it is logged and answered
-            log.exception("error handling %s %r", address, args)
+            log.exception("error handling %s %s", clip(address), clip(repr(args)))
             reply("/error", address, f"internal error: {type(e).__name__}: {e}")

@@ -8,9 +8,14 @@ README's `requests.post` call, word for word apart from the URL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import io
+import ipaddress
 import json
 import socket
+import sys
 import threading
 import time
 
@@ -174,11 +179,18 @@ def test_openapi_documents_the_request_schema(client: TestClient) -> None:
 @pytest.fixture
 def live_server(render: ToneRender):
     """The app on a real uvicorn, on a loopback port the OS picked."""
+    with running(create_app(render)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(app):
+    """`app` on a real uvicorn (one event loop, as in `serve`), on a loopback port the OS picked."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(render), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -186,10 +198,12 @@ def live_server(render: ToneRender):
         assert time.monotonic() < deadline, "uvicorn did not start"
         assert thread.is_alive(), "uvicorn exited while starting"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True  # uvicorn runs the app's shutdown (the encoder processes stop)
+        thread.join(timeout=10)
+        sock.close()
 
 
 def test_seed_readme_call_against_a_real_server(live_server: str, render: ToneRender) -> None:
@@ -216,3 +230,312 @@ def test_seed_readme_call_against_a_real_server(live_server: str, render: ToneRe
     wav = requests.post(f"{live_server}/sound.wav", json=SEED_INPUTS)
     assert wav.status_code == 200
     assert sf.info(io.BytesIO(wav.content)).frames == N_SAMPLES
+
+
+# --- Reliability: the audio process never stalls, the queue is bounded, bad input is never a 500 ---
+
+
+def test_sound_json_is_the_original_encoding_byte_for_byte(client: TestClient, render: ToneRender) -> None:
+    res = client.post("/sound", json=SEED_INPUTS)
+    assert res.status_code == 200
+    audio = render(NoteParams.from_dict(SEED_INPUTS), 16000)
+    # What the original code wrote on the event loop; now written by the encoder process.
+    assert res.content == json.dumps({"audio": audio.tolist()}, separators=(",", ":")).encode()
+    assert np.array_equal(np.array(json.loads(res.content)["audio"], dtype=np.float32), audio)
+
+
+def _cpu_s(thread_id: int) -> float | None:
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread_id))
+    except OSError:  # the thread has ended
+        return None
+
+
+class StallProbe:
+    """A thread that sleeps 1 ms at a time and records how late it wakes: the wait for the GIL
+    (plus scheduling), which is what an audio callback in this process would wait too.
+
+    On a busy machine the OS can be late too, so each late wake-up is charged only with what the
+    busiest other thread of this process ran (its CPU clock) meanwhile: a thread that holds the
+    GIL runs all along; one that waits on I/O or another process does not. `worst_gil_ms`: the
+    longest such stretch."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+        self.gil_waits: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.is_set():
+            others = [t.ident for t in threading.enumerate() if t.ident not in (None, me)]
+            cpu_before = {ident: _cpu_s(ident) for ident in others}
+            start = time.perf_counter()
+            time.sleep(0.001)
+            waited = time.perf_counter() - start
+            self.lateness.append(waited - 0.001)
+            ran = [after - before for ident, before in cpu_before.items()
+                   if before is not None and (after := _cpu_s(ident)) is not None]
+            self.gil_waits.append(min(waited, max(ran, default=0.0)))
+
+    def __enter__(self) -> "StallProbe":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def worst_ms(self) -> float:
+        return 1000 * max(self.lateness)
+
+    @property
+    def worst_gil_ms(self) -> float:
+        return 1000 * max(self.gil_waits)
+
+
+def test_sound_requests_do_not_stall_the_process(live_server: str) -> None:
+    """While 5 `POST /sound` are in flight, no thread of the server's process holds the GIL for
+    10 ms. Encoding 64000 floats to JSON in this process held it ~40 ms per request."""
+    # Pure-Python code gives the GIL up every 1 ms: what is left is C code that holds it.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    # Not measured here: a full collection of the test runner's own heap (20-60 ms in pytest).
+    gc.collect()
+    gc.freeze()
+    try:
+        assert requests.post(f"{live_server}/sound", json=SEED_INPUTS).status_code == 200  # encoder started
+        bodies: list[bytes] = []
+
+        def post() -> None:
+            res = requests.post(f"{live_server}/sound", json={**SEED_INPUTS, "pitch": 48 + len(bodies)})
+            bodies.append(res.content)  # parsed only after the probe stops (json.loads holds the GIL)
+
+        with StallProbe() as probe:
+            posts = [threading.Thread(target=post) for _ in range(5)]
+            for thread in posts:
+                thread.start()
+            for thread in posts:
+                thread.join(timeout=30)
+    finally:
+        sys.setswitchinterval(previous)
+        gc.unfreeze()
+    assert [len(json.loads(body)["audio"]) for body in bodies] == [N_SAMPLES] * 5
+    assert probe.worst_gil_ms < 10, (f"a thread held the GIL {probe.worst_gil_ms:.1f} ms "
+                                     f"(latest wake-up {probe.worst_ms:.1f} ms)")
+
+
+class GatedRender(ToneRender):
+    """A render that blocks until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def __call__(self, params: NoteParams, sample_rate: int) -> np.ndarray:
+        self.started.release()
+        assert self.gate.wait(timeout=30)
+        return super().__call__(params, sample_rate)
+
+
+def test_a_full_render_queue_answers_503_with_retry_after() -> None:
+    render = GatedRender()
+    app = create_app(render, max_rendering=1, max_waiting=1)
+    with running(app) as url:
+        answers: dict[str, requests.Response] = {}
+
+        def post(name: str, path: str) -> None:
+            answers[name] = requests.post(f"{url}{path}", json=SEED_INPUTS, timeout=30)
+
+        first = threading.Thread(target=post, args=("rendering", "/sound.wav"))
+        first.start()
+        assert render.started.acquire(timeout=10)  # one render is running...
+        second = threading.Thread(target=post, args=("waiting", "/sound"))
+        second.start()
+        deadline = time.monotonic() + 10
+        while app.state.render_queue.admitted < 2:  # ...and one request waits for it
+            assert time.monotonic() < deadline, "the second request was not queued"
+            time.sleep(0.01)
+
+        for path in ("/sound", "/sound.wav"):
+            busy = requests.post(f"{url}{path}", json=SEED_INPUTS, timeout=10)
+            assert busy.status_code == 503
+            assert busy.headers["content-type"] == "application/json"
+            assert busy.json()["field"] == "server"
+            assert "busy" in busy.json()["error"]
+            assert 1 <= int(busy.headers["Retry-After"]) <= 60
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200  # not queued behind renders
+
+        render.gate.set()
+        first.join(timeout=30)
+        second.join(timeout=30)
+        assert answers["rendering"].status_code == 200
+        assert answers["waiting"].status_code == 200
+        assert len(render.calls) == 2  # the refused requests never reached the render
+        assert app.state.render_queue.admitted == 0
+        assert requests.post(f"{url}/sound.wav", json=SEED_INPUTS, timeout=10).status_code == 200
+
+
+def test_a_render_timeout_is_a_504_and_a_render_failure_a_500() -> None:
+    def timing_out(params: NoteParams, sample_rate: int) -> np.ndarray:
+        raise TimeoutError("the render took more than 30 s")
+
+    def failing(params: NoteParams, sample_rate: int) -> np.ndarray:
+        raise RuntimeError("the model is not loaded")
+
+    for path in ("/sound", "/sound.wav"):
+        res = TestClient(create_app(timing_out)).post(path, json=SEED_INPUTS)
+        assert res.status_code == 504
+        assert res.json() == {"error": "render: timed out (the render took more than 30 s)", "field": "server"}
+
+        res = TestClient(create_app(failing)).post(path, json=SEED_INPUTS)
+        assert res.status_code == 500
+        assert res.headers["content-type"] == "application/json"
+        assert res.json() == {"error": "render failed: RuntimeError: the model is not loaded", "field": "server"}
+
+
+@pytest.fixture
+def full_size_client(render: ToneRender) -> TestClient:
+    return TestClient(create_app(render))  # the default 64 KB body limit
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 60000,  # json.loads alone: RecursionError
+        b'{"pitch": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+        b'{"a":' * 10000 + b"1" + b"}" * 10000,
+        b"[" * 33 + b"]" * 33,  # just over the limit
+    ],
+)
+def test_deep_nesting_gets_400_naming_the_body(full_size_client: TestClient, render: ToneRender, raw: bytes) -> None:
+    res = full_size_client.post("/sound", content=raw, headers={"content-type": "application/json"})
+    assert res.status_code == 400
+    assert res.json()["field"] == "body"
+    assert "nested deeper than 32 levels" in res.json()["error"]
+    assert render.calls == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"source": "' + b'\\"[' * 20000,  # an unclosed string of escaped quotes (and brackets)
+        b'"' + b'\\"' * 30000,
+        b"[" * 40 + b'"' + b"\\" * 60000,
+    ],
+)
+def test_pathological_bodies_are_refused_quickly(full_size_client: TestClient, raw: bytes) -> None:
+    started = time.perf_counter()
+    res = full_size_client.post("/sound", content=raw, headers={"content-type": "application/json"})
+    assert time.perf_counter() - started < 2  # a regex for JSON strings took 18 s on the first one
+    assert (res.status_code, res.json()["field"]) == (400, "body")
+
+
+def test_nesting_within_the_limit_and_brackets_in_strings_are_not_refused(full_size_client: TestClient) -> None:
+    in_limit = b'{"pitch": ' + b"[" * 31 + b"]" * 31 + b"}"  # 32 levels: parsed, then the field is wrong
+    res = full_size_client.post("/sound", content=in_limit, headers={"content-type": "application/json"})
+    assert (res.status_code, res.json()["field"]) == (422, "pitch")
+    in_string = json.dumps({"source": "[" * 1000 + '"{' * 100}).encode()
+    res = full_size_client.post("/sound", content=in_string, headers={"content-type": "application/json"})
+    assert (res.status_code, res.json()["field"]) == (422, "source")
+
+
+@pytest.mark.parametrize(
+    "raw, field, got",
+    [
+        ('{"pitch": %s}' % ("6" * 400), "pitch", "an integer of 400 digits"),
+        ('{"pitch": -%s}' % ("6" * 400), "pitch", "an integer of 400 digits"),
+        ('{"velocity": %s}' % ("1" * 5000), "velocity", "an integer of 5000 digits"),  # past int()'s limit
+        ('{"pitch": 60, "latent_sample": [%s]}' % ", ".join(["0"] * 15 + ["9" * 400]), "latent_sample",
+         "an integer of 400 digits"),
+        ('{"velocity": 1e400}', "velocity", "1e400, which is not a finite double"),
+        ('{"pitch": NaN}', "pitch", "NaN"),
+        ('{"latent_sample": [Infinity]}', "latent_sample", "Infinity"),
+        ('{"pitch": -Infinity}', "pitch", "-Infinity"),
+        ('{"qualities": [%s.0]}' % ("9" * 400), "qualities", "not a finite double"),
+    ],
+)
+def test_huge_and_non_finite_numbers_get_422_naming_the_field(
+    full_size_client: TestClient, render: ToneRender, raw: str, field: str, got: str
+) -> None:
+    res = full_size_client.post("/sound", content=raw.encode(), headers={"content-type": "application/json"})
+    assert res.status_code == 422
+    payload = res.json()
+    assert payload["field"] == field
+    assert payload["error"].startswith(field)
+    assert "finite number of at most 20 digits" in payload["error"]
+    assert got in payload["error"]
+    assert render.calls == []
+
+
+def test_a_20_digit_integer_is_still_checked_by_the_schema(full_size_client: TestClient) -> None:
+    res = full_size_client.post("/sound", content=b'{"pitch": 99999999999999999999}',
+                                headers={"content-type": "application/json"})
+    assert res.json() == {"error": "pitch: expected an integer 9..120, got 99999999999999999999", "field": "pitch"}
+
+
+def asgi_post(app, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict]:
+    """One raw ASGI request (headers exactly as given, which HTTP clients would correct)."""
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/sound", "raw_path": b"/sound", "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+@pytest.mark.parametrize("declared", [b"9" * 5000, "\u00b2".encode("latin-1"), b"99999999999999999999"])
+def test_an_absurd_content_length_is_a_413_not_a_500(render: ToneRender, declared: bytes) -> None:
+    status, payload = asgi_post(create_app(render), b'{"pitch": 60}', [(b"content-length", declared)])
+    assert (status, payload["field"]) == (413, "body")
+    assert render.calls == []
+
+
+def test_allow_refuses_other_clients_with_403(render: ToneRender) -> None:
+    app = create_app(render, allow=[ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("::1/128")])
+    for host in ("192.168.1.20", "::1", "::ffff:192.168.1.20"):
+        inside = TestClient(app, client=(host, 5000))
+        assert inside.get("/health").status_code == 200, host
+        assert inside.post("/sound.wav", json=SEED_INPUTS).status_code == 200, host
+    for host in ("10.0.0.7", "192.168.2.1", "::2", "testclient"):
+        outside = TestClient(app, client=(host, 5000))
+        for res in (outside.post("/sound", json=SEED_INPUTS), outside.get("/health"), outside.get("/openapi.json")):
+            assert res.status_code == 403, host
+            assert res.headers["content-type"] == "application/json"
+            assert res.json() == {"error": f"client: {host} is not in --allow (192.168.1.0/24, ::1/128)",
+                                  "field": "client"}
+    assert len(render.calls) == 3  # only the allowed clients' notes were rendered
+    # Without `allow`, everyone is served.
+    assert TestClient(create_app(render), client=("10.0.0.7", 5000)).get("/health").status_code == 200
+
+
+def test_a_killed_encoder_process_is_replaced(render: ToneRender) -> None:
+    app = create_app(render)
+    with TestClient(app) as client:  # the app's lifespan: the encoders stop at the end
+        assert client.post("/sound", json=SEED_INPUTS).status_code == 200
+        (worker,) = app.state.encoder._all
+        worker.proc.kill()
+        worker.proc.wait()
+        res = client.post("/sound", json=SEED_INPUTS)
+        assert res.status_code == 200
+        assert len(res.json()["audio"]) == N_SAMPLES
+        (replacement,) = app.state.encoder._all
+        assert replacement is not worker
+    assert replacement.proc.poll() is not None  # shut down with the app
+
+
+def test_openapi_documents_the_error_answers(client: TestClient) -> None:
+    responses = client.get("/openapi.json").json()["paths"]["/sound"]["post"]["responses"]
+    assert {"200", "400", "403", "413", "422", "500", "503", "504"} <= set(responses)

@@ -109,3 +109,21 @@ def test_serve_answers_the_seed_readme_call_from_the_shared_cache(tmp_path: Path
         server.wait(timeout=20)
         reader.join(timeout=5)
     assert server.returncode == 0, "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_a_taken_http_port_is_a_startup_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http_port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        done = subprocess.run(
+            [sys.executable, "-m", "synth.cli", "serve", "--port", "0", "--http-port", str(http_port),
+             "--record", str(tmp_path / "stream.wav"), "--generator-factory", "tone_factory:make"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+        )
+    assert done.returncode == 2, done.stdout
+    assert f"--http-port: cannot listen on http://127.0.0.1:{http_port}" in done.stdout, done.stdout
+    assert "HTTP API on" not in done.stdout  # only said once the port is ours
+    assert "Traceback" not in done.stdout, done.stdout

@@ -112,3 +112,35 @@ def test_markdown_table_lists_every_agreed_address():
                     "/ready", "/prerender/progress", "/prerender/done"):
         assert f"| `{address}`" in out, address
     assert out.splitlines()[0].startswith("| address | arguments | ranges | effect | replies |")
+
+
+def bundle(*elements: bytes, seconds: int = 0, fraction: int = 1) -> bytes:
+    return s("#bundle") + struct.pack(">II", seconds, fraction) + b"".join(i32(len(e)) + e for e in elements)
+
+
+def test_a_packet_holds_at_most_256_messages_nested_bundles_included():
+    assert A.MAX_BUNDLE_MESSAGES == 256
+    items = A.decode_packet(bundle(*[NOTE_60_100] * 256))
+    assert len(items) == 256 and items[-1] == A.Timed(None, "/note", [60, 100])
+    with pytest.raises(A.MalformedPacket, match="bundle: at most 256 messages"):
+        A.decode_packet(bundle(*[NOTE_60_100] * 257))
+    # Counted across nested bundles: 200 + 56 pass, one more does not.
+    assert len(A.decode_packet(bundle(bundle(*[NOTE_60_100] * 200), *[NOTE_60_100] * 56))) == 256
+    with pytest.raises(A.MalformedPacket, match="at most 256 messages"):
+        A.decode_packet(bundle(bundle(*[NOTE_60_100] * 200), bundle(*[NOTE_60_100] * 57)))
+
+
+def test_parsing_stops_at_the_first_message_past_the_limit():
+    # The 257th message is garbage: the limit is reported (parsing stopped there), not the garbage.
+    with pytest.raises(A.MalformedPacket, match="at most 256 messages"):
+        A.decode_packet(bundle(*[NOTE_60_100] * 256, s("/note") + s(",iX") + i32(1) + i32(2)))
+
+
+def test_bundles_nest_at_most_8_deep():
+    assert A.MAX_BUNDLE_DEPTH == 8
+    packet = NOTE_60_100
+    for _ in range(8):
+        packet = bundle(packet)
+    assert A.decode_packet(packet) == [A.Timed(None, "/note", [60, 100])]
+    with pytest.raises(A.MalformedPacket, match="bundle: nested at most 8 deep"):
+        A.decode_packet(bundle(packet))

@@ -198,3 +198,82 @@ def test_a_sound_card_at_another_rate_is_named_with_the_option_to_pass():
         s._reader.join(timeout=5)
     assert "its rate is 44100 Hz: pass --sample-rate 44100" in s.log, s.log
     assert "Traceback" not in s.log
+
+
+def osc_status_within(port: int, timeout: float) -> list | None:
+    """The /status reply to one request from a fresh loopback socket, or None."""
+    from pythonosc.osc_message import OscMessage
+
+    from tone import msg
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        s.sendto(msg("/status"), ("127.0.0.1", port))
+        try:
+            return list(OscMessage(s.recv(65536)).params)
+        except socket.timeout:
+            return None
+
+
+def test_allow_parses_networks_and_addresses():
+    import ipaddress
+
+    from synth.cli import build_parser
+
+    args = build_parser(load="serve").parse_args(["serve", "--allow", "192.168.1.7/24", "10.0.0.5", "::1"])
+    assert args.allow == [ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("10.0.0.5/32"),
+                          ipaddress.ip_network("::1/128")]
+    assert build_parser(load="serve").parse_args(["serve"]).allow == ()
+    assert build_parser(load="serve").parse_args(["serve"]).host == "127.0.0.1"  # loopback stays the default
+
+
+def test_a_bad_allow_network_is_refused_naming_the_option():
+    s = Serve("--allow", "10.0.0.0/8", "10.0.0.0/33")
+    assert s.proc.wait(timeout=30) == 2
+    s._reader.join(timeout=5)
+    assert "argument --allow: --allow: expected an IP network" in s.log and "'10.0.0.0/33'" in s.log
+
+
+def test_allow_serves_only_senders_in_the_listed_networks():
+    s = Serve("--no-jack-fallback", "--allow", "10.0.0.0/8", "192.168.0.0/16")
+    try:
+        s.wait_for("ready")
+        assert osc_status_within(s.port, 1.0) is None  # 127.0.0.1 is not allowed: no reply at all
+        assert osc_status_within(s.port, 1.0) is None
+        s.wait_for("refused OSC from 127.0.0.1")
+    finally:
+        assert s.stop() == 0, s.log
+    assert s.log.count("refused OSC from") == 1  # once per sender address
+    assert "without --allow" not in s.log
+    s = Serve("--no-jack-fallback", "--allow", "127.0.0.1")
+    try:
+        s.wait_for("ready")
+        assert osc_status_within(s.port, 5.0) is not None
+    finally:
+        assert s.stop() == 0, s.log
+    assert "refused" not in s.log
+
+
+def test_listening_beyond_loopback_without_allow_warns_what_is_exposed():
+    s = Serve("--no-jack-fallback")  # loopback: nothing to warn about
+    s.wait_for("ready")
+    assert s.stop() == 0
+    assert "without --allow" not in s.log
+    http = free_port(socket.SOCK_STREAM)
+    s = Serve("--no-jack-fallback", "--host", "0.0.0.0", "--http-host", "0.0.0.0", "--http-port", str(http))
+    try:
+        s.wait_for("without --allow")
+    finally:
+        s.stop()
+    warning = next(line for line in s.lines if "without --allow" in line)
+    assert " WARNING: " in warning
+    for risk in (f"OSC on udp://0.0.0.0:{s.port}", f"HTTP on http://0.0.0.0:{http}", "anyone who can reach",
+                 "play notes", "change the timbre", "fill the note cache", "disk", "request renders over HTTP",
+                 "--allow CIDR"):
+        assert risk in warning, (risk, warning)
+    s = Serve("--no-jack-fallback", "--host", "0.0.0.0", "--allow", "127.0.0.0/8")
+    s.wait_for("ready")
+    assert osc_status_within(s.port, 5.0) is not None
+    assert s.stop() == 0
+    assert "without --allow" not in s.log

@@ -8,7 +8,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from osc_server.audio import IMMEDIATE, Mixer
+from osc_server.audio import IMMEDIATE, IMMEDIATE_ROOM, Mixer, Stat
 
 SR = 48000
 
@@ -122,4 +122,90 @@ def test_the_callback_allocates_no_arrays():
         m.render(out)
     peak = tracemalloc.get_traced_memory()[1] - before
     tracemalloc.stop()
+    assert peak < 8192, peak
+
+
+def test_stat_indices_are_named():
+    assert Mixer.STAT_NAMES[Stat.EVENTS_DROPPED] == "events_dropped"
+    assert Mixer.STAT_NAMES == ("notes_started", "notes_stolen", "events_dropped", "underruns", "voices",
+                                "clipped_blocks", "events_done", "skipped_notes")
+    assert Mixer(SR).stats.shape == (len(Stat),)
+
+
+def test_a_full_schedule_never_keeps_out_panic_or_an_immediate_note():
+    m = Mixer(SR)
+    far = 20 * SR
+    loud = np.ones(SR, dtype=np.float32)
+    for i in range(9000):  # more than max_pending
+        m.note_on(loud, 0.5, 40 + i % 60, target=far + i)
+    assert m.n_scheduled == 9000  # still in the inbox, counted by the posting side
+    out = np.zeros((256, 2), dtype=np.float32)
+    m.render(out)
+    assert not out.any()
+    assert m.n_scheduled == m.max_pending and m.stats[Stat.EVENTS_DROPPED] == 9000 - m.max_pending
+    m.panic()
+    m.note_on(np.full(1000, 0.25, dtype=np.float32), 1.0, 60, IMMEDIATE)  # posted after the panic
+    later = m.block_start + 2000
+    m.note_on(np.full(100, 0.125, dtype=np.float32), 1.0, 61, target=later)  # so is this
+    m.render(out)
+    assert out[0, 0] == pytest.approx(0.25)  # the next block
+    assert m.n_scheduled == 1 and m.n_pending == 1  # the schedule is gone, the later note stays
+    assert m.stats[Stat.EVENTS_DROPPED] == 9000 - m.max_pending  # immediate events are never dropped
+    t0 = m.block_start
+    rest = run(m, far + 9000 - t0, 8192)
+    assert np.all(rest[:1000 - 256] == pytest.approx(0.25)) and not rest[1000 - 256:later - t0].any()
+    assert np.all(rest[later - t0:later - t0 + 100] == pytest.approx(0.125))
+    assert not rest[later - t0 + 100:].any()  # no scheduled note plays later
+    assert m.stats[Stat.NOTES_STARTED] == 2 and m.n_scheduled == 0 and m.n_pending == 0
+
+
+def test_panic_in_the_same_inbox_as_the_schedule_clears_it():
+    m = Mixer(SR)
+    for i in range(9000):
+        m.note_on(np.ones(100, dtype=np.float32), 0.5, 60, target=SR + i)
+    m.panic()
+    m.note_on(np.full(1000, 0.25, dtype=np.float32), 1.0, 60, IMMEDIATE)
+    out = run(m, 3 * SR, 256)
+    assert out[0] == pytest.approx(0.25) and not out[1000:].any()
+    assert m.stats[Stat.NOTES_STARTED] == 1 and m.n_scheduled == 0 and m.n_pending == 0
+
+
+def test_immediate_events_beyond_the_room_wait_for_the_next_block_and_are_never_dropped():
+    m = Mixer(SR)
+    for i in range(m.max_pending):  # the schedule is full
+        m.note_on(np.ones(100, dtype=np.float32), 0.5, 60, target=10 * SR + i)
+    extra = IMMEDIATE_ROOM + 100
+    for _ in range(extra):
+        m.note_off(61)
+    m.note_on(np.full(1000, 0.25, dtype=np.float32), 1.0, 60, IMMEDIATE)
+    m.note_on(np.ones(100, dtype=np.float32), 0.5, 60, target=10 * SR)  # one scheduled too many
+    out = np.zeros((256, 2), dtype=np.float32)
+    m.render(out)
+    assert m.stats[Stat.EVENTS_DONE] == IMMEDIATE_ROOM and len(m.inbox) == 102
+    assert not out.any()
+    m.render(out)
+    assert out[0, 0] == pytest.approx(0.25)
+    assert m.stats[Stat.EVENTS_DONE] == extra + 1
+    assert m.stats[Stat.EVENTS_DROPPED] == 1 and m.n_scheduled == m.max_pending
+
+
+def test_a_panic_block_with_a_full_schedule_allocates_no_arrays():
+    m = Mixer(SR)
+    audio = tone(level=0.05)
+    for i in range(8):
+        m.note_on(audio, 0.5, 60 + i, IMMEDIATE)  # sounding when the panic comes
+    for i in range(m.max_pending):
+        m.note_on(audio, 0.5, 60, target=10 * SR + i)
+    out = np.zeros((4096, 2), dtype=np.float32)
+    m.render(out)
+    m.panic()
+    for _ in range(100):
+        m.note_off(60)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    m.render(out)
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    assert m.n_pending == 0 and m.n_scheduled == 0
     assert peak < 8192, peak
