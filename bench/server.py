@@ -194,6 +194,28 @@ def zero_blocks_inside_sound(audio: np.ndarray, block: int = BLOCK, around: int 
 PLAYING_S = 60.0
 
 
+def _http_underruns(server, requests: int) -> int:
+    """Under-runs while `requests` sequential POST /sound (new notes, 16 kHz JSON) are served by
+    the HTTP API in the server's process."""
+    import urllib.request
+
+    from osc_server.cli import start_http
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start_http(server.engine, "127.0.0.1", port)
+    time.sleep(1.0)
+    u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+    for i in range(requests):
+        body = json.dumps({"pitch": 40 + i, "velocity": 100, "source": "electronic"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/sound", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert len(json.loads(r.read())["audio"]) == 64000
+    return int(server.mixer.stats[Stat.UNDERRUNS]) - u0
+
+
 def playing_figures(quick: bool) -> dict[str, float]:
     """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
     from osc_server.render_pool import RenderPool
@@ -255,6 +277,10 @@ def playing_figures(quick: bool) -> dict[str, float]:
                       f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s)", flush=True)
                 server.engine.panic()
                 time.sleep(0.5)
+            if not mode:
+                figures["http_underruns_20_requests"] = float(_http_underruns(server, 20))
+                print(f"  20 sequential POST /sound: {figures['http_underruns_20_requests']:.0f} under-runs",
+                      flush=True)
             server.close()
             client.close()
         finally:

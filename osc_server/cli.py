@@ -133,7 +133,7 @@ def _load_generator(args):
     return RenderPool(args.generator_factory or DEFAULT_FACTORY, args.render_workers)
 
 
-def _start_http(engine, host: str, port: int, allow=None) -> threading.Thread:
+def start_http(engine, host: str, port: int, allow=None) -> threading.Thread:
     """Serve the HTTP API in a thread; ValueError naming --http-port if the port cannot be had.
 
     The socket is bound here, before uvicorn starts, so that a taken port is a start-up error
@@ -216,7 +216,7 @@ def _serve(args) -> int:
     server.start()
     if args.http_port is not None:
         try:
-            _start_http(server.engine, args.http_host, args.http_port, allow=getattr(args, "allow", None))
+            start_http(server.engine, args.http_host, args.http_port, allow=args.allow)
         except ValueError as e:  # the HTTP port is taken: a start-up error, like a taken OSC port
             log.error("%s", e)
             server.close()

@@ -277,3 +277,35 @@ def test_listening_beyond_loopback_without_allow_warns_what_is_exposed():
     assert osc_status_within(s.port, 5.0) is not None
     assert s.stop() == 0
     assert "without --allow" not in s.log
+
+
+def _jackd_of(pid: int) -> bool:
+    return subprocess.run(["pgrep", "-f", f"jackd -n sound-generator-{pid} "], capture_output=True).returncode == 0
+
+
+def test_a_file_as_cache_dir_is_a_startup_error_naming_the_option(tmp_path):
+    path = tmp_path / "not-a-folder"
+    path.write_text("x")
+    s = Serve("--cache-dir", str(path))
+    assert s.proc.wait(timeout=60) == 2
+    s._reader.join(timeout=5)
+    assert "--cache-dir: cache_dir:" in s.log and "is a file, not a folder" in s.log, s.log
+    assert "UDP port" not in s.log and "Traceback" not in s.log
+    assert not _jackd_of(s.proc.pid)
+
+
+@pytest.mark.jack
+def test_a_taken_osc_port_is_a_startup_error_and_stops_the_fallback_jackd():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}",
+               "JACK_DEFAULT_SERVER": f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synth.cli", "serve", "--port", str(port), "--generator-factory", "tone:make"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert f"--port: cannot listen on udp://127.0.0.1:{port}" in out, out
+    assert "Traceback" not in out
+    assert not _jackd_of(proc.pid)  # the fallback jackd it started (no sound card here) is stopped

@@ -196,3 +196,44 @@ def test_auto_prerender_follows_timbre_changes_once_they_settle(engine, monkeypa
     time.sleep(1.0)
     assert sum(engine.generator.renders.values()) == 5  # pitch 60 x five layers
     assert engine.cache.contains(engine._note(60, 127)[0])
+
+
+class FarClock:
+    """Every timetag maps to a sample far ahead: a bundle scheduled for later."""
+
+    def sample_at(self, t_wall: float) -> int:
+        return 10**9
+
+
+def test_a_full_schedule_refuses_scheduled_notes_but_never_immediate_ones():
+    mixer = Mixer(SR, max_pending=16)
+    e = Engine(ToneGenerator(delay_s=0.0), mixer, FarClock(), NoteCache(64 * 2**20), workers=1)
+    try:
+        e.render_blocking(NoteParams(pitch=60, velocity=100), SR)  # cached: note-ons post at once
+        r = Replies()
+        later = time.time() + 10
+        for _ in range(16):
+            e.handle(A.NoteOn(60, 100), later, r)
+        with pytest.raises(A.CommandError, match="too many scheduled events"):
+            e.handle(A.NoteOn(60, 100), later, r)
+        e.handle(A.NoteOn(60, 100), None, r)  # immediate: always room
+        e.handle(A.Panic(), None, r)
+        assert mixer.n_scheduled == 16 and mixer.n_pending == 18
+    finally:
+        e.close()
+
+
+def test_a_flood_of_prerender_requests_runs_one_at_a_time_and_starts_no_thread(engine):
+    engine.generator.delay_s = 0.002
+    r = Replies()
+    threads = threading.active_count()
+    for _ in range(300):  # one bundle's worth, and more
+        engine.handle(A.Prerender(40, 80), None, r)
+    assert threading.active_count() == threads  # no thread per message
+    deadline = time.monotonic() + 60
+    while len([1 for a, _ in r.got if a == "/prerender/done"]) < 300:
+        assert time.monotonic() < deadline, f"{len(r.got)} replies"
+        time.sleep(0.05)
+    done = [args[0] for a, args in r.got if a == "/prerender/done"]
+    assert done[-1] == 41 * 5 and done.count(0) >= 250  # the superseded ones say so at once
+    assert sum(engine.generator.renders.values()) == 41 * 5  # each note once
