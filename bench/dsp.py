@@ -10,6 +10,22 @@ server calls) in a warm process. Figures are medians over repeated renders:
 * dsp_render_ms_44k: wall-clock ms at 44.1 kHz;
 * dsp_render_ms_48k_125fps: wall-clock ms at 48 kHz with controls at 125 frames/s;
 * loudness_ms_16k: `compute_loudness_db` of a 4 s note at 16 kHz (data-set feature extraction).
+
+Streaming (`synth.streaming`, live voices): the same kind of note at the decoder's 125 frames/s,
+rendered one frame (384 samples at 48 kHz) per call, as a live voice plays it:
+
+* stream_chunk_ms_48k: one voice (`StreamingSynth`: 64 harmonics, 65 noise bands, 1 s reverb),
+  wall-clock ms per one-frame chunk (median);
+* voices32_cpu_pct: 32 voices in one `StreamingSynthBank` (64 harmonics + 65 noise bands each)
+  and the reverb on their mix (one `StreamingReverb`: every voice of a model shares the learned
+  impulse response, so this is the same sound as a reverb per voice), process CPU time per second
+  of audio, in % of one core (the target is <= 40 %);
+* voices32_voice_reverb_cpu_pct: the same with a reverb per voice (32 channels of
+  `StreamingReverb`, one partition level) and voices32_voice_reverb2_cpu_pct with two partition
+  levels (blocks of 1 and 8 frames: less work, in bursts);
+* voices32_dry_cpu_pct: the bank alone (no reverb).
+
+CPU percentages are medians over each second of audio rendered (4 s; 1 s with --quick).
 """
 
 from __future__ import annotations
@@ -48,6 +64,57 @@ def _median_ms(fn, repeats: int, clock=time.perf_counter) -> float:
     return float(np.median(times) * 1e3)
 
 
+def _stream_figures(quick: bool) -> dict[str, float]:
+    from synth.models import DECODER_FRAME_RATE
+    from synth.streaming import StreamingReverb, StreamingSynth, StreamingSynthBank
+
+    sample_rate, n_voices = 48000, 32
+    n_frames = (1 if quick else SECONDS) * DECODER_FRAME_RATE
+    note = _note_controls(DECODER_FRAME_RATE, 64, 65)
+    rng = np.random.default_rng(1)
+    ir = (0.05 * rng.normal(size=16000) * np.exp(-np.arange(16000) / 3000.0)).astype(np.float32)
+    keys = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
+    # 32 voices a quarter-tone apart, one frame per call.
+    voices = [{**note, "f0_hz": note["f0_hz"] * np.float32(2 ** (i / 24))} for i in range(n_voices)]
+    stacked = [np.stack([voice[key][:n_frames] for voice in voices]) for key in keys]
+    frames = [[control[:, j : j + 1] for control in stacked] for j in range(n_frames)]
+
+    def cpu_pct(render_frame) -> float:
+        """Median over each second of audio of the process CPU time it took, in % of that second."""
+        for j in range(10):  # warm-up: caches, buffers
+            render_frame(frames[j])
+        seconds = []
+        for first in range(0, n_frames, DECODER_FRAME_RATE):
+            start = time.process_time()
+            for chunk in frames[first : first + DECODER_FRAME_RATE]:
+                render_frame(chunk)
+            seconds.append(100.0 * (time.process_time() - start))
+        return float(np.median(seconds))
+
+    figures: dict[str, float] = {}
+    bank = StreamingSynthBank(n_voices, sample_rate, seeds=list(range(n_voices)))
+    figures["voices32_dry_cpu_pct"] = cpu_pct(lambda chunk: bank.render_chunk(*chunk))
+    mix_reverb = StreamingReverb(ir, sample_rate)
+    figures["voices32_cpu_pct"] = cpu_pct(
+        lambda chunk: mix_reverb.process(bank.render_chunk(*chunk).sum(axis=0)))
+    for suffix, block_sizes in (("", None), ("2", (384, 8 * 384))):
+        reverbs = StreamingReverb(ir, sample_rate, n_channels=n_voices, block_sizes=block_sizes)
+        figures[f"voices32_voice_reverb{suffix}_cpu_pct"] = cpu_pct(
+            lambda chunk, reverbs=reverbs: reverbs.process(bank.render_chunk(*chunk)).sum(axis=0))
+
+    synth = StreamingSynth(sample_rate, ir, seed=0)
+    one = [[control[0] for control in chunk] for chunk in frames]
+    for chunk in one[:10]:
+        synth.render_chunk(*chunk)
+    times = []
+    for chunk in one:
+        start = time.perf_counter()
+        synth.render_chunk(*chunk)
+        times.append(time.perf_counter() - start)
+    figures["stream_chunk_ms_48k"] = float(np.median(times) * 1e3)
+    return figures
+
+
 def run(quick: bool) -> dict[str, float]:
     from synth import core
     from synth.processors import DDSPSynth
@@ -77,4 +144,5 @@ def run(quick: bool) -> dict[str, float]:
     audio = (0.1 * np.random.default_rng(2).normal(size=SECONDS * 16000)).astype(np.float32)
     core.compute_loudness_db(audio, 16000)
     figures["loudness_ms_16k"] = _median_ms(lambda: core.compute_loudness_db(audio, 16000), repeats)
+    figures.update(_stream_figures(quick))
     return figures

@@ -28,9 +28,11 @@
                                     the mixer callback's time per 256-frame block with 32 voices
                                     sounding, as % of the block's 5.33 ms. Target < 20 %.
 
-A JACK dummy server is started for the run (jackd must be installed; without it only the
-callback figures are measured). The generator is a numpy tone: these figures measure the
-server, not the model (cached notes never call it).
+A JACK dummy server is started for the run and a JACK client records the output (bench/jack.py,
+the tests' harness too; jackd must be installed; without it only the callback figures are
+measured). The generator is the numpy tone of bench/tone.py (except for the under-run figures,
+which play the real one): these figures measure the server, not the model (cached notes never
+call it).
 """
 
 from __future__ import annotations
@@ -44,19 +46,12 @@ import time
 
 import numpy as np
 
+from bench.tone import ToneGenerator
 from osc_server.audio import RT_PRIORITY_AUDIO, RT_PRIORITY_OSC, Stat
 
 SR, BLOCK = 48000, 256
-
-
-class _Tone:
-    model_version = "bench-tone"
-
-    def render(self, params, sample_rate):
-        t = np.arange(4 * sample_rate) / sample_rate
-        f0 = 440.0 * 2 ** ((params.pitch - 69) / 12)
-        env = np.minimum(1.0, t / 0.001) * np.exp(-t / 2)
-        return (0.3 * env * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+# The capture keeps the last 12 s: the under-run figures read back the last 9 s of playing.
+CAPTURE_S = 12.0
 
 
 def callback_cpu(blocks: int) -> dict[str, float]:
@@ -64,7 +59,7 @@ def callback_cpu(blocks: int) -> dict[str, float]:
     from osc_server.audio import Mixer
     from synth.params import NoteParams
 
-    gen = _Tone()
+    gen = ToneGenerator(delay_s=0.0)
     notes = [gen.render(NoteParams(pitch=40 + i), SR) for i in range(32)]
     out = np.zeros((BLOCK, 2), dtype=np.float32)
     per_round = int(3 * SR / BLOCK)
@@ -204,7 +199,7 @@ def _http_underruns(server, requests: int) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start_http(server.engine, "127.0.0.1", port)
+    start_http(server.engine, "127.0.0.1", port, realtime=True)
     time.sleep(1.0)
     u0 = int(server.mixer.stats[Stat.UNDERRUNS])
     for i in range(requests):
@@ -218,17 +213,16 @@ def _http_underruns(server, requests: int) -> int:
 
 def playing_figures(quick: bool) -> dict[str, float]:
     """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
+    from bench.jack import Capture, JackDummy, portaudio_jack_device
     from osc_server.render_pool import RenderPool
-    from osc_server.server import LiveServer, ServerConfig, reinit_portaudio, start_jack_dummy, terminate_portaudio
+    from osc_server.server import LiveServer, ServerConfig
 
     seconds = 10.0 if quick else PLAYING_S
     figures: dict[str, float] = {}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.environ["JACK_NO_START_SERVER"] = "1"
     for mode in ("", "_inprocess"):
-        jackd, name = start_jack_dummy(SR, BLOCK, name=f"sg-bench-play-{os.getpid()}")
-        os.environ["JACK_DEFAULT_SERVER"] = name
-        sd = reinit_portaudio()
+        jack = JackDummy(SR, BLOCK, prefix="sg-bench-play")
+        name = jack.start()
         pool = None
         try:
             if mode:
@@ -237,16 +231,15 @@ def playing_figures(quick: bool) -> dict[str, float]:
                 generator = get_generator()
             else:
                 generator = pool = RenderPool(workers=2)
-            device = next(i for i, d in enumerate(sd.query_devices())
-                          if "JACK" in sd.query_hostapis(d["hostapi"])["name"] and d["max_output_channels"])
-            client, port, read = _capture(name)
-            before = {p.name for p in client.get_ports(is_audio=True, is_output=True)}
+            device = portaudio_jack_device()
+            cap = Capture(name, seconds=CAPTURE_S, name="bench-capture")
+            before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
             server = LiveServer(generator, ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
                                                         jack_fallback=False, workers=2)).start()
             server.engine.set_gain_db(-12.0)
-            for p in client.get_ports(is_audio=True, is_output=True):
+            for p in cap.client.get_ports(is_audio=True, is_output=True):
                 if p.name not in before:
-                    client.connect(p, port)
+                    cap.client.connect(p, cap.port)
             osc_port = server.address[1]
             for busy in ("", "_busy"):
                 hog = None
@@ -257,15 +250,15 @@ def playing_figures(quick: bool) -> dict[str, float]:
                 time.sleep(seconds)
                 idle = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
                 u0 = int(server.mixer.stats[Stat.UNDERRUNS])
-                f0 = client.frame_time
+                f0, glitches = cap.now(), cap.glitches
                 code = f"from bench.server import _chord_player; _chord_player({osc_port}, {seconds})"
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      timeout=seconds + 60, cwd=root)
                 if out.returncode:
                     raise RuntimeError(out.stderr)
                 playing = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
-                f1 = client.frame_time
-                zeros = zero_blocks_inside_sound(read(max(f0, f1 - 9 * SR), f1))
+                f1 = cap.now()
+                zeros = zero_blocks_inside_sound(cap.read(max(f0, f1 - 9 * SR), f1))
                 if hog is not None:
                     hog.kill()
                     hog.wait()
@@ -274,7 +267,8 @@ def playing_figures(quick: bool) -> dict[str, float]:
                 figures[f"zero_blocks_playing{mode}{busy}"] = float(zeros)
                 print(f"  renders {'in the audio process' if mode else 'in 2 processes'}"
                       f"{', one core busy' if busy else ''}: idle {idle}, playing {playing} under-runs in "
-                      f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s)", flush=True)
+                      f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s; {cap.glitches - glitches} "
+                      f"capture glitches, whose missed cycles read as zeros)", flush=True)
                 server.engine.panic()
                 time.sleep(0.5)
             if not mode:
@@ -282,99 +276,28 @@ def playing_figures(quick: bool) -> dict[str, float]:
                 print(f"  20 sequential POST /sound: {figures['http_underruns_20_requests']:.0f} under-runs",
                       flush=True)
             server.close()
-            client.close()
+            cap.close()
         finally:
             if pool is not None:
                 pool.close()
-            terminate_portaudio()
-            jackd.terminate()
-            jackd.wait(timeout=10)
+            jack.stop()
     return figures
 
 
-def _capture(server_name: str):
-    import jack
-
-    client = jack.Client("bench-capture", no_start_server=True, servername=server_name)
-    port = client.inports.register("in")
-    size = 10 * SR
-    buf = np.zeros(size, dtype=np.float32)
-    state = {"end": -1, "n": 0, "glitches": 0}  # glitches: JACK xruns + cycles this client missed
-    # When each recent cycle ran (perf_counter), by its first frame: JACK's frame clock is an
-    # estimate that drifts from the cycles actually run on a loaded machine; latency is measured
-    # in wall time, message sent -> the cycle that carried its sound.
-    cycle_frame = np.full(4096, -1, dtype=np.int64)
-    cycle_wall = np.zeros(4096)
-
-    def process(frames):
-        if "rt" not in state:
-            from osc_server.audio import try_realtime
-
-            state["rt"] = try_realtime(RT_PRIORITY_AUDIO - 5)
-        f = client.last_frame_time
-        k = state["n"] % cycle_frame.size
-        cycle_wall[k] = time.perf_counter()
-        cycle_frame[k] = f
-        state["n"] += 1
-        if state["end"] >= 0 and f != state["end"]:
-            state["glitches"] += 1
-        i = f % size
-        k = min(frames, size - i)
-        data = port.get_array()
-        buf[i:i + k] = data[:k]
-        buf[:frames - k] = data[k:]
-        state["end"] = f + frames
-
-    def xrun(delayed_usecs):
-        state["glitches"] += 1
-
-    client.set_process_callback(process)
-    client.set_xrun_callback(xrun)
-    client.activate()
-
-    def read(f0, f1):
-        deadline = time.monotonic() + 5
-        while state["end"] < f1:
-            if time.monotonic() > deadline:
-                raise RuntimeError("capture stalled")
-            time.sleep(0.002)
-        return buf[np.arange(f0, f1) % size].copy()
-
-    def wall_time_of(frame):
-        read(frame, frame + 1)
-        holding = np.flatnonzero((cycle_frame >= 0) & (cycle_frame <= frame) & (frame < cycle_frame + BLOCK))
-        return float(cycle_wall[holding].max())
-
-    def clear_ahead(f0, f1):
-        """Zero frames not captured yet, so a missed cycle leaves silence, not old audio."""
-        start = max(f0, state["end"] + 2 * BLOCK)
-        if f1 > start:
-            buf[np.arange(start, f1) % size] = 0.0
-
-    read.wall_time_of = wall_time_of
-    read.clear_ahead = clear_ahead
-    read.glitches = lambda: state["glitches"]
-    return client, port, read
-
-
 def live_figures(quick: bool) -> dict[str, float]:
-    from osc_server.server import LiveServer, ServerConfig, reinit_portaudio, start_jack_dummy, terminate_portaudio
+    from bench.jack import Capture, JackDummy, portaudio_jack_device
+    from osc_server.server import LiveServer, ServerConfig
 
-    os.environ["JACK_NO_START_SERVER"] = "1"
-    jackd, name = start_jack_dummy(SR, BLOCK, name=f"sg-bench-{os.getpid()}")
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    sd = reinit_portaudio()
     figures: dict[str, float] = {}
-    try:
-        device = next(i for i, d in enumerate(sd.query_devices())
-                      if "JACK" in sd.query_hostapis(d["hostapi"])["name"] and d["max_output_channels"])
-        client, port, read = _capture(name)
-        before = {p.name for p in client.get_ports(is_audio=True, is_output=True)}
-        server = LiveServer(_Tone(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
-                                                  jack_fallback=False)).start()
-        for p in client.get_ports(is_audio=True, is_output=True):
+    with JackDummy(SR, BLOCK, prefix="sg-bench") as name:
+        device = portaudio_jack_device()
+        cap = Capture(name, seconds=CAPTURE_S, name="bench-capture")
+        before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
+        server = LiveServer(ToneGenerator(delay_s=0.0), ServerConfig(port=0, device=device, sample_rate=SR,
+                                                                     blocksize=BLOCK, jack_fallback=False)).start()
+        for p in cap.client.get_ports(is_audio=True, is_output=True):
             if p.name not in before:
-                client.connect(p, port)
+                cap.client.connect(p, cap.port)
         osc_port = server.address[1]
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
@@ -395,21 +318,21 @@ def live_figures(quick: bool) -> dict[str, float]:
         lat_frames = []
         tries = 15 if quick else 60
         for k in range(tries):
-            f = client.frame_time - 2 * BLOCK  # the frame clock is an estimate: start a little early
-            read.clear_ahead(f, f + SR // 10)
-            glitches = read.glitches()
+            f = cap.now() - 2 * BLOCK  # the frame clock is an estimate: start a little early
+            cap.clear_ahead(f, f + SR // 10)
+            glitches = cap.glitches
             t_sent = time.perf_counter()
             sock.sendto(_msg("/note", 69 if k == 0 else pitches[k % 8], 100), ("127.0.0.1", osc_port))
-            audio = read(f, f + SR // 10)
+            audio = cap.read(f, f + SR // 10)
             above = np.flatnonzero(np.abs(audio) > 1e-3)
             sock.sendto(_msg("/note/off", 69 if k == 0 else pitches[k % 8]), ("127.0.0.1", osc_port))
             time.sleep(0.08)
             # Note 0 warms 69 (a miss) and is not counted; nor is a try during which JACK glitched.
-            if k > 0 and above.size and read.glitches() == glitches:
-                lat.append(1e3 * (read.wall_time_of(f + int(above[0])) - t_sent))
+            if k > 0 and above.size and cap.glitches == glitches:
+                lat.append(1e3 * (cap.wall_time_of(f + int(above[0])) - t_sent))
                 lat_frames.append(1e3 * (above[0] - 2 * BLOCK) / SR)
         rt.__exit__()
-        client.deactivate()  # the rate test needs no capture: only the server's own work in the graph
+        cap.client.deactivate()  # the rate test needs no capture: only the server's own work in the graph
         figures["osc_to_audio_ms_median"] = float(np.median(lat))
         figures["osc_to_audio_ms_max"] = float(np.max(lat))
         # The same by JACK's frame clock (frame_time at sending -> onset frame); it drifts on a loaded machine.
@@ -468,11 +391,7 @@ def live_figures(quick: bool) -> dict[str, float]:
         figures["live_callback_ms_mean"] = 1e3 * cpu[0] / max(1, cpu[2])
         sock.close()
         server.close()
-        client.close()
-    finally:
-        terminate_portaudio()
-        jackd.terminate()
-        jackd.wait(timeout=10)
+        cap.close()
     return figures
 
 

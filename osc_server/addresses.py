@@ -33,6 +33,7 @@ from synth.params import (
     NoteParams,
     canonical_quality,
 )
+from synth.presets import NAME_MAX, PresetError, check_name, check_t
 
 GAIN_DB_MIN, GAIN_DB_MAX = -80.0, 24.0
 # A keyboard: the 88 piano keys, the default range of /prerender.
@@ -43,6 +44,11 @@ SCHEDULE_HORIZON_S = 60.0
 MAX_BUNDLE_MESSAGES = 256
 MAX_BUNDLE_DEPTH = 8
 MALFORMED = "?"  # the <address> of an /error about a packet that could not be parsed
+# A /preset/list reply larger than this is split (a UDP datagram that fits any client's buffer).
+PRESET_LIST_BYTES = 8192
+# OSC timetags count NTP seconds, from 1900-01-01; Unix time counts from 1970-01-01. The offset
+# is 70 years, 17 of them leap: (70 * 365 + 17) * 86400 s.
+NTP_EPOCH_OFFSET_S = 2208988800
 
 
 class CommandError(Exception):
@@ -128,6 +134,28 @@ class Sync:
 @dataclass(frozen=True)
 class ReplyPort:
     port: int
+
+
+@dataclass(frozen=True)
+class PresetSave:
+    name: str
+
+
+@dataclass(frozen=True)
+class PresetLoad:
+    name: str
+
+
+@dataclass(frozen=True)
+class PresetList:
+    pass
+
+
+@dataclass(frozen=True)
+class PresetMorph:
+    a: str
+    b: str
+    t: float
 
 
 # ---- argument checks ------------------------------------------------------------------------
@@ -274,6 +302,30 @@ def _reply_port(address: str, args: list) -> ReplyPort:
     return ReplyPort(_int(address, "port", args[0], 0, 65535))
 
 
+def _preset_name(address: str, value: Any, field: str = "name") -> str:
+    try:
+        return check_name(value)
+    except PresetError as e:
+        raise CommandError(address, field + str(e)[len("name"):]) from None
+
+
+def _preset_one(command: Callable[[str], Any]) -> Callable[[str, list], Any]:
+    def parse(address: str, args: list) -> Any:
+        _n_args(address, args, 1, 1, "name")
+        return command(_preset_name(address, args[0]))
+
+    return parse
+
+
+def _preset_morph(address: str, args: list) -> PresetMorph:
+    _n_args(address, args, 3, 3, "a b t (two preset names and a number in [0, 1])")
+    a, b = _preset_name(address, args[0], "a"), _preset_name(address, args[1], "b")
+    try:
+        return PresetMorph(a, b, check_t(args[2]))
+    except PresetError as e:
+        raise CommandError(address, str(e)) from None
+
+
 # ---- the table ------------------------------------------------------------------------------
 
 
@@ -287,6 +339,7 @@ class Address(NamedTuple):
 
 
 _Q = ", ".join(QUALITIES)
+_NAME = f"1..{NAME_MAX} of letters, digits, `-`, `_`, `.`, space; no path"
 ADDRESSES: tuple[Address, ...] = (
     Address("/note", "pitch velocity", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity int 0..127 (ints or integral floats)",
             "Note on with the current timbre; velocity 0 is a note off. A cached note sounds in the next audio block; "
@@ -317,6 +370,19 @@ ADDRESSES: tuple[Address, ...] = (
             "(scsynth's habit).", "`/synced id`", _sync),
     Address("/reply/port", "port", "int 0..65535", "Send replies for this sender (its host and port) to that "
             "UDP port (0: back to the sending port, the default).", "", _reply_port),
+    Address("/preset/save", "name", _NAME, "Save the current timbre (source, qualities, latent_sample) as a user "
+            "preset, replacing a user preset of that name; a factory preset of that name is shadowed, not changed.",
+            "`/preset/saved name`; `/error` if refused", _preset_one(PresetSave)),
+    Address("/preset/load", "name", _NAME, "Set the timbre to the preset's source, qualities and latent_sample at "
+            "once (one timbre change, as `/source` + `/qualities` + `/latent`). Later notes use it; sounding notes "
+            "keep the timbre they started with (voices that follow a timbre change are not part of this).",
+            "`/preset/loaded name`; `/error` if refused", _preset_one(PresetLoad)),
+    Address("/preset/list", "", "", "Ask for the names of every preset, user and factory, sorted.",
+            "`/preset/list name ...`", _no_args(PresetList)),
+    Address("/preset/morph", "a b t", f"{_NAME} for a and b; t in [0, 1]", "Set the timbre between two presets: "
+            "latent_sample is (1 - t) a + t b; source and qualities are those of the nearer end (a's for t < 0.5, "
+            "b's from 0.5 on). Sounding notes keep their timbre.", "`/preset/loaded a~b@t`; `/error` if refused",
+            _preset_morph),
     # Replies (server -> client).
     Address("/error", "address reason", "strings", "A message was refused: `address` is the refused message's "
             f"address (`{MALFORMED}` for a packet that is not OSC), `reason` names the field and what is allowed.",
@@ -331,19 +397,27 @@ ADDRESSES: tuple[Address, ...] = (
             "is the layer it was rendered at.", "(reply)", None),
     Address("/prerender/progress", "done total", "ints", "Progress of `/prerender` (about every 5%).", "(reply)", None),
     Address("/prerender/done", "total", "int", "`/prerender` finished: that many notes are cached.", "(reply)", None),
+    Address("/preset/saved", "name", "string", "`/preset/save` wrote the preset.", "(reply)", None),
+    Address("/preset/loaded", "name", "string", "The timbre is now that preset's (`/preset/load`), or the label "
+            "`a~b@t` of a `/preset/morph`.", "(reply)", None),
+    Address("/preset/list", "[part parts] name ...", "strings; part and parts ints",
+            f"Reply to `/preset/list`: every preset name, each an OSC string. A reply that would pass "
+            f"{PRESET_LIST_BYTES // 1024} KB is split into several messages, each starting with two ints: its part "
+            "number (1-based) and the number of parts; an unsplit reply has no ints.", "(reply)", None),
 )
 
-_LITERAL = {a.pattern: a for a in ADDRESSES if a.parse is not None and "<" not in a.pattern}
+# Incoming addresses by pattern ("/status" is both a request and a reply: the request's entry).
+_INCOMING = {a.pattern: a for a in ADDRESSES if a.parse is not None}
 
 
 def lookup(address: str) -> Address | None:
     """The table entry for an incoming address, or None."""
-    if address in _LITERAL:
-        return _LITERAL[address]
+    if address in _INCOMING:
+        return _INCOMING[address]
     if address.startswith("/latent/"):
-        return ADDRESSES[3]
+        return _INCOMING["/latent/<i>"]
     if address.startswith("/quality/") and address.count("/") == 2:
-        return ADDRESSES[6]
+        return _INCOMING["/quality/<name>"]
     return None
 
 
@@ -391,7 +465,7 @@ def _decode(dgram: bytes, when: float | None, out: list[Timed], depth: int) -> N
         seconds = int.from_bytes(dgram[8:12], "big")
         fraction = int.from_bytes(dgram[12:16], "big")
         # NTP time 0.1 (seconds 0, fraction 1) means "immediately".
-        stamp = None if (seconds, fraction) == (0, 1) else seconds - 2208988800 + fraction / 2**32
+        stamp = None if (seconds, fraction) == (0, 1) else seconds - NTP_EPOCH_OFFSET_S + fraction / 2**32
         i = 16
         while i < len(dgram):
             if i + 4 > len(dgram):
@@ -438,6 +512,33 @@ def build(address: str, *args: Any) -> bytes:
             continue
         builder.add_arg(a)
     return builder.build().dgram
+
+
+def _osc_string_bytes(text: str) -> int:
+    return (len(text.encode("utf-8")) // 4 + 1) * 4
+
+
+def preset_list_replies(names: list[str], limit: int = PRESET_LIST_BYTES) -> list[list]:
+    """The argument lists of the `/preset/list` reply: all names in one message when it fits in
+    `limit` bytes, else several messages of `part parts name ...` (ints, 1-based), each within
+    `limit` (names are at most NAME_MAX characters, so one always fits)."""
+    address = _osc_string_bytes("/preset/list")
+
+    def size(n_strings: int, string_bytes: int, n_ints: int) -> int:
+        return address + _osc_string_bytes("," + "i" * n_ints + "s" * n_strings) + 4 * n_ints + string_bytes
+
+    if size(len(names), sum(map(_osc_string_bytes, names)), 0) <= limit:
+        return [list(names)]
+    parts: list[list[str]] = [[]]
+    used = 0
+    for name in names:
+        b = _osc_string_bytes(name)
+        if parts[-1] and size(len(parts[-1]) + 1, used + b, 2) > limit:
+            parts.append([])
+            used = 0
+        parts[-1].append(name)
+        used += b
+    return [[i + 1, len(parts), *part] for i, part in enumerate(parts)]
 
 
 def markdown() -> str:

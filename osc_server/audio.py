@@ -413,6 +413,23 @@ class _Clock:
 
 RT_PRIORITY_AUDIO = 70  # SCHED_FIFO priorities, as JACK uses for its own threads
 RT_PRIORITY_OSC = 60
+# Every other thread of the audio process that takes the GIL (render threads, the engine's control
+# thread, the HTTP server's threads) runs at this SCHED_FIFO priority where allowed: below the
+# callback and the OSC thread, above every ordinary process. A thread at normal priority that
+# another process preempts while it holds the GIL would stall the callback until it runs again
+# (priority inversion); that is what a busy laptop does. Processes they start reset themselves to
+# normal scheduling (`normal_priority`).
+RT_PRIORITY_HELPERS = 50
+
+
+def normal_priority() -> None:
+    """SCHED_OTHER for the calling thread: children started from a real-time thread inherit its
+    policy, and a render or encoder process must never compete with the audio callback."""
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except (PermissionError, OSError):
+            pass
 
 
 def try_realtime(priority: int) -> bool:

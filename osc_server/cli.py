@@ -56,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="serve only senders in these networks (OSC and HTTP), e.g. 192.168.1.0/24 "
                              "10.0.0.5; others are dropped unanswered. Default: everyone who can reach "
                              "--host / --http-host")
+    parser.add_argument("--presets-dir", default=None, metavar="DIR",
+                        help="the user's presets for /preset/save, /preset/load, ... (default: the user data "
+                             "folder, e.g. ~/.local/share/sound-generator/presets; created on the first save)")
     parser.add_argument("--generator-factory", default=None, help=argparse.SUPPRESS)  # module:function, for tests
 
 
@@ -133,16 +136,15 @@ def _load_generator(args):
     return RenderPool(args.generator_factory or DEFAULT_FACTORY, args.render_workers)
 
 
-def start_http(engine, host: str, port: int, allow=None) -> threading.Thread:
+def start_http(engine, host: str, port: int, allow=None, realtime: bool = False) -> threading.Thread:
     """Serve the HTTP API in a thread; ValueError naming --http-port if the port cannot be had.
 
     The socket is bound here, before uvicorn starts, so that a taken port is a start-up error
     rather than a log line from a thread that has already died. `allow`: client networks, or None.
     """
-    import socket
-
     import uvicorn
 
+    from osc_server.audio import RT_PRIORITY_HELPERS, try_realtime
     from osc_server.http_api import create_app
 
     if not 0 <= port <= 65535:  # getaddrinfo would wrap 70000 round to 4464
@@ -163,7 +165,14 @@ def start_http(engine, host: str, port: int, allow=None) -> threading.Thread:
     port = sock.getsockname()[1]  # the real one when --http-port 0
     app = create_app(engine.render_blocking, allow=list(allow) if allow else None)  # () / None: everyone
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
+    def serve() -> None:
+        # The event loop and the worker threads it starts (which inherit it) take the GIL that the
+        # audio callback needs: real-time below it where allowed (audio.RT_PRIORITY_HELPERS).
+        if realtime:
+            try_realtime(RT_PRIORITY_HELPERS)
+        server.run(sockets=[sock])
+
+    thread = threading.Thread(target=serve, name="http", daemon=True)
     thread.start()
     log.info("HTTP API on http://%s:%d", host, port)
     return thread
@@ -198,7 +207,7 @@ def _serve(args) -> int:
         blocksize=args.blocksize, cache_mb=args.cache_mb, cache_dir=args.cache_dir,
         cache_dir_mb=args.cache_dir_mb, voices=args.voices,
         workers=args.render_workers, record=args.record, jack_fallback=not args.no_jack_fallback,
-        realtime=not args.no_realtime, allow=tuple(args.allow),
+        realtime=not args.no_realtime, allow=tuple(args.allow), presets_dir=args.presets_dir,
     )
     try:
         server = LiveServer(generator, config)
@@ -216,7 +225,8 @@ def _serve(args) -> int:
     server.start()
     if args.http_port is not None:
         try:
-            start_http(server.engine, args.http_host, args.http_port, allow=args.allow)
+            start_http(server.engine, args.http_host, args.http_port, allow=args.allow,
+                       realtime=not args.no_realtime)
         except ValueError as e:  # the HTTP port is taken: a start-up error, like a taken OSC port
             log.error("%s", e)
             server.close()

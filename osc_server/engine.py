@@ -39,9 +39,10 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from osc_server import addresses as A
-from osc_server.audio import IMMEDIATE, NEVER, Mixer, Stat
+from osc_server.audio import IMMEDIATE, NEVER, RT_PRIORITY_HELPERS, Mixer, Stat, try_realtime
 from osc_server.cache import NoteCache, note_key
 from synth.params import VELOCITY_LAYERS, NoteParams
+from synth.presets import Preset, PresetStore, morph
 
 log = logging.getLogger("osc_server.engine")
 render_log = logging.getLogger("osc_server.render")
@@ -93,12 +94,13 @@ class _Job:
 
 class Engine:
     def __init__(self, generator: Generator, mixer: Mixer, output: Any, cache: NoteCache,
-                 workers: int = 2):
+                 workers: int = 2, realtime: bool = False):
         self.generator = generator
         self.mixer = mixer
         self.output = output  # has sample_at(t_wall) -> sample index
         self.sample_rate = mixer.sample_rate
         self.cache = cache
+        self.realtime = realtime  # render and control threads at RT_PRIORITY_HELPERS where allowed
         self.timbre = NoteParams()
         self._keys: dict[tuple[int, int], str] = {}  # (pitch, layer) -> cache key for the current timbre
         self._lock = threading.Lock()  # jobs, waiters, timbre epoch; never taken by the callback
@@ -117,6 +119,8 @@ class Engine:
         self.superseded = 0
         self.gain_db = 0.0
         self.auto_prerender: tuple[int, int] | None = None  # (lo, hi): pre-render after timbre changes
+        # Set by the server (--presets-dir); None: /preset/... messages are answered with /error.
+        self.presets: PresetStore | None = None
         # The control thread's inputs: the newest pre-render request, and when the timbre settles.
         self._control = threading.Condition(threading.Lock())
         self._prerender_request: tuple[int, int, Reply, int] | None = None
@@ -141,6 +145,10 @@ class Engine:
             A.SetGain: lambda c, when, reply: self.set_gain_db(c.db),
             A.Status: lambda c, when, reply: reply("/status", *self.status_values()),
             A.Sync: lambda c, when, reply: self.sync(c.id, reply),
+            A.PresetSave: lambda c, when, reply: self._preset_save(c.name, reply),
+            A.PresetLoad: lambda c, when, reply: self._preset_load(c.name, reply),
+            A.PresetList: lambda c, when, reply: self._preset_list(reply),
+            A.PresetMorph: lambda c, when, reply: self._preset_morph(c.a, c.b, c.t, reply),
         }
 
     # ---- commands -----------------------------------------------------------------------
@@ -185,6 +193,49 @@ class Engine:
             with self._control:
                 self._auto_due = time.monotonic() + AUTO_PRERENDER_DELAY_S
                 self._control.notify()
+
+    # ---- presets: small JSON files read and written on the receiving thread (< 1 KB each), never
+    # on the audio callback; a refusal or a file error is a CommandError (-> /error).
+    def _preset_call(self, address: str, action: Callable[[PresetStore], Any]) -> Any:
+        if self.presets is None:
+            raise A.CommandError(address, "presets: this server has no presets folder")
+        try:
+            return action(self.presets)
+        except ValueError as e:  # PresetError: names the field
+            raise A.CommandError(address, str(e)) from None
+        except OSError as e:
+            where = e.filename or self.presets.directory
+            raise A.CommandError(address, f"presets_dir: {where}: {e.strerror or e}") from None
+
+    def _preset_save(self, name: str, reply: Reply) -> None:
+        timbre = self.timbre
+        self._preset_call("/preset/save", lambda store: store.save(Preset.from_timbre(name, timbre)))
+        log.info("saved preset %r", name)
+        reply("/preset/saved", name)
+
+    def _apply_preset(self, preset: Preset) -> None:
+        self._set_timbre(source=preset.source, qualities=preset.qualities, latent_sample=preset.latent_sample)
+
+    def _preset_load(self, name: str, reply: Reply) -> None:
+        self._apply_preset(self._preset_call("/preset/load", lambda store: store.load(name)))
+        reply("/preset/loaded", name)
+
+    def _preset_list(self, reply: Reply) -> None:
+        for args in A.preset_list_replies(self._preset_call("/preset/list", lambda store: store.list())):
+            reply("/preset/list", *args)
+
+    def _preset_morph(self, a: str, b: str, t: float, reply: Reply) -> None:
+        ends = []
+        for field_name, name in (("a", a), ("b", b)):
+            try:
+                ends.append(self._preset_call("/preset/morph", lambda store: store.load(name)))
+            except A.CommandError as e:  # "name: no preset ..." -> "b: no preset ..."
+                if e.reason.startswith("name:"):
+                    raise A.CommandError(e.address, field_name + e.reason[len("name"):]) from None
+                raise
+        mixed = morph(ends[0], ends[1], t)
+        self._apply_preset(mixed)
+        reply("/preset/loaded", mixed.name)
 
     def _note(self, pitch: int, layer: int, timbre: NoteParams | None = None) -> tuple[str, NoteParams]:
         t = self.timbre if timbre is None else timbre
@@ -255,6 +306,8 @@ class Engine:
             return lo, hi, reply, self.timbre, self.epoch
 
     def _control_loop(self) -> None:
+        if self.realtime:
+            try_realtime(RT_PRIORITY_HELPERS)
         while not self._stop.is_set():
             with self._control:
                 now = time.monotonic()
@@ -367,6 +420,8 @@ class Engine:
         return job
 
     def _work(self) -> None:
+        if self.realtime:
+            try_realtime(RT_PRIORITY_HELPERS)
         while not self._stop.is_set():
             key = self._queue.get()[2]
             if key is None:

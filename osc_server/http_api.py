@@ -305,6 +305,8 @@ def _mono(audio: Any) -> np.ndarray:
 _ENCODER_SOURCE = r"""
 import json, os, struct, sys
 import numpy as np
+if hasattr(os, "sched_setscheduler"):  # started from a real-time HTTP thread: not inherited
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 os.nice(10)  # below the audio process's threads on a busy machine
 src, dst = sys.stdin.buffer, sys.stdout.buffer
 while True:

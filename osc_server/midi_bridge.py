@@ -9,24 +9,24 @@
 Notes: note-on (velocity 1..127) -> ``/note pitch velocity``; note-off and note-on with velocity 0
 -> ``/note pitch 0``. Pitches outside 9..120 (the models' range) are dropped with a warning.
 
-Controls follow a mapping (``osc_server/midi_map.json``; ``--map FILE`` overrides any of its keys,
-the rest keep their defaults; null or an empty list/dict switches a control off):
+Controls follow a mapping. Its defaults are written in one place, the shipped
+``osc_server/midi_map.json`` (``--show-map`` prints the active mapping, ``--help`` sums it up);
+``--map FILE`` overrides any of its keys, the rest keep their defaults; null or an empty
+list/dict switches a control off:
 
-==============  =======================  ================================================
-key             default                  sends
-==============  =======================  ================================================
-channel         null (omni)              only this MIDI channel 1..16 is read
-latent_cc       CC 20..35                ``/latent/<i> v``: 0 -> -7, 64 -> 0, 127 -> +7
-gain_cc         CC 7 (volume)            ``/gain db``: 0..127 -> gain_db_range, linear in dB
-gain_db_range   [-60, 6]
-source_program  0, 1, 2                  program change -> ``/source acoustic|electronic|synthetic``
-source_cc       CC 9                     ``/source``: 0..42 acoustic, 43..85 electronic, 86..127 synthetic
-quality_cc      CC 102..111              ``/quality/<name> 1`` at value >= 64, else 0 (NSynth order:
-                                         bright dark distortion fast_decay long_release multiphonic
-                                         nonlinear_env percussive reverb tempo_sync)
-prerender_cc    CC 118                   ``/prerender`` when the value goes >= 64
-panic_cc        CC 120, 123              ``/panic`` (MIDI's All Sound Off / All Notes Off)
-==============  =======================  ================================================
+==============  ==========================================================================
+key             value: what it sends
+==============  ==========================================================================
+channel         null (omni), or the one MIDI channel 1..16 that is read
+latent_cc       up to 16 CCs, the i-th -> ``/latent/<i> v``: 0 -> -7, 64 -> 0, 127 -> +7
+gain_cc         a CC -> ``/gain db``: 0..127 -> gain_db_range, linear in dB
+gain_db_range   [low_db, high_db]
+source_program  {program: source}: program change -> ``/source <source>``
+source_cc       a CC -> ``/source``: 0..42 acoustic, 43..85 electronic, 86..127 synthetic
+quality_cc      {CC: quality} -> ``/quality/<quality> 1`` at value >= 64, else 0
+prerender_cc    a CC -> ``/prerender`` when the value goes >= 64
+panic_cc        CCs -> ``/panic``
+==============  ==========================================================================
 
 Everything else (pitch bend, aftertouch, clock, sysex) is ignored. The bridge sends from one UDP
 socket and logs what the server answers (``/error`` as warnings), so a mistyped map shows up.
@@ -38,20 +38,22 @@ sequencer (on Linux the default), which is what a machine without ``/dev/snd/seq
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import socket
 import sys
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import mido
-from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from osc_server.addresses import MalformedPacket, decode_packet
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, PITCH_MAX, PITCH_MIN, SOURCES, canonical_quality
 
 log = logging.getLogger("osc_server.midi")
@@ -61,6 +63,8 @@ DEFAULT_PORT_NAME = "sound-generator"
 SWITCH_ON = 64  # MIDI's convention for on/off controllers (sustain pedal and friends)
 # mido backend names for --api (python-rtmidi's APIs).
 APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK", "coremidi": "MACOSX_CORE", "windows": "WINDOWS_MM"}
+# At most one warning per this many seconds about replies that are not OSC (the rest are counted).
+MALFORMED_LOG_INTERVAL_S = 10.0
 
 OscOut = tuple[str, tuple[Any, ...]]  # (address, arguments) with Python types = OSC types
 
@@ -73,25 +77,31 @@ def _cc(where: str, value: Any) -> int:
 
 @dataclass(frozen=True)
 class MidiMap:
-    """Which MIDI messages drive which OSC controls. See the module docstring for the table."""
+    """Which MIDI messages drive which OSC controls. See the module docstring for the table.
 
-    channel: int | None = None  # 1..16, None = omni
-    latent_cc: tuple[int, ...] = tuple(range(20, 20 + LATENT_DIM))  # position i -> /latent/i
-    gain_cc: int | None = 7
-    gain_db_range: tuple[float, float] = (-60.0, 6.0)
-    source_program: Mapping[int, str] = field(default_factory=lambda: dict(enumerate(SOURCES)))
-    source_cc: int | None = 9
-    quality_cc: Mapping[int, str] = field(default_factory=dict)
-    prerender_cc: int | None = 118
-    panic_cc: tuple[int, ...] = (120, 123)
+    No defaults here: build it with `from_dict` or `load_map`, whose defaults are the shipped
+    ``midi_map.json``.
+    """
+
+    channel: int | None  # 1..16, None = omni
+    latent_cc: tuple[int, ...]  # position i -> /latent/i
+    gain_cc: int | None
+    gain_db_range: tuple[float, float]
+    source_program: Mapping[int, str]
+    source_cc: int | None
+    quality_cc: Mapping[int, str]
+    prerender_cc: int | None
+    panic_cc: tuple[int, ...]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MidiMap":
-        """Validate a mapping such as ``midi_map.json``; raises ValueError naming the key."""
+        """Validate a mapping such as ``midi_map.json``; raises ValueError naming the key. Keys
+        it leaves out keep the shipped defaults (`default_map_data`)."""
         known = set(cls.__dataclass_fields__)
         for key in data:
             if key not in known:
                 raise ValueError(f"{key}: unknown mapping key; allowed: {', '.join(sorted(known))}")
+        data = {**default_map_data(), **data}
         channel = data.get("channel")
         if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or not 1 <= channel <= 16):
             raise ValueError(f"channel: expected null (omni) or a MIDI channel 1..16, got {channel!r}")
@@ -100,7 +110,7 @@ class MidiMap:
             raise ValueError(f"latent_cc: expected at most {LATENT_DIM} controller numbers, got {len(latent)}")
         latent_cc = tuple(_cc(f"latent_cc[{i}]", c) for i, c in enumerate(latent))
         gain_cc = None if data.get("gain_cc") is None else _cc("gain_cc", data["gain_cc"])
-        lo_hi = data.get("gain_db_range", [-60.0, 6.0])
+        lo_hi = data.get("gain_db_range")
         if (
             not isinstance(lo_hi, (list, tuple))
             or len(lo_hi) != 2
@@ -166,21 +176,64 @@ class MidiMap:
         rows += [(f"CC {c}", "/panic") for c in self.panic_cc]
         return rows
 
+    def summary(self, width: int = 76) -> list[str]:
+        """The mapping in a few lines of at most about `width` characters, for `--help`."""
+        parts = [] if self.channel is None else [f"channel {self.channel} only"]
+        parts.append("notes -> /note")
+        n = len(self.latent_cc)
+        if n:
+            parts.append(f"CC {_numbers(self.latent_cc)} -> /latent/0" + (f"..{n - 1}" if n > 1 else ""))
+        if self.gain_cc is not None:
+            parts.append(f"CC {self.gain_cc} -> /gain")
+        source = [f"program {'/'.join(map(str, sorted(self.source_program)))}"] if self.source_program else []
+        source += [] if self.source_cc is None else [f"CC {self.source_cc}"]
+        if source:
+            parts.append(f"{' and '.join(source)} -> /source")
+        if self.quality_cc:
+            parts.append(f"CC {_numbers(sorted(self.quality_cc))} -> /quality/<name>")
+        if self.prerender_cc is not None:
+            parts.append(f"CC {self.prerender_cc} -> /prerender")
+        if self.panic_cc:
+            parts.append(f"CC {_numbers(self.panic_cc)} -> /panic")
+        lines = [parts[0]]
+        for part in parts[1:]:
+            if len(lines[-1]) + 2 + len(part) > width:
+                lines[-1] += ";"
+                lines.append(part)
+            else:
+                lines[-1] += "; " + part
+        return [*lines[:-1], lines[-1] + "."]
+
+
+def _numbers(numbers: Iterable[int]) -> str:
+    """20, 21, 22, 30 -> '20..22, 30': runs of three or more as a range."""
+    runs: list[list[int]] = []
+    for x in numbers:
+        if runs and x == runs[-1][-1] + 1:
+            runs[-1].append(x)
+        else:
+            runs.append([x])
+    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) >= 3 else ", ".join(map(str, r)) for r in runs)
+
+
+@functools.cache
+def _shipped_map_text() -> str:
+    return resources.files("osc_server").joinpath("midi_map.json").read_text()
+
 
 def default_map_data() -> dict[str, Any]:
-    """The shipped ``midi_map.json`` as a dict."""
-    return json.loads(resources.files("osc_server").joinpath("midi_map.json").read_text())
+    """The shipped ``midi_map.json`` (read once) as a new dict: the one place the defaults are."""
+    return json.loads(_shipped_map_text())
 
 
 def load_map(path: str | Path | None = None) -> MidiMap:
     """The shipped mapping, with the keys of the JSON file at `path` (if any) replacing its own."""
-    data = default_map_data()
+    override: Any = {}
     if path is not None:
         override = json.loads(Path(path).read_text())
         if not isinstance(override, dict):
             raise ValueError(f"{path}: expected a JSON object of mapping keys")
-        data.update(override)
-    return MidiMap.from_dict(data)
+    return MidiMap.from_dict(override)
 
 
 def cc_to_latent(value: int) -> float:
@@ -264,6 +317,9 @@ class OscSender:
         self.target = target
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("0.0.0.0", 0))
+        self.malformed = 0  # replies that were not OSC
+        self._malformed_unlogged = 0
+        self._malformed_logged_at = -float("inf")
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._read_replies, name="midi-bridge-replies", daemon=True)
         self._reader.start()
@@ -277,15 +333,29 @@ class OscSender:
         self.sock.settimeout(0.2)
         while not self._closed.is_set():
             try:
-                data, _ = self.sock.recvfrom(65536)
+                data, sender = self.sock.recvfrom(65536)
             except (socket.timeout, OSError):
                 continue
-            if not data.startswith(b"/"):
-                log.debug("<- %d bytes that are not an OSC message", len(data))
+            try:
+                replies = decode_packet(data)
+            except MalformedPacket as exc:
+                self._malformed(len(data), sender, exc)
                 continue
-            reply = OscMessage(data)
-            level = logging.WARNING if reply.address == "/error" else logging.DEBUG
-            log.log(level, "server: %s %s", reply.address, " ".join(map(str, reply.params)))
+            for reply in replies:
+                level = logging.WARNING if reply.address == "/error" else logging.DEBUG
+                log.log(level, "server: %s %s", reply.address, " ".join(map(str, reply.args)))
+
+    def _malformed(self, size: int, sender: tuple[str, int], exc: MalformedPacket) -> None:
+        """Count a datagram that is not OSC; warn about it unless one was warned about less than
+        MALFORMED_LOG_INTERVAL_S ago (a flood of garbage must not flood the log)."""
+        self.malformed += 1
+        now = time.monotonic()
+        if now - self._malformed_logged_at < MALFORMED_LOG_INTERVAL_S:
+            self._malformed_unlogged += 1
+            return
+        since = f"; {self._malformed_unlogged} more since the last such warning" if self._malformed_unlogged else ""
+        log.warning("<- %d bytes from %s:%d that are not OSC (%s)%s", size, sender[0], sender[1], exc, since)
+        self._malformed_logged_at, self._malformed_unlogged = now, 0
 
     def close(self) -> None:
         self._closed.set()
@@ -318,13 +388,9 @@ def bridge(port: Iterable[mido.Message], translator: Translator, sender: OscSend
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "default mapping:\n"
-        "  notes -> /note; CC 20..35 -> /latent/0..15; CC 7 -> /gain;\n"
-        "  program 0/1/2 and CC 9 -> /source; CC 102..111 -> /quality/<name>;\n"
-        "  CC 118 -> /prerender; CC 120, 123 -> /panic.\n"
-        "--show-map prints it; --map FILE changes it."
-    )
+    parser.epilog = "\n".join(["default mapping (osc_server/midi_map.json):",
+                               *("  " + line for line in load_map().summary(width=70)),
+                               "--show-map prints it; --map FILE changes it."])
     parser.add_argument("--list", action="store_true", help="list MIDI input ports and exit")
     parser.add_argument(
         "--in",
@@ -337,7 +403,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=parse_target,
         default=DEFAULT_TARGET,
         metavar="HOST:PORT",
-        help="the OSC server (default: 127.0.0.1:9000)",
+        help=f"the OSC server (default: {DEFAULT_TARGET[0]}:{DEFAULT_TARGET[1]})",
     )
     parser.add_argument("--map", metavar="FILE", help="JSON file whose keys replace the default mapping's")
     parser.add_argument("--show-map", action="store_true", help="print the active mapping and exit")

@@ -81,6 +81,11 @@ def load_factory(spec: str):
 def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: int) -> None:
     """A worker process: load the generator once, then render jobs into the slot."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "sched_setscheduler"):  # started from a real-time render thread: not inherited
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
     if nice:
         try:
             os.nice(nice)

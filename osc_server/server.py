@@ -22,6 +22,7 @@ from osc_server.audio import ClockOutput, Mixer, SoundDeviceOutput
 from osc_server.cache import CacheDirError, NoteCache
 from osc_server.engine import Engine, Generator
 from osc_server.transport import OscTransport
+from synth.presets import PresetStore
 
 log = logging.getLogger("osc_server")
 SWITCH_INTERVAL_S = 0.0005
@@ -172,6 +173,7 @@ class ServerConfig:
     jack_fallback: bool = True
     realtime: bool = True  # SCHED_FIFO for the audio callback and the OSC thread, when allowed
     allow: tuple = ()  # ip networks whose senders are served (OSC, HTTP); empty: everyone
+    presets_dir: str | None = None  # the user's presets (/preset/...); None: platformdirs' user data dir
 
 
 class LiveServer:
@@ -195,7 +197,9 @@ class LiveServer:
         try:
             self.output, self.fallback, self._jackd = open_output(
                 self.mixer, config.device, config.blocksize, config.record, config.jack_fallback, config.realtime)
-            self.engine = Engine(generator, self.mixer, self.output, self.cache, workers=config.workers)
+            self.engine = Engine(generator, self.mixer, self.output, self.cache, workers=config.workers,
+                                 realtime=config.realtime)
+            self.engine.presets = PresetStore(config.presets_dir)
             try:
                 self.transport = OscTransport(self.engine, config.host, config.port, realtime=config.realtime,
                                               allow=config.allow)

@@ -71,6 +71,9 @@ class PdCanvas:
     def floatatom(self, x: int, y: int, width: int, label: str = "-", receive: str = "-") -> int:
         return self._add(f"#X floatatom {x} {y} {width} 0 0 1 {label} {receive} - 0;")
 
+    def symbolatom(self, x: int, y: int, width: int, label: str = "-", receive: str = "-", send: str = "-") -> int:
+        return self._add(f"#X symbolatom {x} {y} {width} 0 0 0 {label} {receive} {send} 0;")
+
     def subpatch(self, x: int, y: int, canvas: "PdCanvas", name: str) -> int:
         body = "\n".join([canvas.header, *canvas.records, *canvas.connections])
         return self._add(f"{body}\n#X restore {x} {y} pd {name};")
@@ -164,7 +167,7 @@ def pd_sg_quality() -> str:
 
 def pd_logic() -> PdCanvas:
     """[pd logic]: what the panel's controls do (they reach it through their send names)."""
-    c = PdCanvas(900, 620, name="logic")
+    c = PdCanvas(900, 660, name="logic")
     c.text(10, 10, "panel controls -> OSC. Each [r sg-...-out] is the send name of a control.")
     # Notes: pitch and velocity are remembered; play / off send them.
     r_pitch = c.obj(10, 50, "r sg-pitch-out")
@@ -237,6 +240,31 @@ def pd_logic() -> PdCanvas:
     status = c.obj(560, 440, "sg_send /status")
     c.connect(ask, 1, announce, 0)
     c.connect(ask, 0, status, 0)
+    # Presets: save and load send the name box's name; list has no arguments.
+    r_name = c.obj(10, 490, "r sg-preset-name-out")
+    for i, action in enumerate(("save", "load")):
+        r = c.obj(10 + 130 * i, 530, f"r sg-preset-{action}-out")
+        name = c.obj(10 + 130 * i, 560, "symbol")
+        s = c.obj(10 + 130 * i, 590, f"sg_send /preset/{action}")
+        c.connect(r_name, 0, name, 1)
+        c.chain(r, name, s)
+    r_list = c.obj(270, 530, "r sg-preset-list-out")
+    list_send = c.obj(270, 590, "sg_send /preset/list")
+    c.connect(r_list, 0, list_send, 0)
+    # Morph: moving the slider sends /preset/morph a b t with the two names boxes' names.
+    r_a = c.obj(420, 490, "r sg-preset-a-out")
+    r_b = c.obj(540, 490, "r sg-preset-b-out")
+    r_t = c.obj(660, 490, "r sg-preset-morph-out")
+    t_bf = c.obj(660, 520, "t b f")
+    name_a = c.obj(420, 550, "symbol")
+    pack = c.obj(420, 580, "pack s s f")
+    morph = c.obj(420, 610, "sg_send /preset/morph")
+    c.connect(r_a, 0, name_a, 1)
+    c.connect(r_b, 0, pack, 1)
+    c.connect(r_t, 0, t_bf, 0)
+    c.connect(t_bf, 1, pack, 2)
+    c.connect(t_bf, 0, name_a, 0)
+    c.chain(name_a, pack, morph)
     return c
 
 
@@ -331,7 +359,7 @@ def pd_network() -> PdCanvas:
 
 
 def pd_main() -> str:
-    c = PdCanvas(1000, 640)
+    c = PdCanvas(1000, 730)
     c.cnv(5, 5, 990, 36, "sound-generator", colour="#c8d8e8")
     c.text(200, 14, f"plays the server at {SERVER[0]}:{SERVER[1]} over OSC (UDP). "
                     f"Replies come back on port {REPLY_PORT}.")
@@ -394,45 +422,73 @@ def pd_main() -> str:
     c.text(820, 430, "connected")
     c.floatatom(900, 430, 2, receive="sg-connected")
 
+    # PRESETS
+    c.cnv(5, 540, 990, 90, "presets")
+    c.symbolatom(60, 572, 16, label="name", receive="sg-preset-name", send="sg-preset-name-out")
+    c.bng(210, 570, 20, label="save", send="sg-preset-save-out", receive="sg-preset-save")
+    c.bng(270, 570, 20, label="load", send="sg-preset-load-out", receive="sg-preset-load")
+    c.bng(330, 570, 20, label="list", send="sg-preset-list-out", receive="sg-preset-list")
+    c.symbolatom(450, 572, 12, label="a", receive="sg-preset-a", send="sg-preset-a-out")
+    c.slider("hsl", 560, 574, 160, 18, 0, 1, label="morph_a..b", send="sg-preset-morph-out",
+             receive="sg-preset-morph")
+    c.symbolatom(760, 572, 12, label="b", receive="sg-preset-b", send="sg-preset-b-out")
+    c.text(15, 602, "preset")
+    preset_said = c.msg(70, 602, "-")
+    c.text(330, 602, "names")
+    names = c.msg(380, 602, "-")
+
     # SETTINGS
-    c.msg(15, 545, f"; sg-server {SERVER[0]} {SERVER[1]}")
-    c.msg(250, 545, f"; sg-reply-port {REPLY_PORT}")
-    c.text(430, 545, "click to apply after editing; replies also print in the Pd window")
-    c.subpatch(15, 590, pd_logic(), "logic")
-    c.subpatch(100, 590, pd_network(), "network")
-    c.text(200, 590, "all objects are Pd vanilla (0.51+); built by build_patches.py")
+    c.msg(15, 640, f"; sg-server {SERVER[0]} {SERVER[1]}")
+    c.msg(250, 640, f"; sg-reply-port {REPLY_PORT}")
+    c.text(430, 640, "click to apply after editing; replies also print in the Pd window")
+    c.subpatch(15, 685, pd_logic(), "logic")
+    c.subpatch(100, 685, pd_network(), "network")
+    c.text(200, 685, "all objects are Pd vanilla (0.51+); built by build_patches.py")
 
     # Replies -> displays (below the panel).
-    r = c.obj(15, 650, "r sg-reply")
-    set_all = c.obj(15, 680, "list prepend set")
-    trim_all = c.obj(15, 710, "list trim")
+    r = c.obj(15, 750, "r sg-reply")
+    set_all = c.obj(15, 780, "list prepend set")
+    trim_all = c.obj(15, 810, "list trim")
     c.chain(r, set_all, trim_all, last)
-    trim = c.obj(200, 650, "list trim")
-    route = c.obj(200, 680, "route ready error status prerender")
+    trim = c.obj(200, 750, "list trim")
+    route = c.obj(200, 780, "route ready error status prerender preset")
     c.connect(r, 0, trim, 0)
     c.connect(trim, 0, route, 0)
     for outlet, box in ((0, ready), (1, error), (2, status)):
-        setter = c.obj(200 + 160 * outlet, 720, "list prepend set")
-        trimmer = c.obj(200 + 160 * outlet, 750, "list trim")
+        setter = c.obj(200 + 160 * outlet, 820, "list prepend set")
+        trimmer = c.obj(200 + 160 * outlet, 850, "list trim")
         c.connect(route, outlet, setter, 0)
         c.chain(setter, trimmer, box)
-    bang = c.obj(200, 790, "b")
+    bang = c.obj(200, 890, "b")
     c.connect(route, 0, bang, 0)
     c.connect(bang, 0, flash, 0)
-    pre = c.obj(680, 720, "route progress done")
+    pre = c.obj(680, 820, "route progress done")
     c.connect(route, 3, pre, 0)
-    unpack = c.obj(680, 750, "unpack f f")
+    unpack = c.obj(680, 850, "unpack f f")
     c.connect(pre, 0, unpack, 0)
     c.connect(unpack, 0, done, 0)
     c.connect(unpack, 1, total, 0)
-    ratio = c.obj(680, 790, "/ 1")
+    ratio = c.obj(680, 890, "/ 1")
     c.connect(unpack, 1, ratio, 1)
     c.connect(unpack, 0, ratio, 0)
-    to_bar = c.obj(680, 820, "s sg-progress")
+    to_bar = c.obj(680, 920, "s sg-progress")
     c.connect(ratio, 0, to_bar, 0)
-    full = c.msg(820, 750, "1")
+    full = c.msg(820, 850, "1")
     c.connect(pre, 1, full, 0)
     c.connect(full, 0, to_bar, 0)
+    # /preset/loaded and /preset/saved -> "loaded NAME" / "saved NAME"; /preset/list -> the names
+    # (a list message: what [route] passes on through its reject outlet).
+    preset_route = c.obj(200, 950, "route loaded saved")
+    c.connect(route, 4, preset_route, 0)
+    for outlet, word in ((0, "loaded"), (1, "saved")):
+        setter = c.obj(200 + 160 * outlet, 990, f"list prepend set {word}")
+        trimmer = c.obj(200 + 160 * outlet, 1020, "list trim")
+        c.connect(preset_route, outlet, setter, 0)
+        c.chain(setter, trimmer, preset_said)
+    names_set = c.obj(520, 990, "list prepend set")
+    names_trim = c.obj(520, 1020, "list trim")
+    c.connect(preset_route, 2, names_set, 0)
+    c.chain(names_set, names_trim, names)
     return c.render()
 
 
@@ -445,7 +501,8 @@ MAX_IO = {
     "udpsend": (1, 0), "udpreceive": (1, 1), "prepend": (2, 1), "pack": (2, 1), "int": (2, 1),
     "t": (1, 2), "route": (2, 1), "loadbang": (1, 1), "print": (1, 0), "metro": (2, 1),
     "kslider": (2, 2), "number": (1, 2), "flonum": (1, 2), "slider": (1, 1), "toggle": (1, 1),
-    "button": (1, 1), "umenu": (1, 3), "message": (2, 1), "comment": (1, 0),
+    "button": (1, 1), "umenu": (1, 3), "message": (2, 1), "comment": (1, 0), "textedit": (1, 4),
+    "zl": (2, 2),
 }
 
 
@@ -464,6 +521,8 @@ class MaxPatcher:
                 inlets, outlets = 2, len(text.split())
             if word == "t":
                 outlets = len(text.split()) - 1
+            if word == "pack":
+                inlets = max(2, len(text.split()) - 1)
         else:
             inlets, outlets = MAX_IO[maxclass]
         box = {"id": ident, "maxclass": maxclass, "numinlets": inlets, "numoutlets": outlets,
@@ -486,7 +545,7 @@ class MaxPatcher:
                 "fileversion": 1,
                 "appversion": {"major": 8, "minor": 5, "revision": 5, "architecture": "x64", "modernui": 1},
                 "classnamespace": "box",
-                "rect": [60.0, 80.0, 1100.0, 960.0],
+                "rect": [60.0, 80.0, 1420.0, 1060.0],
                 "bglocked": 0,
                 "openinpresentation": 0,
                 "default_fontsize": 12.0,
@@ -619,6 +678,50 @@ def max_patch() -> str:
     m.connect(gain, 0, gain_p, 0)
     send(gain_p)
 
+    # Presets: a name field with save / load / list, and a morph slider between two names. A
+    # textedit's text goes through [route text] on both outlets: with or without the "text"
+    # prefix (its outputmode), the name is what comes out.
+    m.box("comment", 1080, 40, 300, 20, "presets: type a name, press Return")
+
+    def name_field(x: float, y: float, w: float) -> str:
+        field = m.box("textedit", x, y, w, 22, None, lines=1, wordwrap=0)
+        strip = m.obj(x, y + 30, "route text")
+        m.connect(field, 0, strip, 0)
+        return strip
+
+    name = name_field(1080, 65, 200)
+    for i, action in enumerate(("save", "load")):
+        x = 1080 + 90 * i
+        b = m.box("button", x, 130, 24, 24)
+        m.box("comment", x + 26, 132, 50, 20, action)
+        held = m.obj(x, 165, "zl reg", w=60)
+        m.connect(b, 0, held, 0)
+        m.connect(name, 0, held, 1)
+        m.connect(name, 1, held, 1)
+        p = m.obj(x, 195, f"prepend /preset/{action}", w=85)
+        m.connect(held, 0, p, 0)
+        send(p)
+    listing = m.box("message", 1260, 130, 80, 22, "/preset/list")
+    send(listing)
+    m.box("comment", 1080, 240, 300, 20, "morph: a, b, then move the slider (0 = a, 1 = b)")
+    a = name_field(1080, 265, 120)
+    b = name_field(1220, 265, 120)
+    morph = m.box("slider", 1080, 330, 260, 20, None, size=1.0, min=0.0, floatoutput=1, orientation=1)
+    t_bf = m.obj(1080, 360, "t b f")
+    held_a = m.obj(1080, 390, "zl reg", w=60)
+    pack = m.obj(1080, 420, "pack s s 0.")
+    m.connect(morph, 0, t_bf, 0)
+    m.connect(t_bf, 1, pack, 2)
+    m.connect(t_bf, 0, held_a, 0)
+    m.connect(a, 0, held_a, 1)
+    m.connect(a, 1, held_a, 1)
+    m.connect(b, 0, pack, 1)
+    m.connect(b, 1, pack, 1)
+    m.connect(held_a, 0, pack, 0)
+    morph_p = m.obj(1080, 450, "prepend /preset/morph", w=150)
+    m.connect(pack, 0, morph_p, 0)
+    send(morph_p)
+
     # What the server says.
     m.box("comment", 10, 640, 200, 20, "server says")
     receive = m.obj(10, 665, f"udpreceive {REPLY_PORT}")
@@ -628,9 +731,10 @@ def max_patch() -> str:
     m.connect(receive, 0, set_last, 0)
     last = m.box("message", 10, 725, 400, 22, "")
     m.connect(set_last, 0, last, 0)
-    route = m.obj(10, 755, "route /ready /error /status /prerender/progress /prerender/done")
+    route = m.obj(10, 755, "route /ready /error /status /prerender/progress /prerender/done /preset/loaded "
+                           "/preset/saved /preset/list")
     m.connect(receive, 0, route, 0)
-    for outlet, label in enumerate(("ready", "error", "status", "progress", "done")):
+    for outlet, label in enumerate(("ready", "error", "status", "progress", "done", "loaded", "saved", "presets")):
         y = 785 + 30 * outlet
         m.box("comment", 10, y, 60, 20, label)
         setter = m.obj(80, y, "prepend set")

@@ -12,8 +12,8 @@
   "rect": [
    60.0,
    80.0,
-   1100.0,
-   960.0
+   1420.0,
+   1060.0
   ],
   "bglocked": 0,
   "openinpresentation": 0,
@@ -1657,6 +1657,340 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      1080.0,
+      40.0,
+      300.0,
+      20.0
+     ],
+     "text": "presets: type a name, press Return"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-107",
+     "maxclass": "textedit",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "patching_rect": [
+      1080.0,
+      65.0,
+      200.0,
+      22.0
+     ],
+     "lines": 1,
+     "wordwrap": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-108",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1080.0,
+      95.0,
+      82.0,
+      22.0
+     ],
+     "text": "route text"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-109",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      130.0,
+      24.0,
+      24.0
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-110",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1106.0,
+      132.0,
+      50.0,
+      20.0
+     ],
+     "text": "save"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-111",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1080.0,
+      165.0,
+      60.0,
+      22.0
+     ],
+     "text": "zl reg"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-112",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      195.0,
+      85.0,
+      22.0
+     ],
+     "text": "prepend /preset/save"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-113",
+     "maxclass": "button",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1170.0,
+      130.0,
+      24.0,
+      24.0
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-114",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1196.0,
+      132.0,
+      50.0,
+      20.0
+     ],
+     "text": "load"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-115",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1170.0,
+      165.0,
+      60.0,
+      22.0
+     ],
+     "text": "zl reg"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-116",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1170.0,
+      195.0,
+      85.0,
+      22.0
+     ],
+     "text": "prepend /preset/load"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-117",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1260.0,
+      130.0,
+      80.0,
+      22.0
+     ],
+     "text": "/preset/list"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-118",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1080.0,
+      240.0,
+      300.0,
+      20.0
+     ],
+     "text": "morph: a, b, then move the slider (0 = a, 1 = b)"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-119",
+     "maxclass": "textedit",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "patching_rect": [
+      1080.0,
+      265.0,
+      120.0,
+      22.0
+     ],
+     "lines": 1,
+     "wordwrap": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-120",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1080.0,
+      295.0,
+      82.0,
+      22.0
+     ],
+     "text": "route text"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-121",
+     "maxclass": "textedit",
+     "numinlets": 1,
+     "numoutlets": 4,
+     "patching_rect": [
+      1220.0,
+      265.0,
+      120.0,
+      22.0
+     ],
+     "lines": 1,
+     "wordwrap": 0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-122",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1220.0,
+      295.0,
+      82.0,
+      22.0
+     ],
+     "text": "route text"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-123",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      330.0,
+      260.0,
+      20.0
+     ],
+     "size": 1.0,
+     "min": 0.0,
+     "floatoutput": 1,
+     "orientation": 1
+    }
+   },
+   {
+    "box": {
+     "id": "obj-124",
+     "maxclass": "newobj",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1080.0,
+      360.0,
+      47.0,
+      22.0
+     ],
+     "text": "t b f"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-125",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 2,
+     "patching_rect": [
+      1080.0,
+      390.0,
+      60.0,
+      22.0
+     ],
+     "text": "zl reg"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-126",
+     "maxclass": "newobj",
+     "numinlets": 3,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      420.0,
+      89.0,
+      22.0
+     ],
+     "text": "pack s s 0."
+    }
+   },
+   {
+    "box": {
+     "id": "obj-127",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      450.0,
+      150.0,
+      22.0
+     ],
+     "text": "prepend /preset/morph"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-128",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       10.0,
       640.0,
       200.0,
@@ -1667,7 +2001,7 @@
    },
    {
     "box": {
-     "id": "obj-107",
+     "id": "obj-129",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -1682,7 +2016,7 @@
    },
    {
     "box": {
-     "id": "obj-108",
+     "id": "obj-130",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1697,7 +2031,7 @@
    },
    {
     "box": {
-     "id": "obj-109",
+     "id": "obj-131",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1712,7 +2046,7 @@
    },
    {
     "box": {
-     "id": "obj-110",
+     "id": "obj-132",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1727,22 +2061,22 @@
    },
    {
     "box": {
-     "id": "obj-111",
+     "id": "obj-133",
      "maxclass": "newobj",
      "numinlets": 2,
-     "numoutlets": 6,
+     "numoutlets": 9,
      "patching_rect": [
       10.0,
       755.0,
-      453.0,
+      747.0,
       22.0
      ],
-     "text": "route /ready /error /status /prerender/progress /prerender/done"
+     "text": "route /ready /error /status /prerender/progress /prerender/done /preset/loaded /preset/saved /preset/list"
     }
    },
    {
     "box": {
-     "id": "obj-112",
+     "id": "obj-134",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1757,7 +2091,7 @@
    },
    {
     "box": {
-     "id": "obj-113",
+     "id": "obj-135",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1772,7 +2106,7 @@
    },
    {
     "box": {
-     "id": "obj-114",
+     "id": "obj-136",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1787,7 +2121,7 @@
    },
    {
     "box": {
-     "id": "obj-115",
+     "id": "obj-137",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1802,7 +2136,7 @@
    },
    {
     "box": {
-     "id": "obj-116",
+     "id": "obj-138",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1817,7 +2151,7 @@
    },
    {
     "box": {
-     "id": "obj-117",
+     "id": "obj-139",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1832,7 +2166,7 @@
    },
    {
     "box": {
-     "id": "obj-118",
+     "id": "obj-140",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1847,7 +2181,7 @@
    },
    {
     "box": {
-     "id": "obj-119",
+     "id": "obj-141",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1862,7 +2196,7 @@
    },
    {
     "box": {
-     "id": "obj-120",
+     "id": "obj-142",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1877,7 +2211,7 @@
    },
    {
     "box": {
-     "id": "obj-121",
+     "id": "obj-143",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1892,7 +2226,7 @@
    },
    {
     "box": {
-     "id": "obj-122",
+     "id": "obj-144",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1907,7 +2241,7 @@
    },
    {
     "box": {
-     "id": "obj-123",
+     "id": "obj-145",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1922,7 +2256,7 @@
    },
    {
     "box": {
-     "id": "obj-124",
+     "id": "obj-146",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -1937,7 +2271,7 @@
    },
    {
     "box": {
-     "id": "obj-125",
+     "id": "obj-147",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -1952,13 +2286,148 @@
    },
    {
     "box": {
-     "id": "obj-126",
+     "id": "obj-148",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
      "patching_rect": [
       170.0,
       905.0,
+      400.0,
+      22.0
+     ],
+     "text": ""
+    }
+   },
+   {
+    "box": {
+     "id": "obj-149",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      10.0,
+      935.0,
+      60.0,
+      20.0
+     ],
+     "text": "loaded"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-150",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      80.0,
+      935.0,
+      89.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-151",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      170.0,
+      935.0,
+      400.0,
+      22.0
+     ],
+     "text": ""
+    }
+   },
+   {
+    "box": {
+     "id": "obj-152",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      10.0,
+      965.0,
+      60.0,
+      20.0
+     ],
+     "text": "saved"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-153",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      80.0,
+      965.0,
+      89.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-154",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      170.0,
+      965.0,
+      400.0,
+      22.0
+     ],
+     "text": ""
+    }
+   },
+   {
+    "box": {
+     "id": "obj-155",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      10.0,
+      995.0,
+      60.0,
+      20.0
+     ],
+     "text": "presets"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-156",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      80.0,
+      995.0,
+      89.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-157",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      170.0,
+      995.0,
       400.0,
       22.0
      ],
@@ -3146,34 +3615,10 @@
    {
     "patchline": {
      "source": [
-      "obj-107",
-      0
-     ],
-     "destination": [
-      "obj-109",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
       "obj-109",
       0
      ],
      "destination": [
-      "obj-110",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-107",
-      0
-     ],
-     "destination": [
       "obj-111",
       0
      ]
@@ -3182,48 +3627,24 @@
    {
     "patchline": {
      "source": [
-      "obj-111",
+      "obj-108",
       0
      ],
      "destination": [
-      "obj-113",
-      0
+      "obj-111",
+      1
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-113",
-      0
-     ],
-     "destination": [
-      "obj-114",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-111",
+      "obj-108",
       1
      ],
      "destination": [
-      "obj-116",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-116",
-      0
-     ],
-     "destination": [
-      "obj-117",
-      0
+      "obj-111",
+      1
      ]
     }
    },
@@ -3231,10 +3652,94 @@
     "patchline": {
      "source": [
       "obj-111",
-      2
+      0
      ],
      "destination": [
-      "obj-119",
+      "obj-112",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-112",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-113",
+      0
+     ],
+     "destination": [
+      "obj-115",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-108",
+      0
+     ],
+     "destination": [
+      "obj-115",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-108",
+      1
+     ],
+     "destination": [
+      "obj-115",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-115",
+      0
+     ],
+     "destination": [
+      "obj-116",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-116",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-117",
+      0
+     ],
+     "destination": [
+      "obj-2",
       0
      ]
     }
@@ -3254,8 +3759,8 @@
    {
     "patchline": {
      "source": [
-      "obj-111",
-      3
+      "obj-121",
+      0
      ],
      "destination": [
       "obj-122",
@@ -3266,24 +3771,84 @@
    {
     "patchline": {
      "source": [
-      "obj-122",
-      0
-     ],
-     "destination": [
       "obj-123",
       0
+     ],
+     "destination": [
+      "obj-124",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-111",
-      4
+      "obj-124",
+      1
+     ],
+     "destination": [
+      "obj-126",
+      2
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-124",
+      0
      ],
      "destination": [
       "obj-125",
       0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-120",
+      0
+     ],
+     "destination": [
+      "obj-125",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-120",
+      1
+     ],
+     "destination": [
+      "obj-125",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-122",
+      0
+     ],
+     "destination": [
+      "obj-126",
+      1
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-122",
+      1
+     ],
+     "destination": [
+      "obj-126",
+      1
      ]
     }
    },
@@ -3295,6 +3860,270 @@
      ],
      "destination": [
       "obj-126",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-126",
+      0
+     ],
+     "destination": [
+      "obj-127",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-127",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
+      0
+     ],
+     "destination": [
+      "obj-130",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
+      0
+     ],
+     "destination": [
+      "obj-131",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-131",
+      0
+     ],
+     "destination": [
+      "obj-132",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
+      0
+     ],
+     "destination": [
+      "obj-133",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      0
+     ],
+     "destination": [
+      "obj-135",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-135",
+      0
+     ],
+     "destination": [
+      "obj-136",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      1
+     ],
+     "destination": [
+      "obj-138",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-138",
+      0
+     ],
+     "destination": [
+      "obj-139",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      2
+     ],
+     "destination": [
+      "obj-141",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-141",
+      0
+     ],
+     "destination": [
+      "obj-142",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      3
+     ],
+     "destination": [
+      "obj-144",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-144",
+      0
+     ],
+     "destination": [
+      "obj-145",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      4
+     ],
+     "destination": [
+      "obj-147",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-147",
+      0
+     ],
+     "destination": [
+      "obj-148",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      5
+     ],
+     "destination": [
+      "obj-150",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-150",
+      0
+     ],
+     "destination": [
+      "obj-151",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      6
+     ],
+     "destination": [
+      "obj-153",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-153",
+      0
+     ],
+     "destination": [
+      "obj-154",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-133",
+      7
+     ],
+     "destination": [
+      "obj-156",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-156",
+      0
+     ],
+     "destination": [
+      "obj-157",
       0
      ]
     }

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("synth.training.cli", "train one stage of the generator"),
     "evaluate": ("synth.evaluate", "evaluate the shipped (or given) models on the test split"),
     "midi-bridge": ("osc_server.midi_bridge", "forward a MIDI controller to the OSC server"),
+    "preset": ("synth.preset_cli", "list, show, save or delete timbre presets"),
 }
 
 

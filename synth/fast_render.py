@@ -280,6 +280,21 @@ def _one_note(values, n_channels: int | None = None) -> np.ndarray:
     return x
 
 
+def wavetable_size(k_max: int) -> int:
+    """Samples in a one-period wavetable whose highest harmonic is `k_max`: a power of two with
+    at least 16 samples per period of that harmonic (64 at least); 1024 for 64 harmonics."""
+    return max(64, 1 << (_TABLE_OVERSAMPLING * int(k_max) - 1).bit_length())
+
+
+def wavetable_gain(k_max: int, table_size: int) -> np.ndarray:
+    """[k_max] float32 factors g_k such that a table spectrum with imaginary part
+    g_k * a_k at bin k (k = 1..k_max, all else 0) irfft's to sum_k a_k sin(2 pi k n / L), read
+    through linear interpolation: irfft(-0.5j * L * a_k) = a_k sin(...), and 1 / sinc**2 undoes
+    the droop of linear interpolation at harmonic k."""
+    k = np.arange(1, int(k_max) + 1)
+    return (-0.5 * table_size / np.sinc(k / table_size) ** 2).astype(np.float32)
+
+
 def harmonic_synthesis_np(f0_hz, amplitude, harmonic_distribution, n_samples: int,
                           sample_rate: float, max_frequency_hz: float | None = None,
                           out: np.ndarray | None = None, workspace: dict | None = None) -> np.ndarray:
@@ -310,9 +325,8 @@ def harmonic_synthesis_np(f0_hz, amplitude, harmonic_distribution, n_samples: in
         y[:] = 0.0
         return y
     k_max = int(active[-1]) + 1
-    table_size = max(64, 1 << (_TABLE_OVERSAMPLING * k_max - 1).bit_length())
-    k = np.arange(1, k_max + 1)
-    gain = (-0.5 * table_size / np.sinc(k / table_size) ** 2).astype(np.float32)
+    table_size = wavetable_size(k_max)
+    gain = wavetable_gain(k_max, table_size)
     # irfft(-0.5j * L * a_k at bin k) = a_k * sin(2 pi k n / L); sinc**2 undoes the droop of
     # linear interpolation. Only bins 1..L/16 are ever written, so the rest stays zero.
     spectrum = _buffer(workspace, "table_spectrum", (n_frames, table_size // 2 + 1), np.complex64, zero=True)

@@ -33,6 +33,8 @@ Public interface (the live server relies on exactly this):
 * `Generator.render_batch(list_of_params, sample_rate)` - the same for many notes, batched.
 * `Generator.controls(params)` - the intermediate curves (z, f0_hz, loudness_db and the
   synthesizer controls) for evaluation and plots.
+* `Generator.run_neural(notes)` and `Generator.render_controls(controls, sample_rate, params)` -
+  the two halves of `render_batch` (network, then numpy synthesis), for timing each.
 * `get_prediction(inputs, sample_rate=16000)` - the original system's call: a dict as in the
   seed README; invalid input raises `NoteParams`' ValueError.
 """
@@ -145,11 +147,19 @@ class Generator:
 
         self._neural = neural
         # Trace now (one note), so the first real render is as fast as the others.
-        self._run_neural([NoteParams()])
+        self.run_neural([NoteParams()])
 
     # -----------------------------------------------------------------------------------------
 
-    def _run_neural(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
+    def run_neural(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
+        """The neural half for up to BATCH_CHUNK notes, one network call.
+
+        Returns, for n notes: `controls` (the synthesizer controls as `render_controls` takes
+        them, batched: amplitude [n, 500, 1], harmonic_distribution [n, 500, n_harmonics],
+        noise_magnitudes [n, 500, n_noise_bands], f0_hz [n, 500, 1] at the decoder's 125
+        frames/s), `z` [n, 1000, 16], `f0_hz`, `loudness_db` and `cents` [n, 1000] (250 frames/s).
+        Raises ValueError for more than BATCH_CHUNK notes.
+        """
         import tensorflow as tf
 
         n = len(notes)
@@ -168,8 +178,11 @@ class Generator:
             **{k: out[k].numpy()[:n] for k in ("z", "f0_hz", "loudness_db", "cents")},
         }
 
-    def _render_one(self, controls: Mapping[str, np.ndarray], sample_rate: int,
-                    params: NoteParams | None = None) -> np.ndarray:
+    def render_controls(self, controls: Mapping[str, np.ndarray], sample_rate: int,
+                        params: NoteParams | None = None) -> np.ndarray:
+        """The numpy half for one note: its controls (one note of `run_neural`'s `controls`,
+        the batch axis dropped: [500, ...]) -> 1-D float32, 4 s at `sample_rate`, peak <= 1.
+        `params` seeds the noise and applies the envelope tags; None: seed 0, no tags."""
         # The noise draw is seeded by the note's key: the same note renders the same samples in
         # every call and process (cache-friendly, testable).
         rng = np.random.default_rng(int(params.key[:16], 16) if params is not None else 0)
@@ -201,7 +214,7 @@ class Generator:
         cents [1000] (250 frames/s, as the data set) and the synthesizer controls `synth_*`
         (amplitude, harmonic_distribution, noise_magnitudes, f0_hz; each [500, ...] at the
         decoder's 125 frames/s)."""
-        out = self._run_neural([params])
+        out = self.run_neural([params])
         result = {k: out[k][0] for k in ("z", "f0_hz", "loudness_db", "cents")}
         result.update({f"synth_{k}": v[0] for k, v in out["controls"].items()})
         return result
@@ -218,18 +231,18 @@ class Generator:
             if not isinstance(p, NoteParams):
                 raise ValueError(f"notes: expected NoteParams, got {p!r}")
         if len(notes) == 1:
-            out = self._run_neural(notes)
-            return [self._render_one({k: v[0] for k, v in out["controls"].items()}, sample_rate, notes[0])]
+            out = self.run_neural(notes)
+            return [self.render_controls({k: v[0] for k, v in out["controls"].items()}, sample_rate, notes[0])]
         # The numpy synthesis releases the GIL in its FFTs and large array operations, so it runs
         # on a small thread pool while the next chunk goes through the network.
         futures = []
         pool = _dsp_pool()
         for i in range(0, len(notes), BATCH_CHUNK):
             chunk = notes[i : i + BATCH_CHUNK]
-            out = self._run_neural(chunk)
+            out = self.run_neural(chunk)
             for j, p in enumerate(chunk):
                 controls = {k: v[j] for k, v in out["controls"].items()}
-                futures.append(pool.submit(self._render_one, controls, sample_rate, p))
+                futures.append(pool.submit(self.render_controls, controls, sample_rate, p))
         return [f.result() for f in futures]
 
 

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 import time
-import uuid
 
 import pytest
 from pythonosc.osc_message import OscMessage
 
+from bench.jack import JackDummy
+
 
 @pytest.fixture
-def jack_server(monkeypatch: pytest.MonkeyPatch):
+def jack_server():
     """A JACK server with the dummy driver under a private name; JACK clients of this process
     (and of subprocesses that inherit the environment) talk to it through JACK_DEFAULT_SERVER."""
-    assert shutil.which("jackd"), "jackd is not installed (scripts/setup.sh installs jackd2)"
-    name = f"sg-clients-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.Popen(
-        ["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "256"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"},
-    )
-    waited = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True)
-    assert waited.returncode == 0 and proc.poll() is None, f"jackd did not start: {waited.stdout}{waited.stderr}"
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    yield name
-    proc.terminate()
-    proc.wait(timeout=10)
+    with JackDummy(48000, 256, prefix="sg-clients") as name:
+        yield name
 
 
 class OscCatcher:

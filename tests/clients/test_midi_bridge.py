@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -193,6 +194,70 @@ def test_udp_sender_sends_typed_osc_and_logs_server_errors(osc_catcher, caplog) 
             time.sleep(0.02)
     sender.close()
     assert "server: /error /note pitch: expected an integer 9..120, got 3" in caplog.text
+
+
+def test_a_reply_that_is_not_osc_is_logged_once_and_the_next_reply_is_still_handled(osc_catcher, caplog) -> None:
+    sender = OscSender(("127.0.0.1", osc_catcher.port))
+    bridge_port = ("127.0.0.1", sender.sock.getsockname()[1])
+    garbage = [
+        b"/note\x00\x00\x00,i\x00\x00",  # an int promised and missing (python-osc raises on it)
+        b"\xff" * 13,
+        b"#bundle\x00\x00\x00",  # a truncated bundle header
+    ]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="osc_server.midi"):
+            for data in garbage:
+                osc_catcher.sock.sendto(data, bridge_port)
+            osc_catcher.sock.sendto(encode("/error", ("/gain", "db: expected a number")), bridge_port)
+            deadline = time.monotonic() + 5
+            while "server: /error /gain" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert "server: /error /gain db: expected a number" in caplog.text
+        assert sender._reader.is_alive()
+        assert sender.malformed == len(garbage)
+        # Rate-limited: one warning for the three, naming the first.
+        warned = [r.getMessage() for r in caplog.records if "not OSC" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].startswith("<- 12 bytes from 127.0.0.1:"), warned
+    finally:
+        sender.close()
+
+
+def test_help_sums_up_the_shipped_map() -> None:
+    assert load_map().summary(width=70) == [
+        "notes -> /note; CC 20..35 -> /latent/0..15; CC 7 -> /gain;",
+        "program 0/1/2 and CC 9 -> /source; CC 102..111 -> /quality/<name>;",
+        "CC 118 -> /prerender; CC 120, 123 -> /panic.",
+    ]
+    custom = MidiMap.from_dict({"channel": 3, "latent_cc": [70, 71, 72, 80], "source_program": {}, "panic_cc": []})
+    assert custom.summary(width=200) == [
+        "channel 3 only; notes -> /note; CC 70..72, 80 -> /latent/0..3; CC 7 -> /gain; CC 9 -> /source; "
+        "CC 102..111 -> /quality/<name>; CC 118 -> /prerender."]
+
+
+def test_the_readme_table_shows_the_shipped_defaults() -> None:
+    """midi_map.json holds the defaults; the README's table describes them, and must agree."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| MIDI in | OSC out | scaling |"):]
+    rows = {}
+    for line in table.split("\n\n")[0].splitlines()[2:]:
+        midi_in, osc_out, scaling = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[osc_out.split("`")[1] if "`" in osc_out else midi_in] = (midi_in, osc_out, scaling)
+    m = load_map()
+    assert rows["/latent/0"][0] == f"CC {m.latent_cc[0]} .. CC {m.latent_cc[-1]}"
+    assert rows["/gain db"][0].startswith(f"CC {m.gain_cc} ")
+    lo, hi = m.gain_db_range
+    assert f"0..127 -> {lo:g}..{hi:+g} dB" in rows["/gain db"][2]
+    midi_in, osc_out, _ = rows["/source acoustic"]
+    assert midi_in == "program change " + ", ".join(map(str, sorted(m.source_program)))
+    assert re.findall(r"`(?:/source )?(\w+)`", osc_out) == [m.source_program[p] for p in sorted(m.source_program)]
+    assert rows["/source"][0] == f"CC {m.source_cc}"
+    first, last = min(m.quality_cc), max(m.quality_cc)
+    midi_in, osc_out, _ = rows[f"/quality/{m.quality_cc[first]}"]
+    assert midi_in == f"CC {first} .. CC {last}"
+    assert re.findall(r"`(?:/quality/)?(\w+)`", osc_out) == [m.quality_cc[c] for c in sorted(m.quality_cc)]
+    assert rows["/prerender"][0] == f"CC {m.prerender_cc}"
+    assert re.findall(r"CC (\d+)", rows["/panic"][0]) == [str(c) for c in m.panic_cc]
+    assert (m.channel is None) == ("all channels" in rows)
 
 
 @pytest.mark.jack

@@ -30,6 +30,9 @@ SAMPLE_ARGS = {
     "/source": ["electronic"],
     "/quality/<name>": [1],
     "/gain": [-6.0],
+    "/preset/save": ["my pad"],
+    "/preset/load": ["my pad"],
+    "/preset/morph": ["my pad", "bright-pluck", 0.5],
 }
 
 
@@ -90,7 +93,7 @@ def test_pd_addresses_are_in_the_server_table() -> None:
     assert {f"/latent/{i}" for i in range(16)} <= found
     assert {f"/quality/{q}" for q in addresses.QUALITIES} <= found
     assert {"/note", "/note/off", "/source", "/qualities", "/prerender", "/panic", "/gain", "/status",
-            "/reply/port"} <= found
+            "/reply/port", "/preset/save", "/preset/load", "/preset/list", "/preset/morph"} <= found
     for address, _ in sends:
         entry = addresses.lookup(address)
         assert entry is not None, f"{address} is not in the server's address table"
@@ -131,7 +134,10 @@ def test_max_patch_is_valid_patcher_json(maxpat: dict) -> None:
     assert "udpreceive 9001" in texts
     classes = {b["maxclass"] for b in boxes.values()}
     assert {"kslider", "number", "slider", "toggle", "umenu", "button", "message"} <= classes
-    assert sum(b["maxclass"] == "slider" for b in boxes.values()) == 16
+    assert sum(b["maxclass"] == "slider" and b.get("min") == -7.0 for b in boxes.values()) == 16  # timbre knobs
+    morph = [b for b in boxes.values() if b["maxclass"] == "slider" and b.get("min") == 0.0]
+    assert len(morph) == 1 and morph[0]["size"] == 1.0 and morph[0]["floatoutput"] == 1
+    assert sum(b["maxclass"] == "textedit" for b in boxes.values()) == 3  # preset name, morph a and b
     assert sum(b["maxclass"] == "toggle" for b in boxes.values()) >= 10
 
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -27,8 +26,6 @@ from osc_server import addresses
 from synth.params import NoteParams
 
 from pd_runner import MAIN_PATCH, Pd, free_udp_port, pd_errors
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: jack_support (shared)
 
 pytestmark = pytest.mark.puredata
 
@@ -128,6 +125,41 @@ def test_every_control_sends_what_the_server_table_expects(tmp_path: Path, osc_c
     assert pd_errors(out.replace("sg-reply: error", "")) == [], out
 
 
+def test_preset_controls_send_the_names_typed(tmp_path: Path, osc_catcher) -> None:
+    """The name box with save / load / list, and the morph slider between names a and b; the
+    server's /preset/... replies reach the patch."""
+    reply_port = free_udp_port()
+    controls = [
+        "sg-preset-name symbol warm-pad",  # typing a name (a symbol box)
+        "sg-preset-load bang",
+        "sg-preset-save bang",
+        "sg-preset-list bang",
+        "sg-preset-a symbol bell",
+        "sg-preset-b symbol warm-pad",
+        "sg-preset-morph 0.25",            # the morph slider
+    ]
+    pd = Pd(MAIN_PATCH, sends=[f"sg-reply-port {reply_port}", f"sg-server 127.0.0.1 {osc_catcher.port}",
+                               *controls])
+    try:
+        got = [(m.address, m.params) for m, _ in osc_catcher.receive(5)]
+        assert got[:4] == [("/reply/port", [float(reply_port)]), ("/preset/load", ["warm-pad"]),
+                           ("/preset/save", ["warm-pad"]), ("/preset/list", [])]
+        address, (a, b, t) = got[4]
+        assert (address, a, b, t) == ("/preset/morph", "bell", "warm-pad", pytest.approx(0.25, abs=1e-3))
+        assert osc_catcher.nothing_more()
+        for address, args in got:
+            addresses.parse_message(address, args)
+        for packet in (reply("/preset/loaded", "warm-pad"), reply("/preset/saved", "warm-pad"),
+                       reply("/preset/list", "bell", "warm-pad")):
+            osc_catcher.sock.sendto(packet, ("127.0.0.1", reply_port))
+        pd.wait_for("sg-reply: preset list bell warm-pad")
+    finally:
+        out = pd.stop()
+    assert "sg-reply: preset loaded warm-pad" in out
+    assert "sg-reply: preset saved warm-pad" in out
+    assert pd_errors(out) == [], out
+
+
 class RecordingTone:
     """The live server's generator for this test: a sine at the note's pitch; keeps every note."""
 
@@ -147,7 +179,7 @@ class RecordingTone:
 @pytest.mark.slow
 def test_the_patch_plays_the_real_server(tmp_path: Path) -> None:
     import sounddevice as sd
-    from jack_support import Capture, JackDummy
+    from bench.jack import Capture, JackDummy
 
     from osc_server.server import LiveServer, ServerConfig
 

@@ -1,7 +1,7 @@
 """`sound-generator serve --http-port P`: the seed README's HTTP call against the real server
 process, whose note cache is the one the OSC side uses.
 
-The server runs as a subprocess with a numpy tone generator (`tone_factory.py`, no TensorFlow)
+The server runs as a subprocess with a numpy tone generator (`bench.tone:make_sine`, no TensorFlow)
 and `--record` (an internal clock instead of a sound card), so the test needs neither models
 nor audio hardware. The OSC `/status` reply shows the HTTP notes in the shared cache.
 """
@@ -28,7 +28,6 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 
 
 def free_tcp_port() -> int:
@@ -50,10 +49,10 @@ def osc_status(port: int) -> list:
 @pytest.mark.slow
 def test_serve_answers_the_seed_readme_call_from_the_shared_cache(tmp_path: Path) -> None:
     http_port = free_tcp_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     server = subprocess.Popen(
         [sys.executable, "-m", "synth.cli", "serve", "--port", "0", "--http-port", str(http_port),
-         "--record", str(tmp_path / "stream.wav"), "--generator-factory", "tone_factory:make"],
+         "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
@@ -117,10 +116,10 @@ def test_a_taken_http_port_is_a_startup_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         http_port = taken.getsockname()[1]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)]), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         done = subprocess.run(
             [sys.executable, "-m", "synth.cli", "serve", "--port", "0", "--http-port", str(http_port),
-             "--record", str(tmp_path / "stream.wav"), "--generator-factory", "tone_factory:make"],
+             "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
         )
     assert done.returncode == 2, done.stdout

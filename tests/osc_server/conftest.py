@@ -1,7 +1,7 @@
 """Fixtures for the live server's tests.
 
 `jack_dummy`  (module): a private JACK server with the dummy driver at 48 kHz / 256 frames
-              (tests/jack_support.py: JackDummy); yields its name.
+              (bench/jack.py: JackDummy); yields its name.
 `live`        (module): a LiveServer with the numpy ToneGenerator, its sounddevice stream on that
               JACK server, a `Capture` client wired to the stream's output ports, and an OSC
               `Client`; see `Live`.
@@ -10,18 +10,15 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: jack_support
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jack_support import Capture, JackDummy, portaudio_jack_device  # noqa: E402
+from bench.jack import Capture, JackDummy, portaudio_jack_device  # noqa: E402
 from tone import Client, ToneGenerator  # noqa: E402
 
 SR, BLOCK = 48000, 256

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jack_support import JackDummy
+from bench.jack import JackDummy
 from tone import Client, midi_hz
 
 pytestmark = pytest.mark.slow

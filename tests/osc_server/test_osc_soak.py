@@ -11,7 +11,7 @@ everything a stage can throw at it happens at once for about a minute and a half
 Afterwards the server must answer /status, play a note at its pitch (measured in the capture),
 have answered every /sync and /prerender, and lose no /ready; its memory must come back to
 within 100 MB of its level before the flood. Bounded: SOAK_S seconds (default 75) of load, about
-two minutes in all. The generator is the test tone (tests/osc_server/tone.py) in the server's
+two minutes in all. The generator is the test tone (bench/tone.py) in the server's
 real render processes.
 """
 
@@ -30,8 +30,8 @@ import urllib.request
 import numpy as np
 import pytest
 
+from bench.jack import Capture, JackDummy
 from bench.server import zero_blocks_inside_sound
-from jack_support import Capture, JackDummy
 from test_osc_cli import Serve, free_port
 from tone import Client, bundle, midi_hz, msg
 

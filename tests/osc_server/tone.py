@@ -1,57 +1,17 @@
-"""Test doubles: a numpy generator with the real generator's shape, and a small OSC client."""
+"""The tests' OSC helpers (`msg`, `bundle`, a `Client` that collects replies), and the numpy
+generator they play (`ToneGenerator`, `make`, `midi_hz`: bench/tone.py, shared with the benchmark)."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections import Counter
 
-import numpy as np
 from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from synth.params import NoteParams
-
-
-def midi_hz(pitch: float) -> float:
-    return 440.0 * 2.0 ** ((pitch - 69) / 12)
-
-
-class ToneGenerator:
-    """4 s of a harmonic tone at the note's pitch: 1 ms attack, slow decay, level velocity/127.
-
-    The latent knob 0 shifts the level a little so that timbres differ; `renders` counts calls.
-    """
-
-    model_version = "test-tone-1"
-
-    def __init__(self, delay_s: float = 0.02):
-        self.delay_s = delay_s
-        self.renders: Counter = Counter()
-        self._lock = threading.Lock()
-
-    def render(self, params: NoteParams, sample_rate: int) -> np.ndarray:
-        with self._lock:
-            self.renders[params.key] += 1
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        n = 4 * sample_rate
-        t = np.arange(n) / sample_rate
-        f0 = midi_hz(params.pitch)
-        tone = np.zeros(n)
-        for k, a in ((1, 1.0), (2, 0.3), (3, 0.15)):
-            if k * f0 < sample_rate / 2:
-                tone += a * np.sin(2 * np.pi * k * f0 * t)
-        env = np.minimum(1.0, t / 0.001) * np.exp(-t / 3.0)
-        level = 0.5 * params.velocity / 127 * (1 - 0.02 * params.latent_sample[0])
-        return (level * env * tone / 1.45).astype(np.float32)
-
-
-def make() -> ToneGenerator:
-    """For `serve --generator-factory tone:make` in subprocess tests."""
-    return ToneGenerator(delay_s=0.0)
+from bench.tone import ToneGenerator, make, midi_hz  # noqa: F401 (the tests import them from here)
 
 
 def msg(address: str, *args) -> bytes:

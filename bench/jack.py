@@ -1,16 +1,19 @@
-"""A private JACK server (dummy driver) and a capture client, for tests through the real audio path.
+"""A private JACK server (dummy driver) and a capture client, to measure through the real audio
+path (the benchmark and the tests).
 
     with JackDummy() as jack_name:          # jackd -n <unique> --no-realtime -d dummy -r 48000 -p 256
         ...                                  # JACK_DEFAULT_SERVER is set; PortAudio re-initialised
+        device = portaudio_jack_device()     # PortAudio's output device on that server
         cap = Capture(jack_name)             # a JACK client recording what it is connected to
         cap.connect("PortAudio")             # every output port of that client -> our input
         f = cap.now(); ...; audio = cap.read(f, f + 4800)
 
 Frames are JACK frame times, so "message sent at frame f" and "sound at frame g" share a clock.
 On a loaded machine JACK itself can run late (an xrun) even with nothing but this client
-running; `Capture.glitches` counts those, so a timing test can tell a clean measurement from
-one the machine disturbed and measure again.
-Pytest fixtures using these live in tests/osc_server/conftest.py (`jack_dummy`, `capture`).
+running; `Capture.glitches` counts those, so a timing measurement can tell a clean run from one
+the machine disturbed and measure again.
+The benchmark's live figures (bench/server.py) and the tests' fixtures (`jack_dummy` and `live` in
+tests/osc_server/conftest.py, `jack_server` in tests/clients/conftest.py) use these.
 """
 
 from __future__ import annotations
@@ -24,30 +27,20 @@ import uuid
 
 import numpy as np
 
+from osc_server.audio import RT_PRIORITY_AUDIO, try_realtime
+from osc_server.server import realtime_threads, terminate_portaudio
+
+JACKD_RT_PRIORITY = 75  # jackd's threads, above the server's audio thread (RT_PRIORITY_AUDIO)
+
 
 def _reinit_portaudio() -> None:
+    """Re-initialise PortAudio if it is loaded (it sees only the JACK servers running when it
+    initialised); a PortAudio loaded later sees the new server anyway."""
     sd = sys.modules.get("sounddevice")
     if sd is not None:
         while sd._initialized:
             sd._terminate()
         sd._initialize()
-
-
-def _terminate_portaudio() -> None:
-    sd = sys.modules.get("sounddevice")
-    if sd is not None:
-        while sd._initialized:
-            sd._terminate()
-
-
-def _realtime_threads(pid: int, priority: int) -> None:
-    """Raise every thread of a process to SCHED_FIFO where allowed (root): `--no-realtime` keeps
-    jackd portable, this keeps its cycle on time while other work loads the machine."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(priority))
-        except (PermissionError, OSError):
-            return
 
 
 def portaudio_jack_device(timeout: float = 10.0) -> int:
@@ -69,9 +62,10 @@ def portaudio_jack_device(timeout: float = 10.0) -> int:
 class JackDummy:
     """Start `jackd` with the dummy driver under a unique name; stop it on exit.
 
-    On enter, JACK_DEFAULT_SERVER / JACK_NO_START_SERVER point this process's JACK clients at it
-    and an already loaded PortAudio is re-initialised so it sees it. On exit PortAudio is
-    terminated before jackd stops (PortAudio's JACK host API aborts the process otherwise).
+    On enter (or `start()`), JACK_DEFAULT_SERVER / JACK_NO_START_SERVER point this process's JACK
+    clients at it and an already loaded PortAudio is re-initialised so it sees it. On exit (or
+    `stop()`) PortAudio is terminated before jackd stops (PortAudio's JACK host API aborts the
+    process otherwise).
     """
 
     def __init__(self, sample_rate: int = 48000, blocksize: int = 256, prefix: str = "sg-test"):
@@ -81,6 +75,13 @@ class JackDummy:
         self._saved: dict[str, str | None] = {}
 
     def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> str:
+        """Start jackd; returns its server name once clients can connect."""
         self.proc = subprocess.Popen(
             ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
              "-p", str(self.blocksize)],
@@ -89,15 +90,15 @@ class JackDummy:
         )
         waited = subprocess.run(["jack_wait", "-s", self.name, "-w", "-t", "10"], capture_output=True, text=True)
         assert waited.returncode == 0 and self.proc.poll() is None, f"jackd did not start: {waited.stdout}"
-        _realtime_threads(self.proc.pid, 75)
+        realtime_threads(self.proc.pid, JACKD_RT_PRIORITY)
         for k, v in (("JACK_DEFAULT_SERVER", self.name), ("JACK_NO_START_SERVER", "1")):
             self._saved[k] = os.environ.get(k)
             os.environ[k] = v
         _reinit_portaudio()
         return self.name
 
-    def __exit__(self, *exc) -> None:
-        _terminate_portaudio()
+    def stop(self) -> None:
+        terminate_portaudio()
         self.proc.terminate()
         self.proc.wait(timeout=10)
         for k, v in self._saved.items():
@@ -121,7 +122,7 @@ class Capture:
         self.buf = np.zeros(self.size, dtype=np.float32)
         self.end_frame = -1  # frame after the last captured one
         self.realtime: bool | None = None
-        self.gaps = 0  # cycles this client missed (their frames hold stale audio)
+        self.gaps = 0  # cycles this client missed (their frames read as silence)
         self.xruns = 0  # JACK's xruns (any client, or jackd itself, late)
         # When (time.perf_counter) each recent cycle ran, by its first frame: JACK's frame clock is
         # an estimate that drifts from the cycles actually run on a loaded machine, so latencies
@@ -143,12 +144,9 @@ class Capture:
 
     def _process(self, frames: int) -> None:
         if self.realtime is None:
-            # Real-time priority where allowed (root); normal priority is fine on an idle machine.
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(65))
-                self.realtime = True
-            except (PermissionError, OSError):
-                self.realtime = False
+            # Real-time priority where allowed (root), just below the server's audio thread;
+            # normal priority is fine on an idle machine.
+            self.realtime = try_realtime(RT_PRIORITY_AUDIO - 5)
         f = self.client.last_frame_time
         k = self._cycles % self.cycle_frame.size
         self.cycle_wall[k] = time.perf_counter()
@@ -200,6 +198,14 @@ class Capture:
         assert self.end_frame - f0 <= self.size, "asked for audio older than the capture buffer"
         idx = np.arange(f0, f1) % self.size
         return self.buf[idx].copy()
+
+    def clear_ahead(self, f0: int, f1: int) -> None:
+        """Zero the frames of [f0, f1) not captured yet, so that a cycle this client misses
+        leaves silence there, not audio one ring earlier. Frames within two blocks of the
+        capture's end are left alone: the running cycle may be writing them."""
+        start = max(f0, self.end_frame + 2 * self.blocksize)
+        if f1 > start:
+            self.buf[np.arange(start, f1) % self.size] = 0.0
 
     def close(self) -> None:
         self.client.deactivate()
