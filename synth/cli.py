@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("synth.evaluate", "evaluate the shipped (or given) models on the test split"),
     "midi-bridge": ("osc_server.midi_bridge", "forward a MIDI controller to the OSC server"),
     "preset": ("synth.preset_cli", "list, show, save or delete timbre presets"),
+    "export": ("synth.export_cli", "export a preset as a sample instrument (WAV samples + .sfz)"),
 }
 
 
