@@ -1,0 +1,410 @@
+"""Held notes (synth.hold) with the shipped weights: sustain, decay, release, bend, latent
+changes, chunking, continuity, and `sound-generator render --hold`.
+
+Level, pitch and spectral centroid are measured here with independent numpy code (RMS of
+consecutive windows, a harmonic-sum pitch estimator on a zero-padded FFT, the power-weighted mean
+frequency), not with the project's own analysis functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from synth.params import NoteParams
+
+SR = 16000
+# The sustaining timbre, chosen by measurement: C4 synthetic, no tags, latent 0 is organ-like.
+# Its generated loudness curve moves only -0.9 dB/s over 1.5-2.9 s (acoustic C4 -1.4, electronic
+# -3.0; the percussive ones fall 6-11 dB/s) and its held sound is nearly a pure harmonic tone.
+SUSTAIN = NoteParams(pitch=60, velocity=100, source="synthetic")
+# A sustaining timbre whose release is fast (60 dB in 0.3 s): its end is the reverb's tail.
+FAST_RELEASE = NoteParams(pitch=60, velocity=100, source="electronic")
+FAST_DECAY = NoteParams(pitch=60, velocity=100, source="acoustic", qualities=("fast_decay",))
+LONG_RELEASE = NoteParams(pitch=60, velocity=100, source="acoustic", qualities=("long_release",))
+# A latent that moves the sustaining timbre's spectral centroid a lot (measured 265 -> 776 Hz).
+BRIGHTER = [0.0, 0.0, 5.0] + [0.0] * 12 + [-5.0]
+
+
+def level_db(audio: np.ndarray, sample_rate: int, window_s: float) -> np.ndarray:
+    """RMS level (dB) of consecutive windows."""
+    hop = int(round(window_s * sample_rate))
+    n = len(audio) // hop
+    frames = np.asarray(audio[: n * hop], np.float64).reshape(n, hop)
+    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-30)
+
+
+def level_at(audio: np.ndarray, sample_rate: int, t0: float, t1: float) -> float:
+    seg = np.asarray(audio[int(t0 * sample_rate) : int(t1 * sample_rate)], np.float64)
+    return float(10.0 * np.log10(np.mean(seg**2) + 1e-30))
+
+
+def measure_f0(seg: np.ndarray, sample_rate: int, nominal_hz: float) -> float:
+    """The f0 within +-300 cents of nominal maximising the summed log-spectrum at its first
+    6 harmonics (Hann window, 8x zero padding, 0.05 cent grid)."""
+    seg = np.asarray(seg, np.float64) * np.hanning(len(seg))
+    n_fft = 1 << (len(seg) * 8 - 1).bit_length()
+    mag = np.abs(np.fft.rfft(seg, n_fft))
+    logmag = np.log(mag + 1e-9 * mag.max())
+    bin_hz = sample_rate / n_fft
+    candidates = nominal_hz * 2.0 ** (np.arange(-300.0, 300.0, 0.05) / 1200.0)
+    score = np.zeros_like(candidates)
+    for k in range(1, 7):
+        f = k * candidates
+        ok = f < 7000.0
+        score[ok] += np.interp(f[ok] / bin_hz, np.arange(len(logmag)), logmag)
+    return float(candidates[np.argmax(score)])
+
+
+def centroid_hz(seg: np.ndarray, sample_rate: int) -> float:
+    seg = np.asarray(seg, np.float64)
+    power = np.abs(np.fft.rfft(seg * np.hanning(len(seg)))) ** 2
+    return float(np.sum(power * np.fft.rfftfreq(len(seg), 1.0 / sample_rate)) / np.sum(power))
+
+
+@pytest.fixture(scope="module")
+def gen():
+    from synth.generator import get_generator
+
+    return get_generator()
+
+
+@pytest.fixture(scope="module")
+def sustain_12s(gen):
+    from synth.hold import render_held
+
+    return render_held(gen, SUSTAIN, 12.0, SR)
+
+
+def test_control_level_matches_what_the_synthesizer_renders():
+    from synth.hold import control_level_db
+    from synth.streaming import StreamingSynth
+
+    rng = np.random.default_rng(3)
+    k = 60
+    dist = rng.random((k, 64)) / np.arange(1, 65) ** 2
+    dist /= dist.sum(axis=1, keepdims=True)
+    for amp_scale, noise_scale in ((0.1, 0.0), (0.0, 0.01), (0.05, 0.005)):
+        amp = np.full(k, amp_scale)
+        noise = noise_scale * rng.random((k, 65))
+        synth = StreamingSynth(SR, None, seed=0)
+        audio = synth.render_chunk(np.full(k, 220.0), amp, dist, noise)
+        est = 10 * np.log10(np.mean(10 ** (control_level_db(amp, dist, noise)[5:] / 10)))
+        measured = level_at(audio[5 * 128 :], SR, 0, 1e9)
+        assert abs(est - measured) < 0.2, (amp_scale, noise_scale, est, measured)
+
+
+def test_level_meter_matches_the_synthesizer_with_its_reverb(gen):
+    from synth.hold import LevelMeter, control_level_db, held_impulse_response
+    from synth.streaming import StreamingSynth
+
+    ir = held_impulse_response(gen)
+    meter = LevelMeter(ir)
+    c = gen.controls(FAST_DECAY)
+    for frame in (20, 120, 200):  # the attack, bright, and later, darker
+        k = 250  # 2 s of the frame's controls held: the reverb is full after 1 s
+        controls = {key: np.repeat(c[f"synth_{key}"][frame : frame + 1], k, axis=0)
+                    for key in ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")}
+        synth = StreamingSynth(SR, ir, seed=0)
+        audio = synth.render_chunk(controls["f0_hz"], controls["amplitude"], controls["harmonic_distribution"],
+                                   controls["noise_magnitudes"])
+        est = control_level_db(controls["amplitude"], controls["harmonic_distribution"],
+                               controls["noise_magnitudes"], controls["f0_hz"], meter)[0]
+        measured = level_at(audio, SR, 1.2, 2.0)
+        assert abs(est - measured) < 0.5, (frame, est, measured)
+
+
+def test_timbres_are_classified_by_their_curves(gen):
+    from synth.hold import LevelMeter, Timbre, held_impulse_response
+
+    meter = LevelMeter(held_impulse_response(gen))
+    sustain = Timbre(gen.controls(SUSTAIN), SUSTAIN, meter)
+    assert not sustain.decaying and abs(sustain.fitted_db_per_s) < 2.0 and sustain.sustain_db_per_s == 0.0
+    decay = Timbre(gen.controls(FAST_DECAY), FAST_DECAY, meter)
+    assert decay.decaying and decay.sustain_db_per_s <= -24.0
+    # Released curves never rise.
+    assert np.all(np.diff(sustain.release_loudness_db) <= 0) and np.all(np.diff(sustain.release_level_db) <= 0)
+
+
+def test_sustain_holds_its_level(sustain_12s):
+    audio = sustain_12s
+    ref = level_at(audio, SR, 2.45, 2.55)
+    late = level_at(audio, SR, 11.45, 11.55)
+    print(f"\nsustain: level at 11.5 s - level at 2.5 s = {late - ref:+.2f} dB")
+    assert abs(late - ref) <= 6.0
+    held = level_db(audio[: 12 * SR], SR, 0.02)[int(0.5 / 0.02) :]
+    assert np.all(np.abs(held - ref) <= 6.0), (held.min() - ref, held.max() - ref)
+
+
+def test_sustain_has_no_wobble_and_no_spectral_jump(gen, sustain_12s):
+    audio = sustain_12s
+    sustained = level_db(audio[int(3.5 * SR) : int(11.5 * SR)], SR, 0.02)
+    wobble = sustained.max() - sustained.min()
+    own = level_db(gen.render(SUSTAIN, SR)[int(0.5 * SR) : int(2.4 * SR)], SR, 0.02)
+    print(f"\nsustain: 20 ms level over 3.5-11.5 s varies {wobble:.2f} dB peak to peak "
+          f"(the 4 s note over 0.5-2.4 s: {own.max() - own.min():.2f} dB)")
+    assert wobble < 1.0
+
+    # Spectra of consecutive 64 ms frames: across the join into the sustain (2-4 s) they change
+    # no more than within the generated held part (0.5-2.3 s).
+    def spectral_steps(t0, t1):
+        n = 1024
+        seg = audio[int(t0 * SR) : int(t1 * SR)]
+        frames = seg[: len(seg) // n * n].reshape(-1, n) * np.hanning(n)
+        spec = 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1))[:, 8:200] + 1e-9)
+        power = np.abs(np.fft.rfft(frames, axis=1))[:, 8:200] ** 2
+        weights = power / power.sum(axis=1, keepdims=True)
+        return np.array([np.sum(0.5 * (weights[i] + weights[i + 1]) * np.abs(spec[i + 1] - spec[i]))
+                         for i in range(len(spec) - 1)])
+
+    join, own_steps = spectral_steps(2.0, 4.0).max(), spectral_steps(0.5, 2.3).max()
+    print(f"sustain: largest spectral step across the join {join:.2f} dB, within the attack {own_steps:.2f} dB")
+    assert join <= 1.5 * own_steps
+
+
+def test_held_note_starts_as_the_4s_note(gen, sustain_12s):
+    four = level_db(gen.render(SUSTAIN, SR), SR, 0.1)[1:23]
+    held = level_db(sustain_12s, SR, 0.1)[1:23]
+    assert np.max(np.abs(four - held)) < 1.0
+
+
+def test_fast_decay_keeps_decaying_while_held(gen):
+    from synth.hold import render_held
+    from synth.models import FAST_DECAY_DB
+
+    audio = render_held(gen, FAST_DECAY, 12.0, SR)
+    levels = level_db(audio, SR, 0.01)
+    peak_i = int(np.argmax(levels[:50]))
+    peak = levels[peak_i]
+    after = levels[peak_i + 150 : peak_i + 160].max()  # 1.5 s after the peak
+    halves = [levels[i : i + 50].max() for i in range(peak_i + 50, len(levels) - 50, 50)]
+    ended_s = len(audio) / SR
+    print(f"\nfast_decay: {peak - after:.1f} dB down 1.5 s after its peak; "
+          f"{peak - levels[peak_i + 200]:.1f} dB after 2 s; exactly silent at {ended_s:.2f} s of a 12 s hold")
+    assert peak - after >= FAST_DECAY_DB - 1.0
+    # Every half second quieter than the one before, until the note has gone.
+    audible = [h for h in halves if h > peak - 100.0]
+    assert len(audible) >= 4 and np.all(np.diff(audible) < 0), np.round(halves, 1)
+    assert ended_s < 12.0 and not np.any(audio[-int(0.01 * SR) :])
+
+
+@pytest.mark.parametrize("params", [SUSTAIN, FAST_RELEASE], ids=["synthetic", "electronic"])
+def test_release_lasts_and_ends_smoothly_in_silence(gen, params):
+    from synth.hold import render_held
+
+    off = 3.0
+    audio = render_held(gen, params, off, SR)
+    held = level_at(audio, SR, off - 0.5, off)
+    rel = level_db(audio[int(off * SR) :], SR, 0.01) - held
+    below = np.flatnonzero(rel < -40.0)
+    lasts = below[0] * 0.01 if below.size else np.inf
+    floor = -80.0
+    clipped = np.maximum(rel, floor - 20.0)
+    steps = np.diff(clipped)[np.maximum(rel[:-1], rel[1:]) > floor]
+    nonzero = np.flatnonzero(audio)
+    print(f"\nrelease ({params.source}): 40 dB down after {lasts:.2f} s, exact silence "
+          f"{nonzero[-1] / SR - off:.2f} s after note-off; largest 10 ms step above {floor:g} dB: "
+          f"{np.abs(steps).max():.2f} dB")
+    assert lasts > 0.1
+    assert np.abs(steps).max() <= 12.0
+    assert not np.any(audio[nonzero[-1] + 1 :]) and len(audio) - nonzero[-1] - 1 >= int(0.01 * SR)
+
+
+def test_long_release_rules_hold(gen):
+    """long_release (synth.envelope): the release never falls below the line that drops
+    LONG_RELEASE_MAX_DB_PER_S from the level at note-off, until it is over."""
+    from synth.hold import render_held
+    from synth.models import LONG_RELEASE_MAX_DB_PER_S
+
+    off = 3.0
+    audio = render_held(gen, LONG_RELEASE, off, SR)
+    held = level_at(audio, SR, off - 0.3, off)
+    rel = level_db(audio[int(off * SR) :], SR, 0.01) - held
+    t = (np.arange(len(rel)) + 1) * 0.01
+    line = -LONG_RELEASE_MAX_DB_PER_S * t
+    until = t <= 1.5  # (60 dB down on the line)
+    margin = float(np.min(rel[until] - line[until]))
+    print(f"\nlong_release: the release stays {margin:.1f} dB or more above the "
+          f"{LONG_RELEASE_MAX_DB_PER_S:g} dB/s line over 1.5 s")
+    assert margin >= -1.0
+
+
+def test_chunk_sizes_render_the_same_note(gen):
+    from synth.hold import render_held
+
+    events = dict(bend=[(0.7, 150.0), (1.0, -50.0)], latent_at=[(0.5, [2.0] * 16)])
+    ref = render_held(gen, FAST_RELEASE, 1.3, 48000, chunk_frames=32, **events)
+    worst = 0.0
+    for k in (1, 5, 13):
+        audio = render_held(gen, FAST_RELEASE, 1.3, 48000, chunk_frames=k, **events)
+        assert audio.shape == ref.shape
+        worst = max(worst, float(np.max(np.abs(audio - ref))))
+    print(f"\nchunks of 1, 5, 13 frames against 32: max difference {worst:.1e} (peak {np.abs(ref).max():.3f})")
+    assert worst <= 1e-6 * max(1.0, np.abs(ref).max())
+
+
+def test_bend_moves_the_pitch(gen):
+    from synth.hold import render_held
+
+    audio = render_held(gen, SUSTAIN, 6.0, SR, bend=[(3.5, 200.0)])
+    before = measure_f0(audio[int(3.0 * SR) : int(3.49 * SR)], SR, 261.63)
+    after = measure_f0(audio[int(3.7 * SR) : int(5.9 * SR)], SR, 261.63 * 2 ** (200 / 1200))
+    cents = 1200 * np.log2(after / before)
+    print(f"\nbend +200: measured {cents:+.2f} cents")
+    assert abs(cents - 200.0) <= 5.0
+
+
+def test_latent_change_moves_the_timbre_without_a_level_dip(gen):
+    from synth.hold import render_held
+
+    audio = render_held(gen, SUSTAIN, 5.0, SR, latent_at=[(4.0, BRIGHTER)])
+    plain = render_held(gen, SUSTAIN, 5.0, SR)
+    # The note is the same until the change.
+    np.testing.assert_array_equal(audio[: int(3.99 * SR)], plain[: int(3.99 * SR)])
+    c0 = centroid_hz(audio[int(3.5 * SR) : int(3.95 * SR)], SR)
+    c1 = centroid_hz(audio[int(4.3 * SR) : int(4.95 * SR)], SR)
+    before = level_at(audio, SR, 3.5, 3.95)
+    after = level_at(audio, SR, 4.3, 4.95)
+    during = level_db(audio[int(3.9 * SR) : int(4.4 * SR)], SR, 0.02).min()
+    dip = min(before, after) - during
+    print(f"\nlatent change: centroid {c0:.0f} -> {c1:.0f} Hz, level {before:.1f} -> {after:.1f} dB, "
+          f"deepest 20 ms {dip:.2f} dB below the lower of the two")
+    assert c1 >= 1.5 * c0
+    assert dip <= 6.0 and abs(after - before) <= 6.0
+
+
+def test_no_sample_discontinuities_at_chunk_boundaries(gen):
+    from synth.hold import HeldNote
+    from synth.streaming import frame_start_sample
+
+    rate, k = 48000, 5
+    note = HeldNote(gen, SUSTAIN, rate)
+    pieces = []
+    events = {25: lambda: note.set_latent(BRIGHTER), 60: lambda: note.set_bend(-300.0),
+              100: note.note_off}
+    while not note.finished:
+        if note.frame in events:
+            events[note.frame]()
+        pieces.append(note.render_frames(k))
+    audio = np.concatenate(pieces).astype(np.float64)
+    step = np.abs(np.diff(audio))
+    frame = rate // 125
+    boundaries = frame_start_sample(np.arange(k, note.frame, k), rate, 125)
+    boundaries = boundaries[(boundaries > frame) & (boundaries < len(audio) - frame)]
+
+    def worst_ratio(points):
+        ratios = []
+        for b in points:
+            around = np.concatenate([step[b - frame : b - 1], step[b : b + frame]])
+            if around.max() > 0:
+                ratios.append(step[b - 1] / around.max())
+        return max(ratios)
+
+    at_bounds = worst_ratio(boundaries)
+    elsewhere = worst_ratio(boundaries[:-1] + frame * k // 2)
+    print(f"\nlargest sample step at chunk boundaries / largest within a frame around: {at_bounds:.2f} "
+          f"(mid-chunk: {elsewhere:.2f})")
+    assert at_bounds <= 1.5
+    assert np.all(np.isfinite(audio))
+
+
+def test_held_note_api_and_validation(gen):
+    from synth.hold import HeldNote
+
+    note = HeldNote(gen, FAST_RELEASE, 44100)
+    assert note.chunk_samples(5) == 1764
+    assert note.render_frames(5).shape == (1764,) and note.time_s == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="bend"):
+        note.set_bend(5000)
+    with pytest.raises(ValueError, match="latent_sample"):
+        note.set_latent([9.0] * 16)
+    with pytest.raises(ValueError, match="n_frames"):
+        note.render_frames(0)
+    with pytest.raises(ValueError, match="sample_rate"):
+        HeldNote(gen, FAST_RELEASE, 100)
+    note.note_off()
+    note.note_off()  # idempotent
+    assert note.released
+    frames = 0
+    while not note.finished:
+        note.render_frames(13)
+        frames += 13
+        assert frames < 125 * 30
+    assert not np.any(note.render_frames(3))
+
+
+def test_impulse_response_fades_out(gen):
+    from synth.hold import IR_FADE_DB, IR_FADE_S, held_impulse_response
+
+    learned = gen.synth.reverb.impulse_response_numpy()
+    faded = held_impulse_response(gen)
+    keep = len(learned) - int(IR_FADE_S * 16000)
+    np.testing.assert_array_equal(faded[:keep], learned[:keep])
+    assert abs(faded[-1]) <= abs(learned[-1]) * 10 ** (-(IR_FADE_DB - 1) / 20)
+
+
+@pytest.mark.slow
+def test_sixty_second_hold(gen):
+    import time
+
+    from synth.hold import render_held
+
+    t0 = time.perf_counter()
+    audio = render_held(gen, SUSTAIN, 60.0, SR)
+    elapsed = time.perf_counter() - t0
+    print(f"\n60 s hold: {len(audio) / SR:.1f} s of audio in {elapsed:.1f} s")
+    assert np.all(np.isfinite(audio)) and len(audio) > 60 * SR
+    assert abs(level_at(audio, SR, 59.45, 59.55) - level_at(audio, SR, 2.45, 2.55)) <= 6.0
+    assert not np.any(audio[-int(0.01 * SR) :])
+
+
+def test_render_cli_hold_writes_what_render_held_makes(gen, tmp_path):
+    import soundfile as sf
+
+    from synth.cli import main
+    from synth.hold import render_held
+
+    path = tmp_path / "held.wav"
+    rc = main(["render", "--pitch", "60", "--source", "electronic", "--hold", "1.5", "--bend", "100@0.5",
+               "--bend=-50@1", "--latent-at", "0.8:1", "--out", str(path)])
+    assert rc == 0
+    audio, sr = sf.read(str(path), dtype="float32")
+    expected = render_held(gen, FAST_RELEASE, 1.5, 16000, bend=[(0.5, 100.0), (1.0, -50.0)],
+                           latent_at=[(0.8, [1.0] * 16)])
+    assert sr == 16000
+    np.testing.assert_array_equal(audio, expected)
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--hold", "0"], "--hold"),
+    (["--hold", "abc"], "--hold"),
+    (["--hold", "601"], "--hold"),
+    (["--hold", "2", "--bend", "9000"], "--bend"),
+    (["--hold", "2", "--bend", "100@x"], "--bend"),
+    (["--hold", "2", "--bend", "100@"], "--bend"),
+    (["--hold", "2", "--latent-at", "1:8"], "--latent-at"),
+    (["--hold", "2", "--latent-at", "1:0,0"], "--latent-at"),
+    (["--hold", "2", "--latent-at", "0.5"], "--latent-at"),
+    (["--hold", "2", "--latent-at=-1:0"], "--latent-at"),
+])
+def test_render_cli_rejects_bad_hold_arguments(argv, option, tmp_path, capsys):
+    from synth.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", *argv, "--out", str(tmp_path / "x.wav")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{option}: expected" in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_render_cli_events_need_hold(tmp_path, capsys):
+    from synth.cli import main
+
+    assert main(["render", "--bend", "100", "--out", str(tmp_path / "x.wav")]) == 2
+    assert "--bend: needs --hold" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
