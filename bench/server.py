@@ -189,11 +189,23 @@ def zero_blocks_inside_sound(audio: np.ndarray, block: int = BLOCK, around: int 
 PLAYING_S = 60.0
 
 
-def _http_underruns(server, requests: int) -> int:
-    """Under-runs while `requests` sequential POST /sound (new notes, 16 kHz JSON) are served by
-    the HTTP API in the server's process."""
+def _http_client(port: int, requests: int) -> None:
+    """Run in a child process (decoding 64000 floats of JSON takes the GIL for tens of ms, which
+    must not be counted against the server): sequential POST /sound of new notes."""
     import urllib.request
 
+    for i in range(requests):
+        body = json.dumps({"pitch": 40 + i, "velocity": 100, "source": "electronic"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/sound", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert len(json.loads(r.read())["audio"]) == 64000
+    print(json.dumps({"requests": requests}), flush=True)
+
+
+def _http_underruns(server, requests: int) -> int:
+    """Under-runs while `requests` sequential POST /sound (new notes, 16 kHz JSON) are served by
+    the HTTP API in the server's process, sent by another process."""
     from osc_server.cli import start_http
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -201,17 +213,16 @@ def _http_underruns(server, requests: int) -> int:
         port = s.getsockname()[1]
     start_http(server.engine, "127.0.0.1", port, realtime=True)
     time.sleep(1.0)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     u0 = int(server.mixer.stats[Stat.UNDERRUNS])
-    for i in range(requests):
-        body = json.dumps({"pitch": 40 + i, "velocity": 100, "source": "electronic"}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/sound", data=body,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            assert len(json.loads(r.read())["audio"]) == 64000
+    out = subprocess.run([sys.executable, "-c", f"from bench.server import _http_client; _http_client({port}, {requests})"],
+                         capture_output=True, text=True, timeout=300, cwd=root)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
     return int(server.mixer.stats[Stat.UNDERRUNS]) - u0
 
 
-def playing_figures(quick: bool) -> dict[str, float]:
+def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), http: bool = True) -> dict[str, float]:
     """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
     from bench.jack import Capture, JackDummy, portaudio_jack_device
     from osc_server.render_pool import RenderPool
@@ -220,7 +231,7 @@ def playing_figures(quick: bool) -> dict[str, float]:
     seconds = 10.0 if quick else PLAYING_S
     figures: dict[str, float] = {}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for mode in ("", "_inprocess"):
+    for mode in modes:
         jack = JackDummy(SR, BLOCK, prefix="sg-bench-play")
         name = jack.start()
         pool = None
@@ -241,7 +252,7 @@ def playing_figures(quick: bool) -> dict[str, float]:
                 if p.name not in before:
                     cap.client.connect(p, cap.port)
             osc_port = server.address[1]
-            for busy in ("", "_busy"):
+            for busy in loads:
                 hog = None
                 if busy:
                     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -271,7 +282,7 @@ def playing_figures(quick: bool) -> dict[str, float]:
                       f"capture glitches, whose missed cycles read as zeros)", flush=True)
                 server.engine.panic()
                 time.sleep(0.5)
-            if not mode:
+            if not mode and http:
                 figures["http_underruns_20_requests"] = float(_http_underruns(server, 20))
                 print(f"  20 sequential POST /sound: {figures['http_underruns_20_requests']:.0f} under-runs",
                       flush=True)

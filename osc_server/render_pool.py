@@ -50,6 +50,11 @@ SLOT_SAMPLES = 8 * 192_000
 START_TIMEOUT_S = 180.0  # loading TensorFlow and the weights on a busy 2-core machine
 RENDER_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
+# Compute threads per worker (TensorFlow's and OpenMP's pools; an environment variable already set
+# wins). TensorFlow's default, one per core in each worker, kept both cores of the 2-core box busy
+# during pre-renders and cost audio blocks (see BENCHMARKS.md).
+WORKER_THREADS = 1
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 class RenderError(RuntimeError):
@@ -78,7 +83,7 @@ def load_factory(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: int) -> None:
+def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: int, threads: int) -> None:
     """A worker process: load the generator once, then render jobs into the slot."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "sched_setscheduler"):  # started from a real-time render thread: not inherited
@@ -95,6 +100,8 @@ def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: in
     # Attaching registers the segment with the resource tracker again; spawned children share
     # the parent's tracker, so that is a no-op, and the parent unlinks it at close.
     out = np.ndarray((slot_samples,), dtype=np.float32, buffer=slot.buf)
+    for name in THREAD_ENV:  # before the factory imports TensorFlow
+        os.environ.setdefault(name, str(threads))
     try:
         generator = load_factory(factory)()
         conn.send(("hello", str(generator.model_version), os.getpid()))
@@ -144,7 +151,7 @@ class _Worker:
         parent, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, name=f"sound-generator-render-{self.index}",
                                 args=(child, self.slot.name, self.pool.slot_samples, self.pool.factory,
-                                      self.pool.nice), daemon=True)
+                                      self.pool.nice, self.pool.threads), daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
@@ -242,13 +249,14 @@ class RenderPool:
 
     def __init__(self, factory: str = DEFAULT_FACTORY, workers: int = 2, *,
                  start_timeout_s: float = START_TIMEOUT_S, render_timeout_s: float = RENDER_TIMEOUT_S,
-                 nice: int = WORKER_NICE, slot_samples: int = SLOT_SAMPLES):
+                 nice: int = WORKER_NICE, slot_samples: int = SLOT_SAMPLES, threads: int = WORKER_THREADS):
         check_factory(factory)
         self.factory = factory
         self.n_workers = max(1, int(workers))
         self.start_timeout_s = start_timeout_s
         self.render_timeout_s = render_timeout_s
         self.nice = nice
+        self.threads = int(threads)
         self.slot_samples = int(slot_samples)
         self.ctx = mp.get_context("spawn")
         self.model_version: str | None = None
