@@ -41,7 +41,7 @@ from scipy.signal import correlate
 
 from synth.envelope import NOTE_OFF_S, level_db
 from synth.fast_render import midi_to_hz
-from synth.params import PITCH_MAX, PITCH_MIN, VELOCITY_LAYERS, VELOCITY_MAX, VELOCITY_MIN, NoteParams
+from synth.params import PITCH_MAX, PITCH_MIN, VELOCITY_LAYERS, VELOCITY_MAX, VELOCITY_MIN
 from synth.presets import Preset
 
 log = logging.getLogger("synth.export")

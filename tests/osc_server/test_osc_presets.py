@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from osc_server import addresses as A
-from osc_server.audio import IMMEDIATE, Mixer
+from osc_server.audio import Mixer
 from osc_server.cache import NoteCache
 from osc_server.engine import Engine
 from osc_server.transport import OscTransport
 from synth.params import LATENT_DIM, NoteParams
 from synth.presets import Preset, PresetStore
+from test_osc_engine import NoClock, Replies
 from tone import ToneGenerator
 
 SR = 48000
@@ -29,19 +29,6 @@ FACTORY = {
 SENDER = ("127.0.0.1", 5555)
 
 
-class NoClock:
-    def sample_at(self, t_wall: float) -> int:
-        return IMMEDIATE
-
-
-class Replies:
-    def __init__(self):
-        self.got: list = []
-        self.lock = threading.Lock()
-
-    def __call__(self, address, *args):
-        with self.lock:
-            self.got.append((address, list(args)))
 
 
 @pytest.fixture

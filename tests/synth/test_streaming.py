@@ -11,27 +11,12 @@ import scipy.signal
 from synth import fast_render, streaming
 from synth.fast_render import MAX_FREQUENCY_HZ, N_HARMONICS, N_NOISE_BANDS, TRAIN_SAMPLE_RATE
 from synth.models import DECODER_FRAME_RATE
+from test_fast_render import measure_pitch_hz, relative_error_db
 
 RATES = (44100, 48000)
 CHUNK_SIZES = (1, 3, 7, 13)
 FRAME_RATE = DECODER_FRAME_RATE
 KEYS = ("f0_hz", "amplitude", "harmonic_distribution", "noise_magnitudes")
-
-
-def measure_pitch_hz(audio: np.ndarray, sample_rate: int, near_hz: float) -> float:
-    """Strongest peak within 10% of `near_hz`: Hann window, 8x zero-padding, parabolic
-    interpolation of the log magnitude."""
-    n_fft = 8 * len(audio)
-    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n_fft))
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    band = np.flatnonzero((freqs > 0.9 * near_hz) & (freqs < 1.1 * near_hz))
-    k = band[np.argmax(spectrum[band])]
-    a, b, c = np.log(spectrum[k - 1 : k + 2])
-    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * sample_rate / n_fft
-
-
-def relative_error_db(actual: np.ndarray, expected: np.ndarray) -> float:
-    return 10 * np.log10(np.mean((actual - expected) ** 2) / np.mean(expected**2))
 
 
 def note_controls(n_frames: int, seed: int = 0, f0_hz: float = 220.0, noise: bool = True,
