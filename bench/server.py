@@ -222,7 +222,8 @@ def _http_underruns(server, requests: int) -> int:
     return int(server.mixer.stats[Stat.UNDERRUNS]) - u0
 
 
-def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), http: bool = True) -> dict[str, float]:
+def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), http: bool = True,
+                    workers: int = 2) -> dict[str, float]:
     """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
     from bench.jack import Capture, JackDummy, portaudio_jack_device
     from osc_server.render_pool import RenderPool
@@ -241,12 +242,12 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
 
                 generator = get_generator()
             else:
-                generator = pool = RenderPool(workers=2)
+                generator = pool = RenderPool(workers=workers)
             device = portaudio_jack_device()
             cap = Capture(name, seconds=CAPTURE_S, name="bench-capture")
             before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
             server = LiveServer(generator, ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
-                                                        jack_fallback=False, workers=2)).start()
+                                                        jack_fallback=False, workers=workers)).start()
             server.engine.set_gain_db(-12.0)
             for p in cap.client.get_ports(is_audio=True, is_output=True):
                 if p.name not in before:
@@ -276,7 +277,7 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
                 figures[f"underruns_per_min_idle{mode}{busy}"] = 60.0 * idle / seconds
                 figures[f"underruns_per_min_playing{mode}{busy}"] = 60.0 * playing / seconds
                 figures[f"zero_blocks_playing{mode}{busy}"] = float(zeros)
-                print(f"  renders {'in the audio process' if mode else 'in 2 processes'}"
+                print(f"  renders {'in the audio process' if mode else f'in {workers} processes'}"
                       f"{', one core busy' if busy else ''}: idle {idle}, playing {playing} under-runs in "
                       f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s; {cap.glitches - glitches} "
                       f"capture glitches, whose missed cycles read as zeros)", flush=True)
