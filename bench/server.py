@@ -102,7 +102,9 @@ class _realtime:
 
     def __exit__(self, *exc):
         if self.ok:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            from osc_server.audio import normal_priority
+
+            normal_priority()
 
 
 def _msg(address: str, *args) -> bytes:

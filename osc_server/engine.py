@@ -349,7 +349,6 @@ class Engine:
             stale = self._take_superseded_locked()
         for job in stale:
             self._finish(job, None, SUPERSEDED)
-        self.superseded += len(stale)
         notes = [self._note(p, layer, timbre) for p in range(lo, hi + 1) for layer in VELOCITY_LAYERS]
         total = len(notes)
         state = {"done": 0, "failed": 0}
@@ -434,10 +433,9 @@ class Engine:
                 stale = 0 <= job.epoch < self.epoch and not job.waiters
                 if stale:
                     del self._jobs[job.key]  # a note played from now on starts a job of its own
-                if not stale:
+                else:
                     self.rendering += 1
             if stale:
-                self.superseded += 1
                 self._finish(job, None, SUPERSEDED)
                 continue
             audio, error = None, None
@@ -510,6 +508,7 @@ class Engine:
             if audio is not None or error:
                 self.renders_done += audio is not None
                 self.render_errors += error is not None and error != SUPERSEDED
+                self.superseded += error == SUPERSEDED
         job.audio, job.error = audio, error
         job.done.set()
         replied = set()

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import ipaddress
 import json
 import logging
 import math
@@ -57,6 +56,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from osc_server.access import address_allowed
+from osc_server.access import networks as access_networks
 from synth.params import (
     DEFAULTS,
     LATENT_DIM,
@@ -473,24 +474,6 @@ class _RenderQueue:
             self.admitted -= 1
 
 
-def _networks(allow: Sequence[Any] | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
-    if allow is None:
-        return None
-    return [n if isinstance(n, (ipaddress.IPv4Network, ipaddress.IPv6Network))
-            else ipaddress.ip_network(n, strict=False) for n in allow]
-
-
-def _client_allowed(host: str | None, allow: list[Any]) -> bool:
-    try:
-        address = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False  # not an IP address (a unix socket, a test client's name): not in any network
-    addresses = [address]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        addresses.append(address.ipv4_mapped)  # ::ffff:10.0.0.7 on a dual-stack socket
-    return any(a in net for a in addresses for net in allow if a.version == net.version)
-
-
 class _AllowClients:
     """Plain ASGI middleware: 403 for HTTP clients outside `allow` (every route, /docs too)."""
 
@@ -500,7 +483,7 @@ class _AllowClients:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             host = (scope.get("client") or (None, None))[0]
-            if not _client_allowed(host, self.allow):
+            if not address_allowed(host, self.allow):
                 networks = ", ".join(map(str, self.allow)) or "nothing"
                 log.info("HTTP 403: %s is not in --allow", host)
                 response = JSONResponse({"error": f"client: {host} is not in --allow ({networks})", "field": "client"},
@@ -526,7 +509,7 @@ def create_app(
     connect; None lets everyone in, others get 403.
     """
     queue = _RenderQueue(max_rendering, max_waiting)
-    networks = _networks(allow)
+    networks = None if allow is None else list(access_networks(allow))
 
     # The encoder is reached through app.state, not a closure: FastAPI keeps endpoint functions in
     # caches of its own, and an app dropped without its shutdown must let its children go (GC).

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from osc_server.audio import normal_priority
+
 log = logging.getLogger("osc_server.render")
 
 DEFAULT_FACTORY = "synth.generator:get_generator"
@@ -86,11 +88,7 @@ def load_factory(spec: str):
 def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: int, threads: int) -> None:
     """A worker process: load the generator once, then render jobs into the slot."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(os, "sched_setscheduler"):  # started from a real-time render thread: not inherited
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except OSError:
-            pass
+    normal_priority()  # a restart is started from a real-time render thread: not inherited
     if nice:
         try:
             os.nice(nice)

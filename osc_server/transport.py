@@ -12,7 +12,6 @@ Datagrams up to 64 KiB are read whole.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -20,6 +19,7 @@ import time
 from typing import Any
 
 from osc_server import addresses as A
+from osc_server.access import address_allowed, networks
 from osc_server.audio import RT_PRIORITY_OSC, try_realtime
 from osc_server.logs import clip
 
@@ -51,7 +51,7 @@ class OscTransport:
                  allow: tuple = ()):
         self.engine = engine
         # Empty: every sender. Else ip networks (or their text); other senders are dropped.
-        self.allow = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in allow)
+        self.allow = networks(allow)
         self._allowed: dict[str, bool] = {}
         self._refused_logged: set[str] = set()
         self.refused_senders = 0
@@ -139,11 +139,7 @@ class OscTransport:
         """Whether `allow` lets this sender's address in (decisions cached, bounded)."""
         ok = self._allowed.get(host)
         if ok is None:
-            try:
-                ip = ipaddress.ip_address(host)
-                ok = any(ip in net for net in self.allow if net.version == ip.version)
-            except ValueError:
-                ok = False
+            ok = address_allowed(host, self.allow)
             if len(self._allowed) >= MAX_SENDERS:
                 self._allowed.clear()
             self._allowed[host] = ok
