@@ -17,6 +17,7 @@ SUITES = {
     "dsp": "bench.dsp",
     "generator": "bench.generator",
     "server": "bench.server",
+    "voices": "bench.voices",
 }
 
 

@@ -49,6 +49,10 @@ PRESET_LIST_BYTES = 8192
 # OSC timetags count NTP seconds, from 1900-01-01; Unix time counts from 1970-01-01. The offset
 # is 70 years, 17 of them leap: (70 * 365 + 17) * 86400 s.
 NTP_EPOCH_OFFSET_S = 2208988800
+# Live control of sounding notes. Bend as MPE's per-note default (+-48 semitones); glide up to 5 s.
+BEND_CENTS_MAX = 4800.0
+GLIDE_MS_MAX = 5000.0
+MODES = ("poly", "mono")
 
 
 class CommandError(Exception):
@@ -149,6 +153,43 @@ class PresetLoad:
 @dataclass(frozen=True)
 class PresetList:
     pass
+
+
+@dataclass(frozen=True)
+class Bend:
+    cents: float
+
+
+@dataclass(frozen=True)
+class NoteBend:
+    pitch: int
+    cents: float
+
+
+@dataclass(frozen=True)
+class Pressure:
+    value: float
+
+
+@dataclass(frozen=True)
+class NotePressure:
+    pitch: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Sustain:
+    down: bool
+
+
+@dataclass(frozen=True)
+class Mode:
+    mode: str  # "poly" or "mono"
+
+
+@dataclass(frozen=True)
+class Glide:
+    ms: float
 
 
 @dataclass(frozen=True)
@@ -302,6 +343,48 @@ def _reply_port(address: str, args: list) -> ReplyPort:
     return ReplyPort(_int(address, "port", args[0], 0, 65535))
 
 
+def _bend(address: str, args: list) -> Bend:
+    _n_args(address, args, 1, 1, "cents")
+    return Bend(_number(address, "cents", args[0], -BEND_CENTS_MAX, BEND_CENTS_MAX))
+
+
+def _note_bend(address: str, args: list) -> NoteBend:
+    _n_args(address, args, 2, 2, "pitch cents")
+    return NoteBend(_pitch(address, args[0]), _number(address, "cents", args[1], -BEND_CENTS_MAX, BEND_CENTS_MAX))
+
+
+def _pressure(address: str, args: list) -> Pressure:
+    _n_args(address, args, 1, 1, "value")
+    return Pressure(_number(address, "value", args[0], 0.0, 1.0))
+
+
+def _note_pressure(address: str, args: list) -> NotePressure:
+    _n_args(address, args, 2, 2, "pitch value")
+    return NotePressure(_pitch(address, args[0]), _number(address, "value", args[1], 0.0, 1.0))
+
+
+def _sustain(address: str, args: list) -> Sustain:
+    _n_args(address, args, 1, 1, "0 or 1")
+    value = args[0]
+    if value is True or value is False:
+        return Sustain(bool(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value in (0, 1):
+        return Sustain(bool(value))
+    raise CommandError(address, f"down: expected 0 or 1, got {value!r}")
+
+
+def _mode(address: str, args: list) -> Mode:
+    _n_args(address, args, 1, 1, " or ".join(MODES))
+    if not isinstance(args[0], str) or args[0].strip().lower() not in MODES:
+        raise CommandError(address, f"mode: expected one of {', '.join(MODES)}, got {args[0]!r}")
+    return Mode(args[0].strip().lower())
+
+
+def _glide(address: str, args: list) -> Glide:
+    _n_args(address, args, 1, 1, "ms")
+    return Glide(_number(address, "ms", args[0], 0.0, GLIDE_MS_MAX))
+
+
 def _preset_name(address: str, value: Any, field: str = "name") -> str:
     try:
         return check_name(value)
@@ -344,11 +427,14 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/note", "pitch velocity", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity int 0..127 (ints or integral floats)",
             "Note on with the current timbre; velocity 0 is a note off. A cached note sounds in the next audio block; "
             "a missing one is rendered and sounds as soon as it lands (it is played from the nearest of the five NSynth "
-            "velocity layers, scaled to the velocity).", "`/ready` when a missing note lands; `/error` if refused", _note),
+            "velocity layers, scaled to the velocity). Live voices (`--voice-mode live`): the note sounds until its "
+            "note-off, from the next block when its timbre's controls are known, else once the networks ran (tens of ms).", "`/ready` when a missing note lands; `/error` if refused", _note),
     Address("/note/off", "pitch [velocity]", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity ignored",
-            "Note off: every voice of that pitch fades out (20 ms raised cosine).", "`/error` if refused", _note_off),
+            "Note off: every voice of that pitch fades out (20 ms raised cosine); live voices play their timbre's release "
+            "(held on while `/sustain` is down).", "`/error` if refused", _note_off),
     Address("/latent", f"{LATENT_DIM} floats", f"each in [{LATENT_MIN:g}, {LATENT_MAX:g}]",
-            "Set all 16 timbre knobs (`latent_sample`). Later notes use the new timbre; sounding notes keep theirs.",
+            "Set all 16 timbre knobs (`latent_sample`). Later notes use the new timbre; one-shots keep theirs, live "
+            "voices cross-fade to it (50 ms, level kept).",
             "`/error` if refused", _latent),
     Address("/latent/<i>", "value", f"i 0..{LATENT_DIM - 1}; value in [{LATENT_MIN:g}, {LATENT_MAX:g}]",
             "Set one timbre knob.", "`/error` if refused", _latent_one),
@@ -357,6 +443,23 @@ ADDRESSES: tuple[Address, ...] = (
             "Set the quality tags (no arguments: none).", "`/error` if refused", _qualities),
     Address("/quality/<name>", "0|1", f"name one of {_Q}", "Switch one quality tag off (0) or on (1).",
             "`/error` if refused", _quality_one),
+    Address("/bend", "cents", f"[-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",
+            "Global pitch bend of every sounding and later note (added to its own `/note/bend`), reached over 16 ms. "
+            "Live voices only (`--voice-mode live`), as the addresses below; a one-shot server answers `/error`.",
+            "`/error` if refused", _bend),
+    Address("/note/bend", "pitch cents", f"pitch int {PITCH_MIN}..{PITCH_MAX}; cents in [-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",
+            "Per-note bend (MPE): the sounding voice of that key.", "`/error` if refused", _note_bend),
+    Address("/pressure", "value", "[0, 1]", "Pressure of every sounding note, as breath or bow pressure: 0 is the "
+            "note as played, 1 drives the model 12 dB louder (louder and brighter).", "`/error` if refused", _pressure),
+    Address("/note/pressure", "pitch value", f"pitch int {PITCH_MIN}..{PITCH_MAX}; value in [0, 1]",
+            "Per-note pressure (polyphonic aftertouch, MPE).", "`/error` if refused", _note_pressure),
+    Address("/sustain", "0|1", "0 or 1", "Sustain pedal: notes released while it is down keep sounding until "
+            "it lifts.", "`/error` if refused", _sustain),
+    Address("/mode", "poly|mono", ", ".join(MODES), "Mono: one voice, legato (a new key while one is held moves "
+            "the sounding voice without a new attack, gliding over `/glide`), with a note stack.",
+            "`/error` if refused", _mode),
+    Address("/glide", "ms", f"[0, {GLIDE_MS_MAX:g}]", "Glide time of legato notes in mono mode.",
+            "`/error` if refused", _glide),
     Address("/prerender", "[lo hi]", f"pitches {PITCH_MIN}..{PITCH_MAX}; default {PRERENDER_LO}..{PRERENDER_HI}",
             "Render the keyboard (every pitch x the five velocity layers) for the current timbre in the background; "
             "a later timbre change or `/prerender` supersedes it.", "`/prerender/progress`, then `/prerender/done`",
@@ -374,14 +477,14 @@ ADDRESSES: tuple[Address, ...] = (
             "preset, replacing a user preset of that name; a factory preset of that name is shadowed, not changed.",
             "`/preset/saved name`; `/error` if refused", _preset_one(PresetSave)),
     Address("/preset/load", "name", _NAME, "Set the timbre to the preset's source, qualities and latent_sample at "
-            "once (one timbre change, as `/source` + `/qualities` + `/latent`). Later notes use it; sounding notes "
-            "keep the timbre they started with (voices that follow a timbre change are not part of this).",
+            "once (one timbre change, as `/source` + `/qualities` + `/latent`). Later notes use it; sounding one-shots "
+            "keep their timbre, live voices cross-fade to it.",
             "`/preset/loaded name`; `/error` if refused", _preset_one(PresetLoad)),
     Address("/preset/list", "", "", "Ask for the names of every preset, user and factory, sorted.",
             "`/preset/list name ...`", _no_args(PresetList)),
     Address("/preset/morph", "a b t", f"{_NAME} for a and b; t in [0, 1]", "Set the timbre between two presets: "
             "latent_sample is (1 - t) a + t b; source and qualities are those of the nearer end (a's for t < 0.5, "
-            "b's from 0.5 on). Sounding notes keep their timbre.", "`/preset/loaded a~b@t`; `/error` if refused",
+            "b's from 0.5 on). Sounding one-shots keep their timbre; live voices follow it.", "`/preset/loaded a~b@t`; `/error` if refused",
             _preset_morph),
     # Replies (server -> client).
     Address("/error", "address reason", "strings", "A message was refused: `address` is the refused message's "

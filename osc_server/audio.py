@@ -59,6 +59,7 @@ class Stat(IntEnum):
     CLIPPED_BLOCKS = 5
     EVENTS_DONE = 6
     SKIPPED_NOTES = 7  # note-ons whose release came before their start
+    STREAM_LATE = 8  # blocks the live voices' ring did not cover in full (their process was late)
 
 
 class Mixer:
@@ -132,6 +133,16 @@ class Mixer:
         self.stats = np.zeros(len(Stat), dtype=np.int64)
         self.cpu = np.zeros(3, dtype=np.float64)  # total s, max s, blocks
         self.block_times = np.zeros(4096, dtype=np.float64)  # the last blocks' durations (s), a ring
+        # Live voices (osc_server.voices): a ring of samples another process writes ahead of us.
+        self._ring: np.ndarray | None = None
+        self._ring_control: np.ndarray | None = None
+
+    def attach_ring(self, ring: np.ndarray, control: np.ndarray) -> None:
+        """Mix `ring` (float32, indexed by absolute sample modulo its size) into every block: the
+        voice process writes it up to control[0] and the callback publishes in control[1] how far
+        it reads (before reading), so the writer never touches samples being read."""
+        self._ring_control = control
+        self._ring = ring
 
     STAT_NAMES = tuple(s.name.lower() for s in Stat)
 
@@ -220,6 +231,24 @@ class Mixer:
             else:
                 voices += 1
         self.stats[Stat.VOICES] = voices
+
+        ring = self._ring
+        if ring is not None:
+            control = self._ring_control
+            control[8] = 1  # (C_IN_CALLBACK) reading: a new voice starts after t1, not at t0
+            control[1] = t1  # (C_READ) the writer keeps off [.., t1) from now on
+            if control[2]:  # (C_RUNNING)
+                k = min(n, int(control[0]) - t0)  # (C_WRITE) samples written for this block
+                if k < n:
+                    self.stats[Stat.STREAM_LATE] += 1
+                if k > 0:
+                    size = ring.shape[0]
+                    i = t0 % size
+                    first = min(k, size - i)
+                    mix[:first] += ring[i:i + first]
+                    if first < k:
+                        mix[first:k] += ring[:k - first]
+            control[8] = 0
 
         # Master gain, latched per block and ramped per sample.
         g0, g1 = self._gain, self._gain_target

@@ -35,6 +35,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="size limit of --cache-dir in MB; the least recently used notes go first "
                              "(default 2048, about 2 800 notes at 48 kHz)")
     parser.add_argument("--voices", type=int, default=32, help="polyphony; the oldest voice is stolen beyond it")
+    parser.add_argument("--voice-mode", choices=("live", "oneshot"), default="oneshot",
+                        help="live: a note sounds while its key is held, releases as its timbre does and follows "
+                             "/bend, /pressure, /sustain, /mode and the timbre knobs (a voice process streams "
+                             "them); oneshot: 4 s notes from the cache (default: %(default)s)")
+    parser.add_argument("--live-voices", type=int, default=12,
+                        help="with --voice-mode live: voices at most; the oldest is stolen past it (default "
+                             "%(default)s: what the voice process keeps up with on a 2-core laptop, BENCHMARKS.md)")
     parser.add_argument("--render-workers", type=_workers, default=2,
                         help="render processes (default 2); each loads the generator, none shares the "
                              "audio callback's interpreter")
@@ -208,6 +215,7 @@ def _serve(args) -> int:
         cache_dir_mb=args.cache_dir_mb, voices=args.voices,
         workers=args.render_workers, record=args.record, jack_fallback=not args.no_jack_fallback,
         realtime=not args.no_realtime, allow=tuple(args.allow), presets_dir=args.presets_dir,
+        voice_mode=args.voice_mode, voice_factory=args.generator_factory, live_voices=args.live_voices,
     )
     try:
         server = LiveServer(generator, config)

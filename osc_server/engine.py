@@ -94,8 +94,11 @@ class _Job:
 
 class Engine:
     def __init__(self, generator: Generator, mixer: Mixer, output: Any, cache: NoteCache,
-                 workers: int = 2, realtime: bool = False):
+                 workers: int = 2, realtime: bool = False, voices: Any = None):
         self.generator = generator
+        # Live voices (osc_server.voices.LiveVoices): notes sound while held and follow bend,
+        # pressure, the pedal and the timbre. None: 4 s one-shots from the cache.
+        self.voices = voices
         self.mixer = mixer
         self.output = output  # has sample_at(t_wall) -> sample index
         self.sample_rate = mixer.sample_rate
@@ -149,7 +152,20 @@ class Engine:
             A.PresetLoad: lambda c, when, reply: self._preset_load(c.name, reply),
             A.PresetList: lambda c, when, reply: self._preset_list(reply),
             A.PresetMorph: lambda c, when, reply: self._preset_morph(c.a, c.b, c.t, reply),
+            A.Bend: lambda c, when, reply: self._live("/bend").bend(c.cents),
+            A.NoteBend: lambda c, when, reply: self._live("/note/bend").note_bend(c.pitch, c.cents),
+            A.Pressure: lambda c, when, reply: self._live("/pressure").pressure(c.value),
+            A.NotePressure: lambda c, when, reply: self._live("/note/pressure").note_pressure(c.pitch, c.value),
+            A.Sustain: lambda c, when, reply: self._live("/sustain").sustain(c.down),
+            A.Mode: lambda c, when, reply: self._live("/mode").mode(c.mode),
+            A.Glide: lambda c, when, reply: self._live("/glide").glide(c.ms),
         }
+
+    def _live(self, address: str) -> Any:
+        if self.voices is None:
+            raise A.CommandError(address, "voice_mode: live control of sounding notes needs live voices "
+                                          "(serve --voice-mode live); this server plays one-shots")
+        return self.voices
 
     # ---- commands -----------------------------------------------------------------------
     def handle(self, command: Any, when: float | None, reply: Reply) -> None:
@@ -188,6 +204,8 @@ class Engine:
                 self.timbre = timbre
                 self._keys = {}
                 self.epoch += 1
+        if changed and self.voices is not None:
+            self.voices.timbre(timbre)
         if changed and self.auto_prerender is not None:
             # Debounced: a knob sweep sends many messages; pre-render once it settles.
             with self._control:
@@ -245,6 +263,9 @@ class Engine:
     def note_on(self, pitch: int, velocity: int, when: float | None, reply: Reply) -> None:
         target = self._target(when)
         layer, gain = _VELOCITY[velocity]
+        if self.voices is not None:
+            self.voices.note_on(pitch, self._note(pitch, layer)[1], gain, target)
+            return
         key = self._keys.get((pitch, layer))
         if key is None:
             key = self._note(pitch, layer)[0]
@@ -261,6 +282,9 @@ class Engine:
 
     def note_off(self, pitch: int, when: float | None) -> None:
         target = self._target(when)
+        if self.voices is not None:
+            self.voices.note_off(pitch, target)
+            return
         with self._lock:
             now = self.mixer.block_start
             for w in self._waiting.get(pitch, ()):
@@ -283,6 +307,8 @@ class Engine:
                     w.cancelled = True
             self._waiting.clear()
         self.mixer.panic()
+        if self.voices is not None:
+            self.voices.panic()
 
     def sync(self, sync_id: Any, reply: Reply) -> None:
         with self._lock:
@@ -351,6 +377,8 @@ class Engine:
             self._finish(job, None, SUPERSEDED)
         notes = [self._note(p, layer, timbre) for p in range(lo, hi + 1) for layer in VELOCITY_LAYERS]
         total = len(notes)
+        if self.voices is not None:  # live voices keep each note's controls: computed in their process
+            self.voices.warm([params for _, params in notes])
         state = {"done": 0, "failed": 0}
         step = max(1, total // 20)
         state_lock = threading.Lock()
@@ -556,7 +584,8 @@ class Engine:
     # ---- figures ------------------------------------------------------------------------
     def status_values(self) -> tuple:
         c = self.cache
-        return (self.mixer.n_voices, c.n_notes, round(c.n_bytes / 2**20, 3), c.hits, c.misses,
+        voices = self.mixer.n_voices + (self.voices.sounding if self.voices is not None else 0)
+        return (voices, c.n_notes, round(c.n_bytes / 2**20, 3), c.hits, c.misses,
                 self.queued, int(self.mixer.stats[Stat.UNDERRUNS]), float(self.gain_db), self.rendering)
 
     @property

@@ -174,6 +174,11 @@ class ServerConfig:
     realtime: bool = True  # SCHED_FIFO for the audio callback and the OSC thread, when allowed
     allow: tuple = ()  # ip networks whose senders are served (OSC, HTTP); empty: everyone
     presets_dir: str | None = None  # the user's presets (/preset/...); None: platformdirs' user data dir
+    # "live": notes sound while held (osc_server.voices, a voice process with the generator);
+    # "oneshot": 4 s notes from the cache.
+    voice_mode: str = "oneshot"
+    voice_factory: str | None = None  # the live voices' generator ('module:function'); None: the default
+    live_voices: int = 12  # live voices at most (the voice process's cost grows with each; BENCHMARKS.md)
 
 
 class LiveServer:
@@ -189,16 +194,29 @@ class LiveServer:
         self._jackd = None
         self.output = None
         self.engine = None
+        self.voices = None
         try:
             self.cache = NoteCache(int(config.cache_mb * 2**20), config.cache_dir, int(config.cache_dir_mb * 2**20))
         except (CacheDirError, OSError) as e:
             raise SetupError(f"--cache-dir: {e}") from None
         self.mixer = Mixer(config.sample_rate, max_voices=config.voices)
         try:
+            if config.voice_mode == "live":
+                from osc_server.render_pool import DEFAULT_FACTORY
+                from osc_server.voices import LiveVoices, VoiceProcessError
+
+                try:
+                    self.voices = LiveVoices(config.voice_factory or DEFAULT_FACTORY, config.sample_rate,
+                                             config.live_voices, config.blocksize, realtime=config.realtime)
+                except (VoiceProcessError, ValueError) as e:
+                    raise SetupError(f"--voice-mode live: {e}") from None
+                self.mixer.attach_ring(self.voices.ring, self.voices.control)
+            elif config.voice_mode != "oneshot":
+                raise SetupError(f"--voice-mode: expected live or oneshot, got {config.voice_mode!r}")
             self.output, self.fallback, self._jackd = open_output(
                 self.mixer, config.device, config.blocksize, config.record, config.jack_fallback, config.realtime)
             self.engine = Engine(generator, self.mixer, self.output, self.cache, workers=config.workers,
-                                 realtime=config.realtime)
+                                 realtime=config.realtime, voices=self.voices)
             self.engine.presets = PresetStore(config.presets_dir)
             try:
                 self.transport = OscTransport(self.engine, config.host, config.port, realtime=config.realtime,
@@ -209,6 +227,8 @@ class LiveServer:
             if self.engine is not None:
                 self.engine.close()
             self._release_output()
+            if self.voices is not None:
+                self.voices.close()
             raise
 
     @property
@@ -249,6 +269,8 @@ class LiveServer:
         self.engine.close()
         self.output.close()
         self._release_output()
+        if self.voices is not None:
+            self.voices.close()
 
     def _release_output(self) -> None:
         """Stop the fallback jackd we started, if any (idempotent)."""

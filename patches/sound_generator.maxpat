@@ -1921,7 +1921,8 @@
      "size": 1.0,
      "min": 0.0,
      "floatoutput": 1,
-     "orientation": 1
+     "orientation": 1,
+     "varname": "morph"
     }
    },
    {
@@ -1991,6 +1992,304 @@
      "numinlets": 1,
      "numoutlets": 0,
      "patching_rect": [
+      1080.0,
+      495.0,
+      300.0,
+      20.0
+     ],
+     "text": "expression: bend (cents), pressure, sustain, mode, glide"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-129",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      520.0,
+      200.0,
+      20.0
+     ],
+     "size": 2400.0,
+     "min": -1200.0,
+     "floatoutput": 1,
+     "orientation": 1,
+     "varname": "bend"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-130",
+     "maxclass": "flonum",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1290.0,
+      520.0,
+      60.0,
+      22.0
+     ],
+     "minimum": -4800.0,
+     "maximum": 4800.0
+    }
+   },
+   {
+    "box": {
+     "id": "obj-131",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1360.0,
+      520.0,
+      45.0,
+      22.0
+     ],
+     "text": "set 0"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-132",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      550.0,
+      103.0,
+      22.0
+     ],
+     "text": "prepend /bend"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-133",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1290.0,
+      550.0,
+      89.0,
+      22.0
+     ],
+     "text": "prepend set"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-134",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1080.0,
+      585.0,
+      200.0,
+      20.0
+     ],
+     "text": "pressure 0..1"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-135",
+     "maxclass": "slider",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      605.0,
+      200.0,
+      20.0
+     ],
+     "size": 1.0,
+     "min": 0.0,
+     "floatoutput": 1,
+     "orientation": 1,
+     "varname": "pressure"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-136",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      635.0,
+      131.0,
+      22.0
+     ],
+     "text": "prepend /pressure"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-137",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1080.0,
+      670.0,
+      260.0,
+      20.0
+     ],
+     "text": "sustain    mode        glide ms"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-138",
+     "maxclass": "toggle",
+     "numinlets": 1,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      692.0,
+      20.0,
+      20.0
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-139",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      722.0,
+      124.0,
+      22.0
+     ],
+     "text": "prepend /sustain"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-140",
+     "maxclass": "umenu",
+     "numinlets": 1,
+     "numoutlets": 3,
+     "patching_rect": [
+      1155.0,
+      692.0,
+      70.0,
+      22.0
+     ],
+     "items": [
+      "poly",
+      ",",
+      "mono"
+     ]
+    }
+   },
+   {
+    "box": {
+     "id": "obj-141",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1155.0,
+      752.0,
+      103.0,
+      22.0
+     ],
+     "text": "prepend /mode"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-142",
+     "maxclass": "number",
+     "numinlets": 1,
+     "numoutlets": 2,
+     "patching_rect": [
+      1240.0,
+      692.0,
+      60.0,
+      22.0
+     ],
+     "minimum": 0,
+     "maximum": 5000
+    }
+   },
+   {
+    "box": {
+     "id": "obj-143",
+     "maxclass": "newobj",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1240.0,
+      782.0,
+      110.0,
+      22.0
+     ],
+     "text": "prepend /glide"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-144",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
+      1080.0,
+      815.0,
+      320.0,
+      20.0
+     ],
+     "text": "per note (MPE), key 60: click to send, edit the numbers"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-145",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1080.0,
+      840.0,
+      150.0,
+      22.0
+     ],
+     "text": "/note/bend 60 -50"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-146",
+     "maxclass": "message",
+     "numinlets": 2,
+     "numoutlets": 1,
+     "patching_rect": [
+      1240.0,
+      840.0,
+      150.0,
+      22.0
+     ],
+     "text": "/note/pressure 60 0.8"
+    }
+   },
+   {
+    "box": {
+     "id": "obj-147",
+     "maxclass": "comment",
+     "numinlets": 1,
+     "numoutlets": 0,
+     "patching_rect": [
       10.0,
       640.0,
       200.0,
@@ -2001,7 +2300,7 @@
    },
    {
     "box": {
-     "id": "obj-129",
+     "id": "obj-148",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 1,
@@ -2016,7 +2315,7 @@
    },
    {
     "box": {
-     "id": "obj-130",
+     "id": "obj-149",
      "maxclass": "newobj",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2031,7 +2330,7 @@
    },
    {
     "box": {
-     "id": "obj-131",
+     "id": "obj-150",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2046,7 +2345,7 @@
    },
    {
     "box": {
-     "id": "obj-132",
+     "id": "obj-151",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2061,7 +2360,7 @@
    },
    {
     "box": {
-     "id": "obj-133",
+     "id": "obj-152",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 9,
@@ -2076,7 +2375,7 @@
    },
    {
     "box": {
-     "id": "obj-134",
+     "id": "obj-153",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2091,7 +2390,7 @@
    },
    {
     "box": {
-     "id": "obj-135",
+     "id": "obj-154",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2106,7 +2405,7 @@
    },
    {
     "box": {
-     "id": "obj-136",
+     "id": "obj-155",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2121,7 +2420,7 @@
    },
    {
     "box": {
-     "id": "obj-137",
+     "id": "obj-156",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2136,7 +2435,7 @@
    },
    {
     "box": {
-     "id": "obj-138",
+     "id": "obj-157",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2151,7 +2450,7 @@
    },
    {
     "box": {
-     "id": "obj-139",
+     "id": "obj-158",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2166,7 +2465,7 @@
    },
    {
     "box": {
-     "id": "obj-140",
+     "id": "obj-159",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2181,7 +2480,7 @@
    },
    {
     "box": {
-     "id": "obj-141",
+     "id": "obj-160",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2196,7 +2495,7 @@
    },
    {
     "box": {
-     "id": "obj-142",
+     "id": "obj-161",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2211,7 +2510,7 @@
    },
    {
     "box": {
-     "id": "obj-143",
+     "id": "obj-162",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2226,7 +2525,7 @@
    },
    {
     "box": {
-     "id": "obj-144",
+     "id": "obj-163",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2241,7 +2540,7 @@
    },
    {
     "box": {
-     "id": "obj-145",
+     "id": "obj-164",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2256,7 +2555,7 @@
    },
    {
     "box": {
-     "id": "obj-146",
+     "id": "obj-165",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2271,7 +2570,7 @@
    },
    {
     "box": {
-     "id": "obj-147",
+     "id": "obj-166",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2286,7 +2585,7 @@
    },
    {
     "box": {
-     "id": "obj-148",
+     "id": "obj-167",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2301,7 +2600,7 @@
    },
    {
     "box": {
-     "id": "obj-149",
+     "id": "obj-168",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2316,7 +2615,7 @@
    },
    {
     "box": {
-     "id": "obj-150",
+     "id": "obj-169",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2331,7 +2630,7 @@
    },
    {
     "box": {
-     "id": "obj-151",
+     "id": "obj-170",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2346,7 +2645,7 @@
    },
    {
     "box": {
-     "id": "obj-152",
+     "id": "obj-171",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2361,7 +2660,7 @@
    },
    {
     "box": {
-     "id": "obj-153",
+     "id": "obj-172",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2376,7 +2675,7 @@
    },
    {
     "box": {
-     "id": "obj-154",
+     "id": "obj-173",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2391,7 +2690,7 @@
    },
    {
     "box": {
-     "id": "obj-155",
+     "id": "obj-174",
      "maxclass": "comment",
      "numinlets": 1,
      "numoutlets": 0,
@@ -2406,7 +2705,7 @@
    },
    {
     "box": {
-     "id": "obj-156",
+     "id": "obj-175",
      "maxclass": "newobj",
      "numinlets": 2,
      "numoutlets": 1,
@@ -2421,7 +2720,7 @@
    },
    {
     "box": {
-     "id": "obj-157",
+     "id": "obj-176",
      "maxclass": "message",
      "numinlets": 2,
      "numoutlets": 1,
@@ -3891,20 +4190,8 @@
    {
     "patchline": {
      "source": [
-      "obj-129",
-      0
-     ],
-     "destination": [
-      "obj-130",
-      0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-129",
-      0
+      "obj-4",
+      1
      ],
      "destination": [
       "obj-131",
@@ -3916,6 +4203,18 @@
     "patchline": {
      "source": [
       "obj-131",
+      0
+     ],
+     "destination": [
+      "obj-129",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-129",
       0
      ],
      "destination": [
@@ -3927,6 +4226,30 @@
    {
     "patchline": {
      "source": [
+      "obj-130",
+      0
+     ],
+     "destination": [
+      "obj-132",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-132",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-129",
       0
      ],
@@ -3943,7 +4266,7 @@
       0
      ],
      "destination": [
-      "obj-135",
+      "obj-130",
       0
      ]
     }
@@ -3963,11 +4286,11 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
-      1
+      "obj-136",
+      0
      ],
      "destination": [
-      "obj-138",
+      "obj-2",
       0
      ]
     }
@@ -3987,8 +4310,20 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
-      2
+      "obj-139",
+      0
+     ],
+     "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-140",
+      1
      ],
      "destination": [
       "obj-141",
@@ -4003,19 +4338,19 @@
       0
      ],
      "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-142",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-133",
-      3
      ],
      "destination": [
-      "obj-144",
+      "obj-143",
       0
      ]
     }
@@ -4023,23 +4358,23 @@
    {
     "patchline": {
      "source": [
-      "obj-144",
+      "obj-143",
       0
      ],
      "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-145",
       0
-     ]
-    }
-   },
-   {
-    "patchline": {
-     "source": [
-      "obj-133",
-      4
      ],
      "destination": [
-      "obj-147",
+      "obj-2",
       0
      ]
     }
@@ -4047,20 +4382,32 @@
    {
     "patchline": {
      "source": [
-      "obj-147",
+      "obj-146",
       0
      ],
      "destination": [
+      "obj-2",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
       "obj-148",
       0
+     ],
+     "destination": [
+      "obj-149",
+      0
      ]
     }
    },
    {
     "patchline": {
      "source": [
-      "obj-133",
-      5
+      "obj-148",
+      0
      ],
      "destination": [
       "obj-150",
@@ -4083,11 +4430,11 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
-      6
+      "obj-148",
+      0
      ],
      "destination": [
-      "obj-153",
+      "obj-152",
       0
      ]
     }
@@ -4095,7 +4442,7 @@
    {
     "patchline": {
      "source": [
-      "obj-153",
+      "obj-152",
       0
      ],
      "destination": [
@@ -4107,11 +4454,11 @@
    {
     "patchline": {
      "source": [
-      "obj-133",
-      7
+      "obj-154",
+      0
      ],
      "destination": [
-      "obj-156",
+      "obj-155",
       0
      ]
     }
@@ -4119,11 +4466,167 @@
    {
     "patchline": {
      "source": [
-      "obj-156",
-      0
+      "obj-152",
+      1
      ],
      "destination": [
       "obj-157",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-157",
+      0
+     ],
+     "destination": [
+      "obj-158",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      2
+     ],
+     "destination": [
+      "obj-160",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-160",
+      0
+     ],
+     "destination": [
+      "obj-161",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      3
+     ],
+     "destination": [
+      "obj-163",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-163",
+      0
+     ],
+     "destination": [
+      "obj-164",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      4
+     ],
+     "destination": [
+      "obj-166",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-166",
+      0
+     ],
+     "destination": [
+      "obj-167",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      5
+     ],
+     "destination": [
+      "obj-169",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-169",
+      0
+     ],
+     "destination": [
+      "obj-170",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      6
+     ],
+     "destination": [
+      "obj-172",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-172",
+      0
+     ],
+     "destination": [
+      "obj-173",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-152",
+      7
+     ],
+     "destination": [
+      "obj-175",
+      0
+     ]
+    }
+   },
+   {
+    "patchline": {
+     "source": [
+      "obj-175",
+      0
+     ],
+     "destination": [
+      "obj-176",
       0
      ]
     }

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="jackd2 libportaudio2 libfluidsynth3 fluid-soundfont-gm puredata-core libsndfile1 python3-venv"
+APT_PACKAGES="jackd2 libportaudio2 libfluidsynth3 fluid-soundfont-gm puredata-core puredata-gui xvfb libsndfile1 python3-venv"
 
 missing=""
 for p in $APT_PACKAGES; do

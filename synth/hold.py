@@ -145,6 +145,9 @@ LATENT_CROSSFADE_S = 0.05
 # to (0, 0, 5, 0, ..., 0, -5) dropped the level by 13 dB (the decoder maps z to level too).
 LATENT_LEVEL_MAX_DB = 24.0
 BEND_EASE_S = 0.016
+# Pressure (breath, bow, aftertouch) drives the model's loudness input: 0 is the note as played,
+# 1 this much louder (the decoder makes louder notes brighter too), eased like a bend.
+PRESSURE_DB = 12.0
 MAX_BEND_CENTS = 4800.0  # MPE's default per-note range, +-48 semitones
 # Level used to start a cap: the loudest of the last frames played (dB), so a cap never bites
 # into the level it starts from.
@@ -152,6 +155,7 @@ LEVEL_MEMORY_FRAMES = 5
 IR_FADE_S = 0.25
 IR_FADE_DB = 80.0
 DECODE_BLOCK = 32  # frames per decoder call (+ context on both sides)
+FORGET_EVERY = 8  # frames between clean-ups of the plan
 DEFAULT_CHUNK_FRAMES = 8  # render_held's chunk (any size renders the same note)
 # render_held's output ends this long after the note is exactly silent (exact zeros), whatever
 # the chunk size.
@@ -166,6 +170,8 @@ def _frames(seconds: float) -> int:
 
 def _raised_cosine(x):
     """0 for x <= 0, 1 for x >= 1, a raised cosine in between (float or array)."""
+    if isinstance(x, float):  # (the planner's scalars: math is 20x faster than numpy here)
+        return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else 0.5 - 0.5 * math.cos(math.pi * x)
     x = np.clip(x, 0.0, 1.0)
     return 0.5 - 0.5 * np.cos(np.pi * x)
 
@@ -259,6 +265,24 @@ _DECODERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _DECODERS_LOCK = threading.Lock()
 
 
+_CONSTANTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def model_constants(generator) -> dict:
+    """What every held note of one generator shares, computed once: the faded impulse response
+    ('ir'), its `LevelMeter` ('meter'), the trained loudness range ('ld_range') and the decoder's
+    context ('context'). A live engine starts notes without reading files or taking FFTs."""
+    with _DECODERS_LOCK:
+        found = _CONSTANTS.get(generator)
+    if found is None:
+        ir = held_impulse_response(generator)
+        found = {"ir": ir, "meter": LevelMeter(ir), "ld_range": loudness_range_db(generator),
+                 "context": decoder_context(generator)}
+        with _DECODERS_LOCK:
+            _CONSTANTS[generator] = found
+    return found
+
+
 def loudness_range_db(generator) -> tuple[float, float]:
     """The loudness the f0_ld_generator was trained between (dB): held loudness stays inside."""
     from synth.models import read_config
@@ -290,12 +314,131 @@ def decode_controls(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
             "noise_magnitudes": noise.numpy()}
 
 
-def _make_decoder(generator):
+class NumpyDecoder:
+    """The DDSP decoder and the synthesizer's control scaling in numpy, from the generator's
+    trained weights: the same arithmetic as `decode_controls` (float32; within 1e-5 of it, the
+    tests check), for a batch of windows, without TensorFlow. A live engine decodes its voices'
+    next few frames many times a second: one TensorFlow call costs about 2 ms of Python and
+    holds the GIL for most of it; this costs about 0.1 ms for 16 windows of 22 frames, and
+    numpy's matrix products release the GIL.
+
+    Layers (synth.models.build_decoder): Dense -> LeakyReLU(0.2) -> Dense -> LayerNorm ->
+    LeakyReLU, then per dilation d: x += LeakyReLU(Dense(depthwise_d(x))), where depthwise_d is a
+    3-tap 'same' convolution per channel with taps at -d, 0, +d; then Dense to 1 + H + N raw
+    outputs, scaled as `DDSPSynth.get_controls` does (exp_sigmoid, harmonics at or above the
+    band limit removed by the highest f0 of each frame and its neighbours, renormalised; noise
+    exp_sigmoid(raw + its initial bias)).
+    """
+
+    def __init__(self, generator):
+        from synth import models
+        from synth.fast_render import MAX_FREQUENCY_HZ
+
+        cfg = generator.config
+        layers = {layer.name: layer for layer in generator.decoder.layers}
+
+        def dense(name):
+            kernel, bias = (np.asarray(w, np.float32) for w in layers[name].get_weights())
+            return kernel, bias
+
+        self.dense_in = dense("dec_in")
+        self.dense_in2 = dense("dec_in2")
+        norm = layers["dec_norm_in"]
+        self.norm_gamma, self.norm_beta = (np.asarray(w, np.float32) for w in norm.get_weights())
+        self.norm_eps = float(norm.epsilon)
+        self.blocks = []
+        for i, d in enumerate(cfg.decoder_dilations):
+            dw_kernel, dw_bias = (np.asarray(w, np.float32) for w in layers[f"dec_dw{i}"].get_weights())
+            self.blocks.append((int(d), dw_kernel, dw_bias, dense(f"dec_pw{i}")))
+        self.dense_out = dense("dec_out")
+        self.n_harmonics = int(cfg.n_harmonics)
+        self.noise_bias = float(generator.synth.noise.initial_bias)
+        self.max_frequency_hz = float(getattr(generator.synth.harmonic, "max_frequency_hz", MAX_FREQUENCY_HZ))
+        self.ld_offset, self.ld_range = float(models.LD_OFFSET_DB), float(models.LD_RANGE_DB)
+
+    @staticmethod
+    def _dense(x, kernel_bias):
+        # As one 2-D product: numpy runs a 3-D one as a loop of small ones, 10x slower here.
+        kernel, bias = kernel_bias
+        out = x.reshape(-1, x.shape[-1]) @ kernel
+        out += bias
+        return out.reshape(x.shape[:-1] + (kernel.shape[1],))
+
+    @staticmethod
+    def _leaky(x):
+        return np.maximum(x, 0.2 * x)
+
+    @staticmethod
+    def _exp_sigmoid(x):
+        # DDSP's: 2 * sigmoid(x) ** ln(10) + 1e-7
+        return 2.0 * (1.0 / (1.0 + np.exp(-x))) ** math.log(10.0) + 1e-7
+
+    def __call__(self, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
+        """f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> controls with a leading batch axis."""
+        f0 = np.asarray(f0_hz, np.float32)
+        ld = np.asarray(loudness_db, np.float32)
+        zz = np.asarray(z, np.float32)
+        f0_scaled = (69.0 + 12.0 * np.log2(np.maximum(f0, 1e-3) / 440.0)) / 127.0
+        ld_scaled = (ld - self.ld_offset) / self.ld_range
+        x = np.concatenate([f0_scaled[..., None], ld_scaled[..., None], zz], axis=-1).astype(np.float32)
+        x = self._leaky(self._dense(x, self.dense_in))
+        x = self._dense(x, self.dense_in2)
+        mean = x.mean(axis=-1, keepdims=True)
+        var = x.var(axis=-1, keepdims=True)
+        x = (x - mean) / np.sqrt(var + self.norm_eps) * self.norm_gamma + self.norm_beta
+        x = self._leaky(x)
+        for d, dw_kernel, dw_bias, pointwise in self.blocks:
+            y = x * dw_kernel[1] + dw_bias
+            y[:, d:] += x[:, :-d] * dw_kernel[0]  # 'same' padding: zeros beyond the window
+            y[:, :-d] += x[:, d:] * dw_kernel[2]
+            x = x + self._leaky(self._dense(y, pointwise))
+        raw = self._dense(x, self.dense_out)
+        h = self.n_harmonics
+        amp = self._exp_sigmoid(raw[..., 0])
+        dist = self._exp_sigmoid(raw[..., 1 : 1 + h])
+        padded = np.concatenate([f0[:, :1], f0, f0[:, -1:]], axis=1)
+        f0_max = np.maximum(np.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
+        mask = f0_max[..., None] * np.arange(1, h + 1, dtype=np.float32) < self.max_frequency_hz
+        dist = dist * mask
+        total = dist.sum(axis=-1, keepdims=True)
+        dist = np.divide(dist, total, out=np.zeros_like(dist), where=total != 0)
+        noise = self._exp_sigmoid(raw[..., 1 + h :] + self.noise_bias)
+        return {"f0_hz": f0, "amplitude": amp.astype(np.float32), "harmonic_distribution": dist.astype(np.float32),
+                "noise_magnitudes": noise.astype(np.float32)}
+
+
+_NUMPY_DECODERS: "weakref.WeakKeyDictionary[Any, NumpyDecoder]" = weakref.WeakKeyDictionary()
+
+
+def decode_controls_batch(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
+    """`decode_controls` for several notes' windows of one length at once, in numpy
+    (`NumpyDecoder`): f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> the same keys with a
+    leading batch axis. Each window is decoded on its own (zero padding at its ends)."""
+    with _DECODERS_LOCK:
+        run = _NUMPY_DECODERS.get(generator)
+        if run is None:
+            run = _NUMPY_DECODERS[generator] = NumpyDecoder(generator)
+    return run(f0_hz, loudness_db, z)
+
+
+def _make_decoder(generator, batched: bool = False):
     import tensorflow as tf
 
     from synth import models
 
     decoder, synth, cfg = generator.decoder, generator.synth, generator.config
+
+    if batched:
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
+                                      tf.TensorSpec([None, None], tf.float32),
+                                      tf.TensorSpec([None, None, Z_DIM], tf.float32)])
+        def run_batch(f0b, ldb, z):
+            raw = decoder([models.scale_f0(f0b)[..., None], models.scale_ld(ldb)[..., None], z], training=False)
+            amp, harm, noise = models.split_decoder_output(raw, cfg)
+            c = synth.get_controls(amp, harm, noise, f0b[..., None])
+            return c["amplitude"][..., 0], c["harmonic_distribution"], c["noise_magnitudes"]
+
+        return run_batch
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
                                   tf.TensorSpec([None, Z_DIM], tf.float32)])
@@ -389,7 +532,9 @@ class Timbre:
         note had at its note-off by an offset that fades out."""
         r0 = self.release_from
         here = self.z[min(r0 + tau, N_DECODER_FRAMES - 1)]
-        fade = 1.0 - float(_raised_cosine((tau + 1) / max(1, _frames(RELEASE_Z_JOIN_S))))
+        fade = 1.0 - _raised_cosine((tau + 1) / max(1, _frames(RELEASE_Z_JOIN_S)))
+        if fade == 0.0:
+            return here
         return here + (z_at_release - self.z[r0]) * fade
 
     def held_loudness_step(self, j: int) -> float:
@@ -440,6 +585,10 @@ class _PlanState:
     bend_from: float = 0.0
     bend_to: float = 0.0
     bend_at: int = 0
+    bend_frames: int = 0  # 0: BEND_EASE_S (a glide sets its own)
+    pressure_from: float = 0.0  # loudness offsets (dB), eased like a bend
+    pressure_to: float = 0.0
+    pressure_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -450,6 +599,8 @@ class _PlannedFrame:
     timbre: Timbre  # the newest (its sustain and release rules apply)
     released_at: int | None
     gain_db: float  # the note's gain: its peak gain and the level compensation of latent changes
+    bend_cents: float = 0.0  # the bend in f0_hz
+    pressure_db: float = 0.0  # the pressure in loudness_db
 
 
 def _weights(timbres: tuple, j: int) -> list[float]:
@@ -462,14 +613,22 @@ def _weights(timbres: tuple, j: int) -> list[float]:
 
 
 def _bend_cents(state: _PlanState, j: int) -> float:
-    n = max(1, _frames(BEND_EASE_S))
+    n = state.bend_frames or max(1, _frames(BEND_EASE_S))
     r = min(1.0, max(0.0, (j - state.bend_at + 1) / n))
     return state.bend_from + (state.bend_to - state.bend_from) * r
+
+
+def _pressure_db(state: _PlanState, j: int) -> float:
+    n = max(1, _frames(BEND_EASE_S))
+    r = min(1.0, max(0.0, (j - state.pressure_at + 1) / n))
+    return state.pressure_from + (state.pressure_to - state.pressure_from) * r
 
 
 def _plan_frame(state: _PlanState, base_hz: float, ld_range: tuple[float, float]) -> tuple[_PlannedFrame, _PlanState]:
     j = state.frame
     timbres = state.timbres
+    if len(timbres) == 1:
+        return _plan_frame_one(state, base_hz, ld_range)
     weights = _weights(timbres, j)
     if weights[-1] >= 1.0 and len(timbres) > 1:  # the cross-fade is over
         timbres, weights = timbres[-1:], [1.0]
@@ -489,10 +648,46 @@ def _plan_frame(state: _PlanState, base_hz: float, ld_range: tuple[float, float]
     else:
         ld = state.loudness_db + step
     ld = float(min(max(ld, ld_range[0]), ld_range[1]))
-    f0 = base_hz * 2.0 ** ((cents + _bend_cents(state, j)) / 1200.0)
+    # Pressure rides on top of the planned loudness (the state keeps the loudness without it).
+    pressed = ld
+    if state.pressure_to or state.pressure_from:
+        pressed = float(min(ld + _pressure_db(state, j), ld_range[1]))
     gain = sum(w * comp for w, (_, _, comp) in zip(weights, timbres))
-    frame = _PlannedFrame(f0, ld, np.asarray(z, np.float64), timbres[-1][0], released_at, gain)
+    bend = _bend_cents(state, j)
+    f0 = base_hz * 2.0 ** ((cents + bend) / 1200.0)
+    frame = _PlannedFrame(f0, pressed, np.asarray(z, np.float64), timbres[-1][0], released_at, gain, bend,
+                          pressed - ld)
     return frame, replace(state, frame=j + 1, loudness_db=ld, timbres=timbres, z_at_release=z_at_release)
+
+
+def _plan_frame_one(state: _PlanState, base_hz: float, ld_range: tuple[float, float]):
+    """`_plan_frame` for a note with one timbre (no cross-fade): the same arithmetic without the
+    weighted sums, 3-4x faster (a live engine plans every voice's every frame)."""
+    j = state.frame
+    tb, _, comp = state.timbres[0]
+    cents = tb.held_cents(j)
+    released_at, z_at_release = state.released_at, state.z_at_release
+    if released_at is not None and j >= released_at:
+        tau = j - released_at
+        if z_at_release is None:
+            z_at_release = tb.held_z(j)
+        z = tb.released_z(tau, z_at_release)
+        step = tb.released_loudness_step(tau)
+    else:
+        z = tb.held_z(j)
+        step = tb.held_loudness_step(j) if j else 0.0
+    ld = float(tb.loudness_db[0]) if j == 0 else state.loudness_db + step
+    ld = float(min(max(ld, ld_range[0]), ld_range[1]))
+    pressed = ld
+    if state.pressure_to or state.pressure_from:
+        pressed = float(min(ld + _pressure_db(state, j), ld_range[1]))
+    bend = _bend_cents(state, j) if (state.bend_to or state.bend_from) else 0.0
+    f0 = base_hz * 2.0 ** ((cents + bend) / 1200.0)
+    frame = _PlannedFrame(f0, pressed, z, tb, released_at, comp, bend, pressed - ld)
+    new = object.__new__(_PlanState)  # dataclasses.replace, without its cost
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(frame=j + 1, loudness_db=ld, z_at_release=z_at_release)
+    return frame, new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,6 +770,44 @@ class _Vca:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NoteStart:
+    """What a held note starts from, computed once per note (the networks' curves as a `Timbre`,
+    and the 4 s note's peak gain): `prepare_notes` makes them in one network call, so a live
+    engine can keep them and start the same note again without the networks."""
+
+    params: NoteParams
+    timbre: Timbre
+    peak_gain: float
+
+
+def _peak_gain(generator, params: NoteParams, curves: Mapping[str, np.ndarray]) -> float:
+    controls = {key[len("synth_"):]: value for key, value in curves.items() if key.startswith("synth_")}
+    peak = float(np.max(np.abs(generator.synth.render_numpy(controls, TRAIN_SAMPLE_RATE,
+                                                            rng=np.random.default_rng(0)))))
+    return min(1.0, PEAK_LIMIT / peak) if peak > 0 else 1.0
+
+
+def prepare_notes(generator, notes: Sequence[NoteParams], peak_gain: bool = True) -> list[NoteStart]:
+    """`NoteStart`s for `notes`, the networks run in batches (`Generator.run_neural`). With
+    peak_gain False the peak gain is 1 (for a timbre change of a sounding note, which keeps its
+    own)."""
+    from synth.generator import BATCH_CHUNK
+
+    meter = model_constants(generator)["meter"]
+    out: list[NoteStart] = []
+    notes = list(notes)
+    for i in range(0, len(notes), BATCH_CHUNK):
+        chunk = notes[i : i + BATCH_CHUNK]
+        neural = generator.run_neural(chunk)
+        for j, params in enumerate(chunk):
+            curves = {k: neural[k][j] for k in ("z", "f0_hz", "loudness_db", "cents")}
+            curves.update({f"synth_{k}": v[j] for k, v in neural["controls"].items()})
+            gain = _peak_gain(generator, params, curves) if peak_gain else 1.0
+            out.append(NoteStart(params, Timbre(curves, params, meter), gain))
+    return out
+
+
 class HeldNote:
     """One held note, rendered k frames at a time (see the module doc).
 
@@ -588,7 +821,11 @@ class HeldNote:
     callback.
     """
 
-    def __init__(self, generator, params: NoteParams, sample_rate: int = 16000, peak_gain: float | None = None):
+    def __init__(self, generator, params: NoteParams, sample_rate: int = 16000, peak_gain: float | None = None,
+                 start: NoteStart | None = None, synth: bool = True, decode_block: int = DECODE_BLOCK):
+        if start is not None:
+            params = start.params
+            peak_gain = start.peak_gain if peak_gain is None else peak_gain
         if not isinstance(params, NoteParams):
             raise ValueError(f"params: expected NoteParams, got {params!r}")
         self.generator = generator
@@ -598,25 +835,36 @@ class HeldNote:
             raise ValueError(f"sample_rate: expected an integer number of Hz in 8000..192000, got {sample_rate!r}")
         self.sample_rate = int(sample_rate)
         self._base_hz = float(midi_to_hz(params.pitch))
-        self._ld_range = loudness_range_db(generator)
-        self._context = decoder_context(generator)
+        constants = model_constants(generator)
+        self._ld_range = constants["ld_range"]
+        self._context = constants["context"]
         cfg = generator.config
-        ir = held_impulse_response(generator)
-        self._meter = LevelMeter(ir)
-        self.synth = StreamingSynth(self.sample_rate, ir, n_harmonics=cfg.n_harmonics,
-                                    n_noise_bands=cfg.n_noise_bands, seed=int(params.key[:16], 16))
+        self._meter = constants["meter"]
+        # synth False: controls only (`controls_frames`), for an engine that synthesises many
+        # notes in one bank and reverberates their mix.
+        self.synth = StreamingSynth(self.sample_rate, constants["ir"], n_harmonics=cfg.n_harmonics,
+                                    n_noise_bands=cfg.n_noise_bands, seed=int(params.key[:16], 16)) if synth else None
         self.frame = 0  # frames rendered so far
-        curves = generator.controls(params)
-        if peak_gain is None:
-            controls = {key[len("synth_"):]: value for key, value in curves.items() if key.startswith("synth_")}
-            peak = float(np.max(np.abs(generator.synth.render_numpy(controls, TRAIN_SAMPLE_RATE,
-                                                                    rng=np.random.default_rng(0)))))
-            peak_gain = min(1.0, PEAK_LIMIT / peak) if peak > 0 else 1.0
+        # Frames per decoder window (+ the context each side): any size gives the same note; a
+        # live engine takes small ones, so that replanning after a note-off is quick.
+        self.decode_block = int(decode_block)
+        self._live: dict[str, tuple] = {}  # bend / pressure set without replanning (set_bend)
+        self._plan_end = 0  # frames planned so far (the newest snapshot's frame)
+        self.generation = 0  # bumped whenever the plan from the next frame on changes
+        self._stale: dict[int, dict[str, np.ndarray]] = {}  # block -> controls of an older plan
+        self._forgot_at = 0
+        if start is not None:
+            timbre = start.timbre
+        else:
+            curves = generator.controls(params)
+            timbre = Timbre(curves, params, self._meter)
+            if peak_gain is None:
+                peak_gain = _peak_gain(generator, params, curves)
         if not (isinstance(peak_gain, (int, float, np.floating)) and 0.0 < float(peak_gain) <= 1e6):
             raise ValueError(f"peak_gain: expected a positive gain, got {peak_gain!r}")
         self.peak_gain_db = 20.0 * math.log10(float(peak_gain))
         # state before planning frame f (from the frame being rendered on)
-        first = (Timbre(curves, params, self._meter), 0, self.peak_gain_db)
+        first = (timbre, 0, self.peak_gain_db)
         self._snapshots: dict[int, _PlanState] = {0: _PlanState(timbres=(first,))}
         self._plan: dict[int, _PlannedFrame] = {}
         self._decoded: dict[int, dict[str, np.ndarray]] = {}  # block index -> controls
@@ -659,9 +907,22 @@ class HeldNote:
         n = self.frame
         self._plan = {f: p for f, p in self._plan.items() if f < n}
         self._snapshots = {f: s for f, s in self._snapshots.items() if f <= n}
-        first_stale = n // DECODE_BLOCK
-        self._decoded = {b: c for b, c in self._decoded.items() if b < first_stale}
-        return self._snapshots[n]
+        self._plan_end = n
+        self.generation += 1  # blocks decoded from the old plan elsewhere are stale
+        first_stale = n // self.decode_block
+        # Blocks decoded from the old plan are kept aside: a live engine may play one for a
+        # frame or two while the new plan is decoded elsewhere (controls_frames(stale_ok=True)).
+        for b in [b for b in self._decoded if b >= first_stale]:
+            self._stale[b] = self._decoded.pop(b)
+        state = self._snapshots[n]
+        # Live bends and pressures become the plan's again (it is replanned from here anyway).
+        bend = self._live.pop("bend", None)
+        if bend is not None:
+            state = replace(state, bend_from=bend[0], bend_to=bend[1], bend_at=bend[2], bend_frames=bend[3])
+        pressure = self._live.pop("pressure", None)
+        if pressure is not None:
+            state = replace(state, pressure_from=pressure[0], pressure_to=pressure[1], pressure_at=pressure[2])
+        return state
 
     def _apply(self, state: _PlanState) -> None:
         self._snapshots[self.frame] = state
@@ -673,60 +934,190 @@ class HeldNote:
         self._released = True
         self._apply(replace(self._rewind(), released_at=self.frame))
 
-    def set_bend(self, cents: float) -> None:
+    def set_bend(self, cents: float, ease_s: float = BEND_EASE_S, replan: bool = True) -> None:
         """Bend the pitch to `cents` (relative to the note's pitch, |cents| <= MAX_BEND_CENTS),
-        reached over BEND_EASE_S from the next frame on."""
+        reached linearly over `ease_s` (BEND_EASE_S; a glide gives its own) from the next frame on.
+
+        replan False (live playing): the frames already planned and decoded keep their inputs and
+        the bend is applied to their f0 on the way out; frames planned from now on hand the bent
+        pitch to the decoder. So a pitch wheel costs no decoder call, and the timbre follows the
+        pitch within one decoder block (DECODE_BLOCK frames)."""
         if isinstance(cents, bool) or not isinstance(cents, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(cents)) or abs(float(cents)) > MAX_BEND_CENTS:
             raise ValueError(f"bend: expected cents in [-{MAX_BEND_CENTS:g}, {MAX_BEND_CENTS:g}], got {cents!r}")
+        ease = _check_time("ease_s", ease_s)
+        if not replan:
+            now = self._live_value("bend", self.frame)
+            if now is None:
+                now = _bend_cents(self._snapshots[self.frame], self.frame)
+            self._live["bend"] = (now, float(cents), self.frame, max(1, _frames(ease)))
+            last = self._plan_end  # the plan's future: planned bent (cheap, no rewind)
+            self._snapshots[last] = replace(self._snapshots[last], bend_from=float(cents), bend_to=float(cents),
+                                            bend_at=last)
+            return
         state = self._rewind()
         now = _bend_cents(state, self.frame)
-        self._apply(replace(state, bend_from=now, bend_to=float(cents), bend_at=self.frame))
+        self._live.pop("bend", None)
+        self._apply(replace(state, bend_from=now, bend_to=float(cents), bend_at=self.frame,
+                            bend_frames=max(1, _frames(ease))))
+
+    def _live_value(self, name: str, j: int) -> float | None:
+        """A live (not replanned) bend or pressure at frame j, or None if there is none."""
+        live = self._live.get(name)
+        if live is None:
+            return None
+        start, end, at, n = live
+        r = min(1.0, max(0.0, (j - at + 1) / n))
+        return start + (end - start) * r
+
+    @property
+    def bend_cents(self) -> float:
+        """The bend the note is heading for (cents)."""
+        return self._snapshots[max(self._snapshots)].bend_to if self._snapshots else 0.0
+
+    def set_pressure(self, value: float, replan: bool = True) -> None:
+        """Pressure 0..1 (0: the note as played): the loudness input rises by up to PRESSURE_DB,
+        eased over BEND_EASE_S from the next frame on."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"pressure: expected a number in [0, 1], got {value!r}")
+        if not replan:  # as set_bend: a gain now, the decoder's loudness input from the next block
+            now = self._live_value("pressure", self.frame)
+            target = PRESSURE_DB * float(value)
+            self._live["pressure"] = (now if now is not None else target, target, self.frame,
+                                      max(1, _frames(BEND_EASE_S)))
+            last = self._plan_end
+            self._snapshots[last] = replace(self._snapshots[last], pressure_from=target, pressure_to=target,
+                                            pressure_at=last)
+            return
+        state = self._rewind()
+        now = _pressure_db(state, self.frame)
+        self._live.pop("pressure", None)
+        self._apply(replace(state, pressure_from=now, pressure_to=PRESSURE_DB * float(value),
+                            pressure_at=self.frame))
 
     def set_latent(self, values: Sequence[float]) -> None:
         """Move the note's timbre to the latent `values` (16 numbers in [-7, 7]): the networks
         run for the new latent and the note cross-fades to it over LATENT_CROSSFADE_S."""
-        params = self.params.replace(latent_sample=list(values))
-        timbre = self._timbre(params)
-        state = self._rewind()
+        self.set_timbre(self.params.replace(latent_sample=list(values)))
+
+    def set_timbre(self, params: NoteParams, timbre: Timbre | None = None) -> None:
+        """Move the note to another timbre of the same pitch and velocity (latent, source,
+        qualities): `prepare_timbre` then `apply_timbre`."""
+        self.apply_timbre(self.prepare_timbre(params, timbre))
+
+    def prepare_timbre(self, params: NoteParams, timbre: Timbre | None = None) -> tuple:
+        """The slow half of a timbre change (the networks, and the decoder for the level
+        compensation, against the note's state as it is now): safe to run on another thread
+        while the note plays; `apply_timbre` then takes effect at the next frame."""
+        if not isinstance(params, NoteParams) or (params.pitch, params.velocity) != (self.params.pitch,
+                                                                                        self.params.velocity):
+            raise ValueError(f"params: expected NoteParams of pitch {self.params.pitch} and velocity "
+                             f"{self.params.velocity}, got {params!r}")
+        if timbre is None:
+            timbre = self._timbre(params)
+        snapshots = dict(self._snapshots)  # (one C call: a consistent copy while the note plays)
+        state = snapshots.get(self.frame) or snapshots[min(snapshots)]
         # The level compensation: the decoder on the old and the new z at the note's f0 and
         # loudness now, each held constant over the decoder's context.
         old, _ = _plan_frame(state, self._base_hz, self._ld_range)
         new, _ = _plan_frame(replace(state, timbres=((timbre, 0, 0.0),)), self._base_hz, self._ld_range)
         n = 2 * self._context + 1
-        out = decode_controls(self.generator, np.full(2 * n, old.f0_hz), np.full(2 * n, old.loudness_db),
-                              np.repeat(np.stack([old.z, new.z]), n, axis=0))
-        level = control_level_db(out["amplitude"], out["harmonic_distribution"], out["noise_magnitudes"],
-                                 out["f0_hz"], self._meter)
+        out = decode_controls_batch(self.generator, np.full((2, n), old.f0_hz), np.full((2, n), old.loudness_db),
+                                    np.repeat(np.stack([old.z, new.z])[:, None], n, axis=1))
+        level = control_level_db(out["amplitude"].reshape(-1), out["harmonic_distribution"].reshape(2 * n, -1),
+                                 out["noise_magnitudes"].reshape(2 * n, -1), out["f0_hz"].reshape(-1), self._meter)
         comp = old.gain_db + float(np.clip(level[self._context] - level[n + self._context],
                                            -LATENT_LEVEL_MAX_DB, LATENT_LEVEL_MAX_DB))
+        return params, timbre, comp
+
+    def apply_timbre(self, prepared: tuple) -> None:
+        params, timbre, comp = prepared
+        state = self._rewind()
+        self.params = params
         self._apply(replace(state, timbres=state.timbres + ((timbre, self.frame, comp),)))
 
     # Rendering ------------------------------------------------------------------------------
 
     def _plan_until(self, end: int) -> None:
         """Plan frames up to `end` (exclusive) from the last snapshot."""
-        last = max(self._snapshots)
+        last = self._plan_end
+        if end <= last:
+            return
         state = self._snapshots[last]
+        plan, snapshots = self._plan, self._snapshots
         for f in range(last, end):
             planned, state = _plan_frame(state, self._base_hz, self._ld_range)
-            self._plan[f] = planned
-            self._snapshots[f + 1] = state
+            plan[f] = planned
+            snapshots[f + 1] = state
+        self._plan_end = end
 
-    def _block(self, b: int) -> dict[str, np.ndarray]:
+    def _block(self, b: int, stale_ok: bool = False) -> dict[str, np.ndarray]:
         controls = self._decoded.get(b)
+        if controls is None and stale_ok:
+            controls = self._stale.get(b)
         if controls is None:
-            start, stop = b * DECODE_BLOCK, (b + 1) * DECODE_BLOCK
+            start, stop = b * self.decode_block, (b + 1) * self.decode_block
             lo, hi = max(0, start - self._context), stop + self._context
             self._plan_until(hi)
             frames = [self._plan[f] for f in range(lo, hi)]
             out = decode_controls(self.generator, [p.f0_hz for p in frames], [p.loudness_db for p in frames],
                                   np.stack([p.z for p in frames]))
-            controls = {k: v[start - lo : stop - lo] for k, v in out.items()}
-            self._decoded[b] = controls
+            self.put_block(b, {k: v[start - lo : stop - lo] for k, v in out.items()})
+            controls = self._decoded[b]
         return controls
 
-    def controls_frames(self, n_frames: int) -> dict[str, np.ndarray]:
+    def plan_ahead(self, n_frames: int, budget: int | None = None) -> int:
+        """Plan the decoder's inputs up to `n_frames` frames ahead of the next frame, at most
+        `budget` frames now; returns the frames planned. (Planning frame by frame as a note plays
+        keeps a live engine's work even: no block plans 46 frames at once.)"""
+        end = self.frame + int(n_frames)
+        if budget is not None:
+            end = min(end, self._plan_end + int(budget))
+        before = self._plan_end
+        self._plan_until(end)
+        return max(0, self._plan_end - before)
+
+    def block_planned(self, b: int) -> bool:
+        """True if block b's decoder inputs are planned (`block_inputs` costs no planning)."""
+        return self._plan_end >= (b + 1) * self.decode_block + self._context
+
+    def block_needed(self, n_frames: int = 1, ahead: int = 0) -> int | None:
+        """The decoder block that the next `n_frames` frames (looking `ahead` frames further)
+        need and that is not decoded yet, or None. With `block_inputs` and `put_block`, an engine
+        decodes the blocks of many notes in one batched call (`decode_controls_batch`)."""
+        n = self.frame
+        for b in range(n // self.decode_block, (n + n_frames + ahead - 1) // self.decode_block + 1):
+            if b not in self._decoded:
+                return b
+        return None
+
+    def block_inputs(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The decoder's inputs for block b (its frames with the context each side): f0_hz [m],
+        loudness_db [m], z [m, 16], and the offset of the block's first frame in them."""
+        start, stop = b * self.decode_block, (b + 1) * self.decode_block
+        lo, hi = max(0, start - self._context), stop + self._context
+        self._plan_until(hi)
+        frames = [self._plan[f] for f in range(lo, hi)]
+        return (np.array([p.f0_hz for p in frames]), np.array([p.loudness_db for p in frames]),
+                np.stack([p.z for p in frames]), start - lo)
+
+    def put_block(self, b: int, controls: Mapping[str, np.ndarray]) -> None:
+        """The decoded controls of block b (self.decode_block frames): kept with their levels."""
+        self._stale.pop(b, None)
+        block = {k: np.asarray(v[:self.decode_block]) for k, v in controls.items()}
+        if "level_db" not in block:  # (an engine decoding many notes computes them in one go)
+            block["level_db"] = control_level_db(block["amplitude"], block["harmonic_distribution"],
+                                                 block["noise_magnitudes"], block["f0_hz"], self._meter)
+        self._decoded[b] = block
+
+    def playable_stale(self) -> bool:
+        """True if the next frame's block is not decoded for the current plan but an older plan's
+        is (after note_off / a timbre change): `controls_frames(1, stale_ok=True)` plays it."""
+        b = self.frame // self.decode_block
+        return b not in self._decoded and b in self._stale
+
+    def controls_frames(self, n_frames: int, stale_ok: bool = False) -> dict[str, np.ndarray]:
         """The synthesizer controls of the next `n_frames` frames (and advance the note):
         f0_hz, amplitude [k], harmonic_distribution [k, H], noise_magnitudes [k, B]. For an
         engine that synthesises many notes in one `StreamingSynthBank` (then reverberate the mix
@@ -735,37 +1126,82 @@ class HeldNote:
         if k < 1:
             raise ValueError(f"n_frames: expected an integer >= 1, got {n_frames!r}")
         n = self.frame
+        self._plan_until(n + k)  # (the level rules read the plan of the frames played)
         parts = []
-        for b in range(n // DECODE_BLOCK, (n + k - 1) // DECODE_BLOCK + 1):
-            block = self._block(b)
-            lo, hi = max(n, b * DECODE_BLOCK), min(n + k, (b + 1) * DECODE_BLOCK)
-            parts.append({key: v[lo - b * DECODE_BLOCK : hi - b * DECODE_BLOCK] for key, v in block.items()})
-        controls = {key: np.concatenate([p[key] for p in parts]).astype(np.float32) for key in parts[0]}
-        levels = control_level_db(controls["amplitude"], controls["harmonic_distribution"],
-                                  controls["noise_magnitudes"], controls["f0_hz"], self._meter)
+        for b in range(n // self.decode_block, (n + k - 1) // self.decode_block + 1):
+            block = self._block(b, stale_ok)
+            lo, hi = max(n, b * self.decode_block), min(n + k, (b + 1) * self.decode_block)
+            parts.append({key: v[lo - b * self.decode_block : hi - b * self.decode_block] for key, v in block.items()})
+        if len(parts) == 1:
+            controls = {key: v.astype(np.float32) for key, v in parts[0].items()}
+        else:
+            controls = {key: np.concatenate([p[key] for p in parts]).astype(np.float32) for key in parts[0]}
+        levels = controls.pop("level_db")
         gain = np.zeros(k, np.float32)
         for i in range(k):
-            planned = self._plan[n + i]
-            g = self._vca.gain_db(n + i, float(levels[i]) + planned.gain_db, planned)
-            gain[i] = 0.0 if g is None else 10.0 ** ((planned.gain_db + g) / 20.0)
-            if g is None and self._silent_from is None:
-                ir = self.synth.reverb.impulse_response.size if self.synth.reverb is not None else 0
-                self._silent_from = self._samples(n + i + 1) + ir
+            gain[i], f0_factor = self._frame_gain(n + i, float(levels[i]))
+            if f0_factor != 1.0:
+                controls["f0_hz"][i] *= f0_factor
         controls["amplitude"] = controls["amplitude"] * gain
         controls["noise_magnitudes"] = controls["noise_magnitudes"] * gain[:, None]
         self.frame = n + k
         self._forget(n + k)
         return controls
 
+    def _frame_gain(self, j: int, level_db: float) -> tuple[float, float]:
+        """Frame j's gain on the decoded amplitudes (the note's gain and its level rules, and a
+        live pressure) and the factor on its decoded f0 (a live bend); marks the note's end."""
+        planned = self._plan[j]
+        g = self._vca.gain_db(j, level_db + planned.gain_db, planned)
+        gain = 0.0 if g is None else 10.0 ** ((planned.gain_db + g) / 20.0)
+        f0_factor = 1.0
+        if self._live:
+            bend = self._live_value("bend", j)
+            if bend is not None and bend != planned.bend_cents:
+                f0_factor = 2.0 ** ((bend - planned.bend_cents) / 1200.0)
+            pressure = self._live_value("pressure", j)
+            if pressure is not None and pressure != planned.pressure_db:
+                gain *= 10.0 ** ((pressure - planned.pressure_db) / 20.0)
+        if g is None and self._silent_from is None:
+            ir = self.synth.reverb.impulse_response.size if self.synth is not None \
+                and self.synth.reverb is not None else 0
+            self._silent_from = self._samples(j + 1) + ir
+        return gain, f0_factor
+
+    def controls_frame_into(self, f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distribution: np.ndarray,
+                            noise_magnitudes: np.ndarray, row: int, gain: float = 1.0,
+                            stale_ok: bool = False) -> None:
+        """`controls_frames(1)` written into row `row` of a bank's input arrays ([v, 1], [v, 1],
+        [v, 1, H], [v, 1, B]), times `gain`: the same controls, without building a dict and
+        copies for every voice every frame."""
+        n = self.frame
+        self._plan_until(n + 1)
+        b = n // self.decode_block
+        block = self._block(b, stale_ok)
+        i = n - b * self.decode_block
+        g, f0_factor = self._frame_gain(n, float(block["level_db"][i]))
+        g *= gain
+        f0_hz[row] = block["f0_hz"][i] * f0_factor
+        amplitude[row] = block["amplitude"][i] * g
+        harmonic_distribution[row] = block["harmonic_distribution"][i]
+        np.multiply(block["noise_magnitudes"][i], g, out=noise_magnitudes[row, 0])
+        self.frame = n + 1
+        self._forget(n + 1)
+
     def _forget(self, n: int) -> None:
-        """Drop plan entries no future decoder window can read."""
-        keep = (n // DECODE_BLOCK) * DECODE_BLOCK - self._context
+        """Drop plan entries no future decoder window can read (every FORGET_EVERY frames)."""
+        if n - self._forgot_at < FORGET_EVERY:
+            return
+        self._forgot_at = n
+        keep = (n // self.decode_block) * self.decode_block - self._context
         for f in [f for f in self._plan if f < keep]:
             del self._plan[f]
         for f in [f for f in self._snapshots if f < n]:
             del self._snapshots[f]
-        for b in [b for b in self._decoded if (b + 1) * DECODE_BLOCK <= n]:
+        for b in [b for b in self._decoded if (b + 1) * self.decode_block <= n]:
             del self._decoded[b]
+        for b in [b for b in self._stale if (b + 1) * self.decode_block <= n]:
+            del self._stale[b]
 
     def chunk_samples(self, n_frames: int) -> int:
         """Samples the next `n_frames` frames render."""

@@ -277,6 +277,21 @@ class StreamingSynthBank:
         self._fresh[voices] = True
         self._silent[voices] = True
 
+    def copy_voice(self, source: "StreamingSynthBank", source_voice: int, voice: int) -> None:
+        """Continue `source`'s voice `source_voice` as this bank's `voice` (phase, tables, noise
+        grain and generator): the next frame this bank renders for it follows the last one
+        `source` rendered, as if one bank had rendered both. Both banks must share a frame clock
+        (the same frame index) and settings. A live engine renders a new note's first frames in a
+        bank of its own, at once, then hands it over to the bank that renders every voice."""
+        if (source.sample_rate, source.n_harmonics, source.n_noise_bands, source.table_size) != \
+                (self.sample_rate, self.n_harmonics, self.n_noise_bands, self.table_size):
+            raise ValueError("copy_voice: the banks have different settings")
+        if source.frame_index != self.frame_index:
+            raise ValueError(f"copy_voice: frame clocks differ ({source.frame_index} != {self.frame_index})")
+        for name in ("_f0_hz", "_tables", "_grains", "_phase_cycles", "_last_sample_f0_hz", "_silent", "_fresh"):
+            getattr(self, name)[voice] = getattr(source, name)[source_voice]
+        self._rngs[voice] = source._rngs[source_voice]
+
     def chunk_samples(self, n_frames: int) -> int:
         """Samples the next `n_frames` frames will render (bank clock; 384 per frame at 48 kHz)."""
         j0 = self.frame_index

@@ -27,9 +27,12 @@ import pytest
 
 from osc_server import addresses
 from osc_server.midi_bridge import (
+    COALESCE_INTERVAL_S,
+    Coalescer,
     MidiMap,
     OscSender,
     Translator,
+    bend_to_cents,
     cc_to_gain_db,
     cc_to_latent,
     cc_to_source,
@@ -99,8 +102,8 @@ def test_default_cc_mapping(translate: Translator) -> None:
     assert translate(cc(120, 0)) == [("/panic", ())]
     assert translate(cc(123, 0)) == [("/panic", ())]
     assert translate(cc(1, 64)) == []  # the mod wheel is not mapped
-    assert translate(mido.Message("pitchwheel", pitch=4000)) == []
     assert translate(mido.Message("clock")) == []
+    assert translate(mido.Message("sysex", data=[1, 2, 3])) == []
 
 
 def test_prerender_fires_once_per_button_press(translate: Translator) -> None:
@@ -115,11 +118,21 @@ def test_every_message_the_bridge_makes_is_accepted_by_the_server_table(translat
             produced += translate(mido.Message("note_on", note=note, velocity=velocity))
         produced += translate(mido.Message("note_off", note=note))
     for number in range(128):
-        for value in (0, 1, 63, 64, 126, 127):
+        for value in (0, 1, 63, 64, 126, 127, 0):
             produced += translate(cc(number, value))
+            produced += translate(mido.Message("aftertouch", value=value))
+            produced += translate(mido.Message("polytouch", note=number, value=value))
         produced += translate(mido.Message("program_change", program=number))
+    mpe = Translator(load_map(), mpe=True)
+    for bend in (-8192, -1, 0, 1, 8191):
+        produced += translate(mido.Message("pitchwheel", pitch=bend))
+        produced += mpe(mido.Message("pitchwheel", pitch=bend, channel=0))
+        produced += mpe(mido.Message("note_on", note=60, velocity=90, channel=1))
+        produced += mpe(mido.Message("pitchwheel", pitch=bend, channel=1))
+        produced += mpe(mido.Message("aftertouch", value=127, channel=1))
     addresses_seen = {address for address, _ in produced}
-    assert len(addresses_seen) == 1 + 16 + 1 + 1 + 10 + 1 + 1  # note, latents, gain, source, qualities, pre, panic
+    # note, latents, gain, source, qualities, pre, panic, sustain, bend, pressure, note/bend, note/pressure
+    assert len(addresses_seen) == 1 + 16 + 1 + 1 + 10 + 1 + 1 + 1 + 1 + 1 + 1 + 1
     for address, args in produced:
         addresses.parse_message(address, list(args))  # raises CommandError if the server would refuse it
 
@@ -155,6 +168,13 @@ def test_a_map_file_overrides_keys_and_keeps_the_rest(tmp_path: Path) -> None:
         ({"latent_cc": list(range(40, 57))}, "latent_cc: expected at most 16"),
         ({"gain_db_range": [6, -60]}, "gain_db_range"),
         ({"velocity_curve": "soft"}, "velocity_curve: unknown mapping key"),
+        ({"bend_range_semitones": 49}, "bend_range_semitones: expected null (bend ignored) or semitones in (0, 48]"),
+        ({"mpe_bend_range_semitones": 0}, "mpe_bend_range_semitones: expected null"),
+        ({"bend_range_semitones": True}, "bend_range_semitones: expected null"),
+        ({"aftertouch": None}, "aftertouch: expected true or false"),
+        ({"sustain_cc": 7}, "sustain_cc: controller 7 is already used by gain_cc"),
+        ({"latent_cc": [74]}, "cc74_latent: controller 74 is already used by latent_cc[0]"),
+        ({"cc74_latent": 16}, "cc74_latent: expected null or a latent index 0..15"),
     ],
 )
 def test_bad_maps_are_refused_naming_the_key(override, words) -> None:
@@ -226,12 +246,17 @@ def test_help_sums_up_the_shipped_map() -> None:
     assert load_map().summary(width=70) == [
         "notes -> /note; CC 20..35 -> /latent/0..15; CC 7 -> /gain;",
         "program 0/1/2 and CC 9 -> /source; CC 102..111 -> /quality/<name>;",
-        "CC 118 -> /prerender; CC 120, 123 -> /panic.",
+        "CC 118 -> /prerender; CC 120, 123 -> /panic;",
+        "bend -> /bend (+-2 semitones); aftertouch -> /pressure, /note/pressure;",
+        "CC 64 -> /sustain; CC 74 -> /latent/0;",
+        "--mpe: member bend -> /note/bend (+-48 semitones).",
     ]
-    custom = MidiMap.from_dict({"channel": 3, "latent_cc": [70, 71, 72, 80], "source_program": {}, "panic_cc": []})
+    custom = MidiMap.from_dict({"channel": 3, "latent_cc": [70, 71, 72, 80], "source_program": {}, "panic_cc": [],
+                                "bend_range_semitones": 12, "aftertouch": False, "sustain_cc": None,
+                                "cc74_latent": 3, "mpe_bend_range_semitones": None})
     assert custom.summary(width=200) == [
         "channel 3 only; notes -> /note; CC 70..72, 80 -> /latent/0..3; CC 7 -> /gain; CC 9 -> /source; "
-        "CC 102..111 -> /quality/<name>; CC 118 -> /prerender."]
+        "CC 102..111 -> /quality/<name>; CC 118 -> /prerender; bend -> /bend (+-12 semitones); CC 74 -> /latent/3."]
 
 
 def test_the_readme_table_shows_the_shipped_defaults() -> None:
@@ -260,27 +285,281 @@ def test_the_readme_table_shows_the_shipped_defaults() -> None:
     assert (m.channel is None) == ("all channels" in rows)
 
 
-@pytest.mark.jack
-@pytest.mark.slow
-def test_cli_bridges_a_virtual_midi_port_to_osc(jack_server, osc_catcher) -> None:
-    """`sound-generator midi-bridge --api jack --to ...` with a controller played into its port."""
+def bend(value: int, channel: int = 0) -> mido.Message:
+    return mido.Message("pitchwheel", pitch=value, channel=channel)
+
+
+@pytest.mark.parametrize("semitones", [2, 12, 48, 0.5])
+def test_bend_reaches_the_range_at_both_extremes_and_is_linear_on_each_side(semitones) -> None:
+    cents = 100 * semitones
+    assert bend_to_cents(-8192, semitones) == -cents
+    assert bend_to_cents(0, semitones) == 0.0  # MIDI's centre, 8192
+    assert bend_to_cents(8191, semitones) == cents  # the top reaches the range exactly
+    assert bend_to_cents(-4096, semitones) == -cents / 2
+    values = [bend_to_cents(b, semitones) for b in range(-8192, 8192)]
+    steps = [b - a for a, b in zip(values, values[1:])]
+    below, above = steps[:8192], steps[8192:]
+    assert max(below) - min(below) < 1e-9 and abs(below[0] - cents / 8192) < 1e-9
+    assert max(above) - min(above) < 1e-9 and abs(above[0] - cents / 8191) < 1e-9
+
+
+def test_pitch_bend_becomes_bend_with_the_maps_range(translate: Translator) -> None:
+    assert translate(bend(-8192)) == [("/bend", (-200.0,))]
+    assert translate(bend(0)) == [("/bend", (0.0,))]
+    assert translate(bend(8191)) == [("/bend", (200.0,))]
+    assert translate(bend(2048)) == [("/bend", (round(200 * 2048 / 8191, 3),))]
+    wide = Translator(MidiMap.from_dict({"bend_range_semitones": 12}))
+    assert wide(bend(-8192, channel=9)) == [("/bend", (-1200.0,))]
+    assert wide(bend(8191)) == [("/bend", (1200.0,))]
+    assert Translator(MidiMap.from_dict({"bend_range_semitones": None}))(bend(8191)) == []
+
+
+def test_aftertouch_channel_and_polyphonic(translate: Translator) -> None:
+    def pressure(value: int) -> mido.Message:
+        return mido.Message("aftertouch", value=value)
+
+    def poly(note: int, value: int) -> mido.Message:
+        return mido.Message("polytouch", note=note, value=value)
+
+    assert translate(pressure(0)) == [("/pressure", (0.0,))]
+    assert translate(pressure(127)) == [("/pressure", (1.0,))]
+    assert translate(pressure(64)) == [("/pressure", (round(64 / 127, 4),))]
+    assert translate(poly(60, 127)) == [("/note/pressure", (60, 1.0))]
+    assert translate(poly(61, 32)) == [("/note/pressure", (61, round(32 / 127, 4)))]
+    assert translate(poly(5, 100)) == []  # outside the models' range: the server would refuse it
+    off = Translator(MidiMap.from_dict({"aftertouch": False}))
+    assert off(pressure(127)) == [] and off(poly(60, 127)) == []
+
+
+def test_the_sustain_pedal_is_sent_when_it_changes_side_of_64(translate: Translator) -> None:
+    pedal = [0, 10, 63, 64, 127, 100, 63, 0, 64]
+    assert [translate(cc(64, v)) for v in pedal] == [
+        [("/sustain", (0,))], [], [], [("/sustain", (1,))], [], [], [("/sustain", (0,))], [], [("/sustain", (1,))]]
+    moved = Translator(MidiMap.from_dict({"sustain_cc": 66}))
+    assert moved(cc(64, 127)) == [] and moved(cc(66, 127)) == [("/sustain", (1,))]
+    assert Translator(MidiMap.from_dict({"sustain_cc": None}))(cc(64, 127)) == []
+
+
+def test_the_first_pedal_message_is_sent_whichever_side_it_is_on() -> None:
+    assert Translator(load_map())(cc(64, 127)) == [("/sustain", (1,))]
+    assert Translator(load_map())(cc(64, 3)) == [("/sustain", (0,))]
+
+
+def test_cc74_drives_the_maps_latent_dimension(translate: Translator) -> None:
+    assert translate(cc(74, 127)) == [("/latent/0", (7.0,))]
+    assert translate(cc(74, 64)) == [("/latent/0", (0.0,))]
+    assert translate(cc(74, 32)) == [("/latent/0", (round(cc_to_latent(32), 4),))]
+    fifth = Translator(MidiMap.from_dict({"cc74_latent": 5}))
+    assert fifth(cc(74, 0)) == [("/latent/5", (-7.0,))]
+    assert Translator(MidiMap.from_dict({"cc74_latent": None}))(cc(74, 127)) == []
+
+
+def note_on(note: int, channel: int, velocity: int = 90) -> mido.Message:
+    return mido.Message("note_on", note=note, velocity=velocity, channel=channel)
+
+
+def test_mpe_gives_each_member_channel_its_own_note_bend_and_pressure() -> None:
+    mpe = Translator(load_map(), mpe=True)
+    # Channels as mido counts them: 0 is MIDI channel 1 (the master), 1..15 are members 2..16.
+    assert mpe(note_on(60, channel=1)) == [("/note", (60, 90))]
+    assert mpe(note_on(64, channel=15)) == [("/note", (64, 90))]
+    assert mpe(bend(8191, channel=1)) == [("/note/bend", (60, 4800.0))]
+    assert mpe(bend(-8192, channel=15)) == [("/note/bend", (64, -4800.0))]
+    assert mpe(bend(-4096, channel=1)) == [("/note/bend", (60, -2400.0))]
+    assert mpe(mido.Message("aftertouch", value=127, channel=15)) == [("/note/pressure", (64, 1.0))]
+    # The master channel is the zone's: bend +-2 semitones, pressure for every note.
+    assert mpe(bend(8191, channel=0)) == [("/bend", (200.0,))]
+    assert mpe(mido.Message("aftertouch", value=0, channel=0)) == [("/pressure", (0.0,))]
+    # A member CC 74 moves the one global latent knob; other CCs follow the map too.
+    assert mpe(cc(74, 127, channel=1)) == [("/latent/0", (7.0,))]
+    assert mpe(cc(64, 127, channel=0)) == [("/sustain", (1,))]
+    # Note-off ends the channel's note; its bend and pressure are then not sent.
+    assert mpe(mido.Message("note_off", note=60, channel=1)) == [("/note", (60, 0))]
+    assert mpe(bend(0, channel=1)) == []
+    assert mpe(mido.Message("aftertouch", value=50, channel=1)) == []
+    assert mpe(bend(100, channel=15)) == [("/note/bend", (64, round(4800 * 100 / 8191, 3)))]  # still sounding
+    # A channel never played on drops them as well.
+    assert mpe(bend(8191, channel=7)) == [] and mpe(mido.Message("aftertouch", value=9, channel=7)) == []
+
+
+def test_mpe_bend_and_pressure_sent_before_a_note_on_apply_to_that_note() -> None:
+    mpe = Translator(load_map(), mpe=True)
+    assert mpe(bend(2048, channel=3)) == []
+    assert mpe(mido.Message("aftertouch", value=127, channel=3)) == []
+    assert mpe(note_on(70, channel=3)) == [
+        ("/note", (70, 90)), ("/note/bend", (70, round(4800 * 2048 / 8191, 3))), ("/note/pressure", (70, 1.0))]
+    # Back at rest before the next note: nothing extra.
+    mpe(mido.Message("note_off", note=70, channel=3))
+    assert mpe(bend(0, channel=3)) == [] and mpe(mido.Message("aftertouch", value=0, channel=3)) == []
+    assert mpe(note_on(72, channel=3)) == [("/note", (72, 90))]
+
+
+def test_mpe_note_off_of_another_pitch_keeps_the_channels_note() -> None:
+    mpe = Translator(load_map(), mpe=True)
+    mpe(note_on(60, channel=2))
+    assert mpe(note_on(62, channel=2, velocity=0)) == [("/note", (62, 0))]
+    assert mpe(bend(8191, channel=2)) == [("/note/bend", (60, 4800.0))]
+
+
+def test_mpe_range_comes_from_the_map_and_the_channel_filter_is_ignored(caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="osc_server.midi"):
+        mpe = Translator(MidiMap.from_dict({"mpe_bend_range_semitones": 24, "channel": 5}), mpe=True)
+    assert "channel 5 of the map is ignored with --mpe" in caplog.text
+    mpe(note_on(50, channel=9))
+    assert mpe(bend(8191, channel=9)) == [("/note/bend", (50, 2400.0))]
+    assert mpe(bend(8191, channel=0)) == [("/bend", (200.0,))]
+    assert Translator(MidiMap.from_dict({"mpe_bend_range_semitones": None}), mpe=True)(bend(8191, channel=9)) == []
+
+
+def test_without_mpe_member_channels_are_plain_channels(translate: Translator) -> None:
+    translate(note_on(60, channel=1))
+    assert translate(bend(8191, channel=1)) == [("/bend", (200.0,))]
+    assert translate(mido.Message("aftertouch", value=127, channel=1)) == [("/pressure", (1.0,))]
+
+
+def test_a_map_file_sets_the_new_controls(tmp_path: Path) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"bend_range_semitones": 7, "mpe_bend_range_semitones": 12, "sustain_cc": 65,
+                                "cc74_latent": 9, "aftertouch": False}))
+    plain, mpe = Translator(load_map(path)), Translator(load_map(path), mpe=True)
+    assert plain(bend(-8192)) == [("/bend", (-700.0,))]
+    assert plain(cc(65, 127)) == [("/sustain", (1,))] and plain(cc(64, 127)) == []
+    assert plain(cc(74, 127)) == [("/latent/9", (7.0,))]
+    assert plain(mido.Message("aftertouch", value=127)) == []
+    mpe(note_on(60, channel=4))
+    assert mpe(bend(8191, channel=4)) == [("/note/bend", (60, 1200.0))]
+    assert plain(cc(7, 0)) == [("/gain", (-60.0,))]  # the rest keeps its defaults
+
+
+def test_the_new_default_controllers_give_way_to_a_map_file_that_uses_them(tmp_path: Path, caplog) -> None:
+    """Maps written before sustain_cc and cc74_latent existed keep working (the README's example
+    puts latent knobs on CC 70..77); a clash written out in the file is still refused."""
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"latent_cc": [70, 71, 72, 73, 74, 75, 76, 77], "gain_cc": None, "panic_cc": [64]}))
+    with caplog.at_level(logging.INFO, logger="osc_server.midi"):
+        translate = Translator(load_map(path))
+    assert translate(cc(74, 127)) == [("/latent/4", (7.0,))]
+    assert translate(cc(64, 127)) == [("/panic", ())]
+    assert "cc74_latent: CC 74 is the map's latent_cc[4]" in caplog.text
+    assert "sustain_cc: CC 64 is the map's panic_cc[0]" in caplog.text
+    path.write_text(json.dumps({"latent_cc": [74], "cc74_latent": 2}))
+    with pytest.raises(ValueError, match=r"cc74_latent: controller 74 is already used by latent_cc\[0\]"):
+        load_map(path)
+    path.write_text(json.dumps({"latent_cc": [64], "sustain_cc": 64}))
+    with pytest.raises(ValueError, match=r"sustain_cc: controller 64 is already used by latent_cc\[0\]"):
+        load_map(path)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_coalescing_holds_fast_values_and_sends_the_last_one_after_the_interval() -> None:
+    clock, batches = FakeClock(), []
+    coalescer = Coalescer(batches.append, interval_s=0.002, clock=clock)
+
+    def at(t_ms: float, *messages) -> None:
+        clock.now = 100.0 + t_ms / 1000
+        coalescer.send(list(messages))
+
+    at(0.0, ("/bend", (10.0,)))
+    at(0.5, ("/bend", (20.0,)))
+    at(1.0, ("/bend", (30.0,)))  # replaces 20, which is never sent
+    at(1.2, ("/note/bend", (60, 5.0)), ("/note/bend", (62, 6.0)), ("/latent/3", (1.0,)))  # other controls
+    assert batches == [
+        [("/bend", (10.0,))], [("/note/bend", (60, 5.0)), ("/note/bend", (62, 6.0)), ("/latent/3", (1.0,))]]
+    assert coalescer.next_due() == pytest.approx(100.002)
+    clock.now = 100.0019
+    coalescer.flush_due()
+    assert len(batches) == 2
+    clock.now = 100.002
+    coalescer.flush_due()
+    assert batches[2:] == [[("/bend", (30.0,))]]
+    assert coalescer.next_due() is None
+    # An event sends what is held first, so a bend is never sent after its note's release.
+    at(2.5, ("/note/bend", (60, 7.0)))
+    at(3.0, ("/note/bend", (60, 8.0)))
+    at(3.1, ("/note", (60, 0)))
+    assert batches[3:] == [[("/note/bend", (60, 8.0)), ("/note", (60, 0))]]
+    at(3.2, ("/pressure", (0.5,)), ("/pressure", (0.6,)))
+    assert batches[4:] == [[("/pressure", (0.5,))]]
+    coalescer.close()  # the last value is not lost at the end either
+    assert batches[5:] == [[("/pressure", (0.6,))]]
+
+
+def test_coalescing_in_real_time_sends_the_last_value_of_a_fast_bend(osc_catcher) -> None:
+    """A 300-message sweep pushed as fast as Python can: the catcher gets a few, ending on the last."""
+    sender = OscSender(("127.0.0.1", osc_catcher.port))
+    coalescer = Coalescer(sender.send).start()
+    sweep = [round(bend_to_cents(b, 2), 3) for b in range(-8192, 8192, 55)][:300]
+    try:
+        started = time.monotonic()
+        for cents in sweep:
+            coalescer.send([("/bend", (cents,))])
+        elapsed = time.monotonic() - started
+        got = []
+        while not got or got[-1] != pytest.approx(sweep[-1], abs=1e-3):
+            got += [m.params[0] for m, _ in osc_catcher.receive(1, timeout=5)]
+        assert osc_catcher.nothing_more(wait=0.1)
+    finally:
+        coalescer.close()
+        sender.close()
+    assert got[0] == pytest.approx(sweep[0], abs=1e-3)  # the first goes at once
+    assert len(got) <= elapsed / COALESCE_INTERVAL_S + 2, (len(got), elapsed)
+    assert got == sorted(got)  # in order
+
+
+def test_mpe_over_udp_two_member_channels_get_their_own_note_bend(osc_catcher) -> None:
+    sender = OscSender(("127.0.0.1", osc_catcher.port))
+    coalescer = Coalescer(sender.send).start()
+    mpe = Translator(load_map(), mpe=True)
+    played = [note_on(60, channel=1), note_on(67, channel=2), bend(8191, channel=1), bend(-8192, channel=2),
+              bend(0, channel=0)]
+    try:
+        for msg in played:
+            coalescer.send(mpe(msg))
+        got = osc_catcher.receive(5)
+    finally:
+        coalescer.close()
+        sender.close()
+    assert [(m.address, m.params) for m, _ in got] == [
+        ("/note", [60, 90]), ("/note", [67, 90]), ("/note/bend", [60, 4800.0]), ("/note/bend", [67, -4800.0]),
+        ("/bend", [0.0])]
+
+
+def start_bridge_cli(catcher, name: str, *options: str) -> tuple[subprocess.Popen, str]:
+    """`sound-generator -v midi-bridge --api jack` sending to `catcher`, and its virtual port's name
+    once it is there."""
     bridge = subprocess.Popen(
         [sys.executable, "-m", "synth.cli", "-v", "midi-bridge", "--api", "jack",
-         "--to", f"127.0.0.1:{osc_catcher.port}", "--name", "sg-test-in"],
+         "--to", f"127.0.0.1:{catcher.port}", "--name", name, *options],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+    midi = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    deadline = time.monotonic() + 20
+    while not any(name in n for n in midi.get_output_names()):
+        if bridge.poll() is not None or time.monotonic() > deadline:
+            bridge.kill()
+            raise AssertionError(f"the bridge's virtual MIDI port did not appear: {bridge.communicate()[0]}")
+        time.sleep(0.1)
+    return bridge, next(n for n in midi.get_output_names() if name in n)
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_cli_bridges_a_virtual_midi_port_to_osc(jack_server, osc_catcher) -> None:
+    """`sound-generator midi-bridge --api jack --to ...` with a controller played into its port."""
+    bridge, port_name = start_bridge_cli(osc_catcher, "sg-test-in")
     try:
         midi = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
-        deadline = time.monotonic() + 20
-        while not any("sg-test-in" in n for n in midi.get_output_names()):
-            assert bridge.poll() is None, f"the bridge exited: {bridge.stdout.read()}"
-            assert time.monotonic() < deadline, "the bridge's virtual MIDI port did not appear"
-            time.sleep(0.1)
-        port_name = next(n for n in midi.get_output_names() if "sg-test-in" in n)
         played = [
             mido.Message("program_change", program=2),
             cc(25, 127),
@@ -309,3 +588,57 @@ def test_cli_bridges_a_virtual_midi_port_to_osc(jack_server, osc_catcher) -> Non
         out, _ = bridge.communicate(timeout=10)
     assert bridge.returncode == 0, out
     assert "note 7 dropped" in out
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+def test_cli_mpe_with_a_map_file(jack_server, osc_catcher, tmp_path: Path) -> None:
+    """`midi-bridge --mpe --map FILE`: an MPE controller (two notes on two member channels, a burst
+    of bend faster than the bridge forwards) played into the bridge's port."""
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"mpe_bend_range_semitones": 24, "cc74_latent": 3}))
+    bridge, port_name = start_bridge_cli(osc_catcher, "sg-test-mpe", "--mpe", "--map", str(path))
+    try:
+        midi = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+        played = [
+            cc(74, 127, channel=1),  # before its note: sets the timbre the note starts with
+            note_on(60, channel=1),
+            note_on(67, channel=2),
+            bend(8191, channel=1),
+            bend(-8192, channel=2),
+            mido.Message("aftertouch", value=127, channel=2),
+            bend(-8192, channel=0),  # the master channel: every note, +-2 semitones
+            cc(64, 127, channel=0),
+            mido.Message("note_off", note=60, channel=1),
+            bend(0, channel=1),  # channel 2 has no note now: dropped
+        ]
+        with midi.open_output(port_name) as keyboard:
+            for msg in played:
+                keyboard.send(msg)
+                time.sleep(0.02)  # JACK MIDI delivers per process cycle (5.3 ms here)
+            got = osc_catcher.receive(9)
+            assert [(m.address, m.params) for m, _ in got] == [
+                ("/latent/3", [7.0]),
+                ("/note", [60, 90]),
+                ("/note", [67, 90]),
+                ("/note/bend", [60, 2400.0]),
+                ("/note/bend", [67, -2400.0]),
+                ("/note/pressure", [67, 1.0]),
+                ("/bend", [-200.0]),
+                ("/sustain", [1]),
+                ("/note", [60, 0]),
+            ]
+            assert osc_catcher.nothing_more()
+            burst = list(range(0, 8192, 512)) + [8191]  # 17 bends in one JACK cycle
+            for value in burst:
+                keyboard.send(bend(value, channel=2))
+            swept = []
+            while not swept or swept[-1] != [67, 2400.0]:
+                swept += [m.params for m, _ in osc_catcher.receive(1)]
+            assert osc_catcher.nothing_more()
+        assert len(swept) < len(burst), swept
+    finally:
+        bridge.send_signal(2)
+        out, _ = bridge.communicate(timeout=10)
+    assert bridge.returncode == 0, out
+    assert "MPE lower zone" in out

@@ -33,7 +33,15 @@ SAMPLE_ARGS = {
     "/preset/save": ["my pad"],
     "/preset/load": ["my pad"],
     "/preset/morph": ["my pad", "bright-pluck", 0.5],
+    "/bend": [-150.0],
+    "/note/bend": [60, -50],
+    "/pressure": [0.6],
+    "/note/pressure": [60, 0.8],
+    "/sustain": [1],
+    "/mode": ["mono"],
+    "/glide": [120],
 }
+LIVE_CONTROLS = {"/bend", "/note/bend", "/pressure", "/note/pressure", "/sustain", "/mode", "/glide"}
 
 
 def load_builder():
@@ -94,11 +102,60 @@ def test_pd_addresses_are_in_the_server_table() -> None:
     assert {f"/quality/{q}" for q in addresses.QUALITIES} <= found
     assert {"/note", "/note/off", "/source", "/qualities", "/prerender", "/panic", "/gain", "/status",
             "/reply/port", "/preset/save", "/preset/load", "/preset/list", "/preset/morph"} <= found
+    assert LIVE_CONTROLS <= found
     for address, _ in sends:
         entry = addresses.lookup(address)
         assert entry is not None, f"{address} is not in the server's address table"
         args = SAMPLE_ARGS.get(entry.pattern, [9001] if address == "/reply/port" else [])
         addresses.parse_message(address, [float(a) if isinstance(a, int) else a for a in args])
+
+
+def main_canvas_records() -> list[list[str]]:
+    """The records of sound_generator.pd's own window, without those of its subpatches."""
+    depth, out = 0, []
+    for rec in pd_records(PATCHES / "sound_generator.pd"):
+        if rec[:2] == ["#N", "canvas"]:
+            depth += 1
+        if depth == 1:
+            out.append(rec)
+        if rec[:2] == ["#X", "restore"]:
+            depth -= 1
+    return out
+
+
+def test_pd_panel_layout_fits_its_window() -> None:
+    """The builder's model of the panel (Pd's font metrics; tests/clients/test_pd_gui.py holds it
+    to what Pd draws): everything inside the window, every box and label inside its panel, nothing
+    drawn over anything else, and no patch cords in the window (controls reach [pd logic] through
+    send/receive names). Inside the subpatches, boxes do not overlap either."""
+    builder = load_builder()
+    panel = builder.pd_panel()
+    assert builder.layout_problems(panel) == []
+    assert [p for sub in panel.subpatches for p in builder.layout_problems(sub, cords=True)] == []
+    records = main_canvas_records()
+    assert records[0][:6] == ["#N", "canvas", *map(str, builder.MAIN_WINDOW)]
+    assert [r for r in records if r[:2] == ["#X", "connect"]] == []
+
+
+def test_the_layout_check_catches_what_a_performer_saw() -> None:
+    # What the issue showed: a button label running into the next panel (cut to "zer"), a
+    # column past the window's edge, and cords across the panel.
+    builder = load_builder()
+    c = builder.PdCanvas(300, 200)
+    c.cnv(5, 5, 140, 150, "timbre")
+    c.cnv(150, 5, 140, 150, "qualities")
+    c.bng(110, 40, 25, label="zero")
+    c.obj(160, 185, "sg_quality reverb", size=builder.QUALITY_GOP)
+    c.connect(c.msg(10, 160, "1"), 0, c.obj(200, 60, "s x"), 0)
+    problems = "\n".join(builder.layout_problems(c))
+    assert "label 'zero'" in problems and "sticks out of panel 'timbre'" in problems
+    assert "'sg_quality reverb' (160, 185, 290, 206) is outside the 300x200 window" in problems
+    assert "1 patch cords on the panel" in problems
+
+
+def test_pd_status_display_names_the_reply_figures() -> None:
+    (reply,) = [a for a in addresses.ADDRESSES if a.pattern == "/status" and a.parse is None]
+    assert tuple(reply.arguments.split()) == load_builder().STATUS_FIELDS
 
 
 # ---- Max ---------------------------------------------------------------------------------
@@ -135,10 +192,23 @@ def test_max_patch_is_valid_patcher_json(maxpat: dict) -> None:
     classes = {b["maxclass"] for b in boxes.values()}
     assert {"kslider", "number", "slider", "toggle", "umenu", "button", "message"} <= classes
     assert sum(b["maxclass"] == "slider" and b.get("min") == -7.0 for b in boxes.values()) == 16  # timbre knobs
-    morph = [b for b in boxes.values() if b["maxclass"] == "slider" and b.get("min") == 0.0]
-    assert len(morph) == 1 and morph[0]["size"] == 1.0 and morph[0]["floatoutput"] == 1
+    named = {b["varname"]: b for b in boxes.values() if "varname" in b}
+    for name, lo, hi in (("morph", 0.0, 1.0), ("pressure", 0.0, 1.0), ("bend", -1200.0, 1200.0)):
+        slider = named[name]
+        assert slider["maxclass"] == "slider" and slider["floatoutput"] == 1, name
+        assert (slider["min"], slider["min"] + slider["size"]) == (lo, hi), name
     assert sum(b["maxclass"] == "textedit" for b in boxes.values()) == 3  # preset name, morph a and b
     assert sum(b["maxclass"] == "toggle" for b in boxes.values()) >= 10
+
+
+def number_or_word(word: str) -> int | float | str:
+    """A message box's atom as Max reads it: an int, a float, or else a symbol."""
+    for kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            pass
+    return word
 
 
 def max_osc_sends(maxpat: dict) -> list[tuple[str, list, bool]]:
@@ -155,7 +225,7 @@ def max_osc_sends(maxpat: dict) -> list[tuple[str, list, bool]]:
             for message in text.split(","):
                 words = message.split()
                 if words and words[0].startswith("/"):
-                    args = [int(w) if w.lstrip("-").isdigit() else w for w in words[1:]]
+                    args = [number_or_word(w) for w in words[1:]]
                     out.append((words[0], args, ident in wired))
         elif box["maxclass"] == "newobj" and text.startswith("prepend /"):
             out.append((text.split()[1], None, ident in wired))

@@ -4,7 +4,8 @@
   that port to 127.0.0.1:9000 (``/reply/port 9001``).
 - Every control, driven through its receive name with ``pd -send`` (what a click does), sends
   the exact OSC message the server's table expects: a transcript test against a UDP socket,
-  which also answers, so the test sees the patch parse and print the server's replies.
+  which also answers, so the test sees the patch parse and print the server's replies. The same
+  for the live controls (bend, pressure, sustain, mode, glide) and the per-note message boxes.
 - With the real live server (its engine, mixer and a sounddevice stream on a private JACK
   dummy server, captured by a JACK client): the patch sets a timbre and plays a note; the server
   renders exactly that note, plays it (the captured audio has the note's pitch), and its
@@ -157,6 +158,53 @@ def test_preset_controls_send_the_names_typed(tmp_path: Path, osc_catcher) -> No
         out = pd.stop()
     assert "sg-reply: preset loaded warm-pad" in out
     assert "sg-reply: preset saved warm-pad" in out
+    assert pd_errors(out) == [], out
+
+
+def test_live_controls_send_what_the_server_table_expects(osc_catcher) -> None:
+    """The expression panel (bend slider and cents box, pressure, sustain, mode, glide) and the
+    per-note message boxes (what clicking `; sg-note-bend 60 -50` sends)."""
+    reply_port = free_udp_port()
+    controls = [
+        "sg-bend 600",               # the bend slider (+-1200 cents)
+        "sg-bend-cents -3000",       # the cents box reaches the whole +-4800
+        "sg-bend-centre bang",       # 'centre'
+        "sg-pressure 0.5",
+        "sg-sustain 1",
+        "sg-sustain 0",
+        "sg-mode 1",                 # mono
+        "sg-mode 0",                 # poly
+        "sg-glide 250",
+        "sg-note-bend 60 -50",
+        "sg-note-pressure 60 0.8",
+    ]
+    pd = Pd(MAIN_PATCH, sends=[f"sg-reply-port {reply_port}", f"sg-server 127.0.0.1 {osc_catcher.port}",
+                               *controls])
+    expected = [
+        ("/reply/port", [float(reply_port)]),
+        ("/bend", [600.0]),
+        ("/bend", [-3000.0]),
+        ("/bend", [0.0]),
+        ("/pressure", [0.5]),
+        ("/sustain", [1.0]),
+        ("/sustain", [0.0]),
+        ("/mode", ["mono"]),
+        ("/mode", ["poly"]),
+        ("/glide", [250.0]),
+        ("/note/bend", [60.0, -50.0]),
+        ("/note/pressure", [60.0, 0.8]),
+    ]
+    try:
+        got = [(m.address, m.params) for m, _ in osc_catcher.receive(len(expected))]
+        assert osc_catcher.nothing_more()
+    finally:
+        out = pd.stop()
+    # A slider's value passes through its pixel grid (2400 cents over 200 px, in 1/100 px steps);
+    # OSC floats are 32-bit.
+    assert [a for a, _ in got] == [a for a, _ in expected]
+    for (address, params), (_, want) in zip(got, expected):
+        assert params == [pytest.approx(v, abs=0.2) if isinstance(v, float) else v for v in want], address
+        addresses.parse_message(address, params)
     assert pd_errors(out) == [], out
 
 

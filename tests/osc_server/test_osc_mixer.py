@@ -128,7 +128,7 @@ def test_the_callback_allocates_no_arrays():
 def test_stat_indices_are_named():
     assert Mixer.STAT_NAMES[Stat.EVENTS_DROPPED] == "events_dropped"
     assert Mixer.STAT_NAMES == ("notes_started", "notes_stolen", "events_dropped", "underruns", "voices",
-                                "clipped_blocks", "events_done", "skipped_notes")
+                                "clipped_blocks", "events_done", "skipped_notes", "stream_late")
     assert Mixer(SR).stats.shape == (len(Stat),)
 
 

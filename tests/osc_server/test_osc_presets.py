@@ -91,7 +91,7 @@ def test_the_table_lists_the_preset_addresses():
                 "| `/preset/morph` | `a b t`", "| `/preset/saved` (reply)", "| `/preset/loaded` (reply)",
                 "| `/preset/list` (reply) | `[part parts] name ...`"):
         assert row in table, row
-    assert "sounding notes keep the timbre they started with" in table
+    assert "sounding one-shots keep their timbre, live voices cross-fade to it" in table
 
 
 # ---- the engine ---------------------------------------------------------------------------------

@@ -1,0 +1,237 @@
+"""Live voice figures (`sound-generator bench --only voices`): `serve --voice-mode live` with the
+shipped weights, measured at the sound card (a JACK dummy server and a capture client, bench/jack.py).
+
+    cached_first_sound_ms_median / _max
+                        a note whose controls the voice process keeps (played before): UDP message
+                        sent -> the JACK cycle carrying its first sample (> 1e-4), wall time.
+                        Target: median <= 5.3 ms (one 256-frame block), max <= 10.7 ms.
+    uncached_first_sound_ms_median / _max
+                        the first note after a timbre change (a new latent each time): the networks
+                        run first. Target: median <= 15 ms, max <= 30 ms.
+    chord6_uncached_last_note_ms
+                        a 6-note chord after a timbre change: messages -> the chord's level first
+                        within 6 dB of its level over 0.2..0.45 s (all its notes sounding), the
+                        worst of the tries. Target <= 40 ms.
+    control_to_sound_ms_median / _max
+                        `/bend 1200` on a sounding note -> the first 256-sample block whose strongest
+                        component is above 1.4 x the note's pitch. Target <= 2 blocks + 1 frame
+                        (18.7 ms).
+    voice_frame_ms_8 / _16 / _32, live_voices32_cpu_pct
+                        the voice process's work per 8 ms frame (controls, decoder, synthesis,
+                        reverb on the mix) with 8, 16, 32 held voices, measured in-process on
+                        one core, back to back; as % of the frame for 32. (`voices32_cpu_pct` of
+                        the dsp suite is the synthesis and mixing alone.)
+    stream_late_per_min_idle / _held
+                        blocks the voice process did not fill in time, per minute: idle, then with
+                        `--live-voices` (12) held notes while the latent knobs move every 0.5 s.
+                        Target: held <= idle.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+SR, BLOCK = 48000, 256
+
+
+def _frame_costs(quick: bool) -> dict[str, float]:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from osc_server.voices import RingWriter, VoiceEngine
+    from synth.generator import get_generator
+    from synth.params import NoteParams
+
+    generator = get_generator()
+    figures = {}
+    for n in (8, 16, 32):
+        engine = VoiceEngine(generator, SR, 32)
+        engine.warm_up()
+        ring, control = np.zeros(1 << 16, np.float32), np.zeros(16, np.int64)
+        writer = RingWriter(engine, ring, control, 640, BLOCK)
+        for p in range(48, 48 + n):
+            engine.note_on(p, NoteParams(p, 100), 1.0)
+        deadline = time.monotonic() + 60
+        while engine.n_sounding < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            engine.start_ready(writer)
+        for _ in range(50):
+            engine.render_frame()
+        frames = 100 if quick else 400
+        t = time.perf_counter()
+        for _ in range(frames):
+            engine.render_frame()
+        figures[f"voice_frame_ms_{n}"] = round((time.perf_counter() - t) / frames * 1e3, 3)
+        engine.stop()
+    figures["live_voices32_cpu_pct"] = round(100 * figures["voice_frame_ms_32"] / 8.0, 1)
+    return figures
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size), 4 * x.size))
+    return float(np.argmax(spectrum[1:]) + 1) * SR / (4 * x.size)
+
+
+def run(quick: bool) -> dict[str, float]:
+    import shutil
+
+    figures = _frame_costs(quick)
+    if shutil.which("jackd"):
+        figures.update(live_figures(quick))
+    else:
+        print("  jackd not installed: skipping the live (JACK) figures", flush=True)
+    return figures
+
+
+def live_figures(quick: bool) -> dict[str, float]:
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    from bench.jack import Capture, JackDummy, portaudio_jack_device
+    from bench.tone import ToneGenerator
+    from osc_server.audio import Stat
+    from osc_server.server import LiveServer, ServerConfig
+
+    def msg(address, *args) -> bytes:
+        b = OscMessageBuilder(address=address)
+        for a in args:
+            b.add_arg(a)
+        return b.build().dgram
+
+    figures: dict[str, float] = {}
+    with JackDummy(SR, BLOCK, prefix="sg-bench-voices") as name:
+        device = portaudio_jack_device()
+        cap = Capture(name, seconds=40)
+        before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
+        server = LiveServer(ToneGenerator(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
+                                                          cache_mb=64, jack_fallback=False,
+                                                          voice_mode="live")).start()
+        try:
+            for p in [p.name for p in cap.client.get_ports(is_audio=True, is_output=True) if p.name not in before]:
+                cap.client.connect(p, cap.port)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+            def send(address, *args) -> float:
+                t = time.perf_counter()
+                sock.sendto(msg(address, *args), server.address)
+                return t
+
+            def silence(max_s: float = 10.0) -> None:
+                deadline = time.monotonic() + max_s
+                while time.monotonic() < deadline:
+                    f = cap.end_frame
+                    if np.max(np.abs(cap.read(f - 4800, f))) < 1e-5:
+                        return
+                    time.sleep(0.05)
+
+            def first_sound_s(f: int, t_sent: float, seconds: float = 0.4) -> float:
+                cap.wait_until(f + int(seconds * SR))
+                audio = cap.read(f, f + int(seconds * SR))
+                above = np.flatnonzero(np.abs(audio) > 1e-4)
+                return cap.wall_time_of(f + int(above[0])) - t_sent if above.size else float("nan")
+
+            send("/source", "electronic")  # releases within a second: the tries follow each other quickly
+            time.sleep(0.3)
+            # Idle first.
+            late0, t0 = int(server.mixer.stats[Stat.STREAM_LATE]), time.monotonic()
+            time.sleep(5 if quick else 20)
+            figures["stream_late_per_min_idle"] = round(
+                (int(server.mixer.stats[Stat.STREAM_LATE]) - late0) * 60 / (time.monotonic() - t0), 2)
+            # Cached: played once before.
+            send("/note", 67, 127)
+            time.sleep(0.5)
+            send("/note", 67, 0)
+            silence()
+            cached = []
+            for _ in range(5 if quick else 15):
+                silence()
+                f = cap.end_frame
+                t = send("/note", 67, 127)
+                cached.append(first_sound_s(f, t))
+                send("/note", 67, 0)
+            figures["cached_first_sound_ms_median"] = round(1e3 * float(np.nanmedian(cached)), 2)
+            figures["cached_first_sound_ms_max"] = round(1e3 * float(np.nanmax(cached)), 2)
+            # Uncached: a new latent before each note.
+            rng = np.random.default_rng(0)
+            uncached = []
+            for _ in range(4 if quick else 10):
+                silence()
+                send("/latent", *[float(v) for v in rng.uniform(-3, 3, 16)])
+                time.sleep(0.05)
+                f = cap.end_frame
+                t = send("/note", 62, 100)
+                uncached.append(first_sound_s(f, t, 0.5))
+                send("/note", 62, 0)
+            figures["uncached_first_sound_ms_median"] = round(1e3 * float(np.nanmedian(uncached)), 2)
+            figures["uncached_first_sound_ms_max"] = round(1e3 * float(np.nanmax(uncached)), 2)
+            # A 6-note chord after a timbre change: when the last of its notes sounds.
+            chord = [48, 52, 55, 60, 64, 67]
+            worst = []
+            for _ in range(2 if quick else 5):
+                silence()
+                send("/latent", *[float(v) for v in rng.uniform(-3, 3, 16)])
+                time.sleep(0.05)
+                f = cap.end_frame
+                t = time.perf_counter()
+                for p in chord:
+                    sock.sendto(msg("/note", p, 100), server.address)
+                cap.wait_until(f + int(0.5 * SR))
+                audio = cap.read(f, f + int(0.5 * SR))
+                # The chord is all there when its 10 ms level first reaches half its level over
+                # 0.2..0.45 s (one note of six missing is 1.6 dB down, not 6).
+                env = np.sqrt(np.convolve(audio.astype(np.float64) ** 2, np.ones(480) / 480, mode="same"))
+                plateau = np.median(env[int(0.2 * SR) : int(0.45 * SR)])
+                reach = np.flatnonzero(env > 0.5 * plateau)
+                worst.append(cap.wall_time_of(f + int(reach[0])) - t if reach.size else float("nan"))
+                for p in chord:
+                    send("/note", p, 0)
+            figures["chord6_uncached_last_note_ms"] = round(1e3 * float(np.nanmax(worst)), 2)
+            # Control to sound: /bend 1200 on a sounding note.
+            send("/latent", *[0.0] * 16)
+            send("/source", "synthetic")
+            send("/note", 57, 100)
+            time.sleep(0.5)
+            send("/note", 57, 0)
+            silence()
+            controls = []
+            for _ in range(4 if quick else 10):
+                send("/bend", 0.0)
+                send("/note", 57, 100)
+                time.sleep(0.6)
+                f = cap.end_frame
+                t = send("/bend", 1200.0)
+                cap.wait_until(f + int(0.2 * SR))
+                audio = cap.read(f, f + int(0.2 * SR))
+                base = _peak_hz(cap.read(f - 4096, f))
+                hit = float("nan")
+                for k in range(0, audio.size - BLOCK, BLOCK // 4):
+                    if _peak_hz(audio[k : k + 2 * BLOCK]) > 1.4 * base:
+                        hit = cap.wall_time_of(f + k + 2 * BLOCK) - t
+                        break
+                controls.append(hit)
+                send("/note", 57, 0)
+                send("/bend", 0.0)
+                silence()
+            figures["control_to_sound_ms_median"] = round(1e3 * float(np.nanmedian(controls)), 2)
+            figures["control_to_sound_ms_max"] = round(1e3 * float(np.nanmax(controls)), 2)
+            # Held voices while the knobs move.
+            n = server.config.live_voices
+            for p in range(48, 48 + n):
+                send("/note", p, 100)
+            late0, t0 = int(server.mixer.stats[Stat.STREAM_LATE]), time.monotonic()
+            seconds = 10 if quick else 60
+            k = 0
+            while time.monotonic() - t0 < seconds:
+                send(f"/latent/{k % 16}", float(rng.uniform(-3, 3)))
+                k += 1
+                time.sleep(0.5)
+            figures["stream_late_per_min_held"] = round(
+                (int(server.mixer.stats[Stat.STREAM_LATE]) - late0) * 60 / (time.monotonic() - t0), 2)
+            figures["live_voices_held"] = n
+            send("/panic")
+        finally:
+            server.close()
+            cap.close()
+    return figures

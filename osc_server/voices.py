@@ -1,0 +1,925 @@
+"""Live voices: a note sounds while its key is held, releases the way its timbre does, and
+follows bend, pressure, the pedal and the timbre knobs while it sounds (`--voices stream`).
+
+    server process (audio)                    voice process (this module's `_voice_main`)
+    ----------------------                    -------------------------------------------
+    engine --commands (pipe)--------------->  VoiceEngine: one HeldNote per voice (controls),
+                                              one StreamingSynthBank for all voices, one
+                                              StreamingReverb on their mix
+    Mixer.render (the callback) <--ring-----  writes the mix into a shared-memory ring, a little
+      adds ring[t0:t1] to its mix              ahead of what the callback reads
+
+The voice process never shares a GIL with the callback: the callback copies samples that are
+already there (`Mixer.attach_ring`) and publishes how far it has read; if the voice process is
+late, the callback plays what is there and counts `Stat.STREAM_LATE`.
+
+Timing. The ring is indexed by the mixer's absolute sample. The voice process keeps its writing
+position LEAD samples (default: a frame and a block) ahead of the reading position, one decoder
+frame (8 ms) at a time. A note-on does not wait for that lead: the new voice's first frames are
+rendered at once in a bank of their own, written into the part of the ring the callback has not
+reached yet (from the next block on), with their reverb, and the voice is then handed over to the
+main bank, phase and all (`StreamingSynthBank.copy_voice`). So a note starts in the next audio
+block once its controls are known. They are kept per note (`NoteStart`, an LRU of
+START_CACHE notes): a note played before starts without the networks; a new one waits for them
+(tens of ms) on a worker thread, while the other voices play on.
+
+Control changes (bend, pressure, timbre) take effect at the next frame the voice process
+renders: within LEAD + one frame. A timbre change runs the networks for every sounding note on the
+worker thread, then cross-fades each note into it (`HeldNote.prepare_timbre`/`apply_timbre`).
+
+The voice's life lives here: note-on/off, the sustain pedal, stealing (the oldest voice fades out
+over STEAL_FRAMES), `/panic`, mono mode with its note stack and glide. How a note sustains,
+releases and follows bend, pressure and timbre is `synth.hold.HeldNote`'s, shared with
+`sound-generator render --hold`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+import scipy.signal
+
+from osc_server.audio import RT_PRIORITY_HELPERS, normal_priority, try_realtime
+from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
+from osc_server.server import SWITCH_INTERVAL_S
+
+log = logging.getLogger("osc_server.voices")
+
+RING_SAMPLES = 1 << 16  # 1.4 s at 48 kHz: far more than the lead
+# Control words shared with the callback (int64): where the voice process has written up to,
+# where the callback reads up to (set before it reads), whether the voice process runs, and
+# figures for /status and the bench.
+C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_IN_CALLBACK, C_TORN = range(10)
+N_CONTROL = 16
+# Default lead: the samples the voice process keeps written ahead of the callback.
+LEAD_FRAMES = 1.0
+STEAL_FRAMES = 2  # a stolen or panicked voice fades out over this many frames (16 ms)
+STEAL_ROOM = 8  # bank slots beyond max_voices, for voices fading out
+FADE_IN_S = 0.001  # a new voice's first samples, which may start inside its first frame
+START_CACHE = 2048  # NoteStarts kept by the voice process (about 40 KB each)
+# A voice's next decoder block is decoded up to PREFETCH_FRAMES frames before it is needed, for at
+# most PREFETCH_PER_FRAME voices a frame (so 32 voices whose blocks fall due at the same frame are
+# decoded over the 8 frames before it).
+PREFETCH_FRAMES = 20
+PREFETCH_PER_FRAME = 2
+# Decoder windows of live voices: small, so that a note-off replans and re-decodes little.
+LIVE_DECODE_BLOCK = 16
+TIMBRE_APPLY_PER_FRAME = 2
+# Plan each voice's decoder inputs this far ahead, a frame at a time: what a prefetch decodes
+# (PREFETCH_FRAMES + a block + the decoder's context) is then planned already.
+PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
+PLAN_BUDGET_FRAMES = 64  # frames planned a frame, all voices together (about 2 ms)
+POLL_S = 0.0005
+# A new voice's first frames (up to the lead, 13 ms) get the reverb's first taps only: the learned
+# response keeps most of its energy in its first milliseconds, and what is left out (the late
+# tail of 13 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
+# (3 ms each, 50 ms for a 16-note chord).
+CATCH_UP_IR_TAPS = 4096
+RT_PRIORITY_VOICES = 55  # between the OSC thread (60) and the other helpers (50)
+START_TIMEOUT_S = 120.0
+
+
+class VoiceProcessError(RuntimeError):
+    """The voice process could not start (its generator failed to load)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Server side.
+
+
+class LiveVoices:
+    """The server's handle on the voice process: starts it, owns the ring, sends commands.
+
+    Any thread may call the command methods (a lock serialises the pipe); the callback reads the
+    ring through `Mixer.attach_ring(self.ring, self.control)`.
+    """
+
+    def __init__(self, factory: str, sample_rate: int, max_voices: int = 32, blocksize: int = 256,
+                 lead_samples: int | None = None, realtime: bool = False, threads: int = WORKER_THREADS):
+        self.sample_rate = int(sample_rate)
+        self.max_voices = int(max_voices)
+        frame = self.sample_rate / 125.0
+        self.lead_samples = int(lead_samples if lead_samples is not None else math.ceil(LEAD_FRAMES * frame) + blocksize)
+        self._shm = shared_memory.SharedMemory(create=True, size=RING_SAMPLES * 4 + N_CONTROL * 8)
+        self.ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=self._shm.buf)
+        self.ring.fill(0.0)
+        self.control = np.ndarray((N_CONTROL,), np.int64, buffer=self._shm.buf, offset=RING_SAMPLES * 4)
+        self.control.fill(0)
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._lock = threading.Lock()
+        self.process = ctx.Process(target=_voice_main, name="sound-generator-voices",
+                                   args=(child, self._shm.name, factory, self.sample_rate, self.max_voices,
+                                         self.lead_samples, blocksize, bool(realtime), int(threads)),
+                                   # not a daemon: it starts the networks process; it ends when our
+                                   # end of the pipe closes, whatever ends this process
+                                   daemon=False)
+        self.process.start()
+        child.close()
+        self.errors: deque = deque(maxlen=64)
+        if not self._conn.poll(START_TIMEOUT_S):
+            self.close()
+            raise VoiceProcessError(f"the voice process did not start within {START_TIMEOUT_S:g} s")
+        try:
+            hello = self._conn.recv()
+        except (EOFError, OSError):
+            hello = ("dead", f"it exited (code {self.process.exitcode})")
+        if hello[0] != "hello":
+            self.close()
+            raise VoiceProcessError(f"the voice process could not load the generator: {hello[1]}")
+        self.model_version = hello[1]
+        self._reader = threading.Thread(target=self._read, name="voices-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg[0] == "error":
+                log.warning("voice process: %s", msg[1])
+                self.errors.append(msg[1])
+
+    def send(self, *message: Any) -> None:
+        with self._lock:
+            try:
+                self._conn.send(message)
+            except (BrokenPipeError, OSError):
+                log.error("the voice process is gone")
+
+    # Commands (pitch ints, values already range-checked by the address table).
+    def note_on(self, pitch: int, params, gain: float, target: int = -1) -> None:
+        self.send("on", int(pitch), params, float(gain), int(target))
+
+    def note_off(self, pitch: int, target: int = -1) -> None:
+        self.send("off", int(pitch), int(target))
+
+    def bend(self, cents: float) -> None:
+        self.send("bend", float(cents))
+
+    def note_bend(self, pitch: int, cents: float) -> None:
+        self.send("nbend", int(pitch), float(cents))
+
+    def pressure(self, value: float) -> None:
+        self.send("pressure", float(value))
+
+    def note_pressure(self, pitch: int, value: float) -> None:
+        self.send("npressure", int(pitch), float(value))
+
+    def sustain(self, down: bool) -> None:
+        self.send("sustain", bool(down))
+
+    def mode(self, mode: str) -> None:
+        self.send("mode", str(mode))
+
+    def glide(self, ms: float) -> None:
+        self.send("glide", float(ms))
+
+    def timbre(self, params) -> None:
+        """The timbre for later notes, and for every sounding note (cross-faded)."""
+        self.send("timbre", params)
+
+    def warm(self, notes: list) -> None:
+        """Compute and keep the NoteStarts of these notes (pre-rendering for live voices)."""
+        self.send("warm", list(notes))
+
+    def panic(self) -> None:
+        self.send("panic")
+
+    @property
+    def sounding(self) -> int:
+        return int(self.control[C_VOICES])
+
+    @property
+    def late_frames(self) -> int:
+        return int(self.control[C_LATE])
+
+    def close(self) -> None:
+        try:
+            with self._lock:
+                self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self._conn.close()
+        del self.ring, self.control
+        self._shm.close()
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The voice process.
+
+
+def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices: int, lead: int,
+                blocksize: int, realtime: bool, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    normal_priority()
+    for name in THREAD_ENV:  # before the factory imports TensorFlow
+        os.environ.setdefault(name, str(threads))
+    shm = shared_memory.SharedMemory(name=shm_name)
+    ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
+    control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
+    try:
+        generator = load_factory(factory)()
+        networks = NetworksProcess(factory, threads)
+        engine = VoiceEngine(generator, sample_rate, max_voices, networks=networks)
+        engine.warm_up()
+        conn.send(("hello", str(generator.model_version), os.getpid()))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses to start
+        conn.send(("dead", f"{type(e).__name__}: {e}", os.getpid()))
+        return
+    if realtime:
+        try_realtime(RT_PRIORITY_VOICES)
+    send_lock = threading.Lock()
+
+    def report(text: str) -> None:
+        with send_lock:
+            try:
+                conn.send(("error", text))
+            except (BrokenPipeError, OSError):
+                pass
+
+    engine.report = report
+    # The generator and TensorFlow are long-lived: out of the collector's full scans, which hold
+    # the GIL for milliseconds (as the server process does, server.LiveServer.start).
+    gc.collect()
+    gc.freeze()
+    # The playing thread shares the GIL with the threads that read the pipes: hand it back
+    # within half a millisecond, not CPython's default 5 ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    writer = RingWriter(engine, ring, control, lead, blocksize)
+    try:
+        writer.run(conn)
+    finally:
+        engine.stop()
+        del ring, control
+        shm.close()
+
+
+class RingWriter:
+    """Runs a `VoiceEngine` against the ring: commands in, one frame at a time out, paced by the
+    callback's reading position."""
+
+    def __init__(self, engine: "VoiceEngine", ring: np.ndarray, control: np.ndarray, lead: int, blocksize: int):
+        self.engine = engine
+        self.ring = ring
+        self.control = control
+        self.lead = int(lead)
+        self.blocksize = int(blocksize)
+        self.write = 0  # absolute sample the next frame starts at
+        self.origin = 0  # absolute sample of the bank's frame 0
+        self.pending = np.zeros(0, np.float32)  # added to the ring from `write` on (catch-up reverb)
+
+    def _put(self, start: int, audio: np.ndarray, add: bool) -> None:
+        n = audio.size
+        i = start % RING_SAMPLES
+        first = min(n, RING_SAMPLES - i)
+        if add:
+            self.ring[i : i + first] += audio[:first]
+            if first < n:
+                self.ring[: n - first] += audio[first:]
+        else:
+            self.ring[i : i + first] = audio[:first]
+            if first < n:
+                self.ring[: n - first] = audio[first:]
+
+    def _add_pending(self, audio: np.ndarray) -> None:
+        if audio.size > self.pending.size:
+            grown = np.zeros(audio.size, np.float32)
+            grown[: self.pending.size] = self.pending
+            self.pending = grown
+        self.pending[: audio.size] += audio
+
+    def run(self, conn) -> None:
+        control = self.control
+        engine = self.engine
+        read = int(control[C_READ])
+        self.write = self.origin = read + self.lead
+        control[C_WRITE] = self.write
+        control[C_RUNNING] = 1
+        while True:
+            # Commands first: a note-on may start in the part of the ring not yet read.
+            while conn.poll():
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    return
+                if msg is None:
+                    return
+                try:
+                    engine.command(msg)
+                except Exception as e:  # noqa: BLE001 - one bad command never stops the voices
+                    engine.report(f"{msg[0]}: {type(e).__name__}: {e}")
+            engine.start_ready(self)
+            read = int(control[C_READ])
+            if self.write < read:  # late: skip ahead (what was not written is not played)
+                control[C_LATE] += 1
+                frames = math.ceil((read + self.lead - self.write) / engine.frame_samples)
+                self.write += frames * engine.frame_samples
+                engine.skip_frames(frames)
+                self.pending = self.pending[frames * engine.frame_samples:]
+            if self.write - read >= self.lead:
+                time.sleep(POLL_S)
+                continue
+            t0 = time.perf_counter()
+            audio = engine.render_frame()
+            if self.pending.size:
+                k = min(audio.size, self.pending.size)
+                audio[:k] += self.pending[:k]
+                self.pending = self.pending[k:]
+            self._put(self.write, audio, add=False)
+            self.write += audio.size
+            control[C_WRITE] = self.write  # after the samples: the callback reads up to here
+            control[C_VOICES] = engine.n_sounding
+            control[C_FRAMES] += 1
+            us = int((time.perf_counter() - t0) * 1e6)
+            control[C_BUSY_US] += us
+            if us > control[C_MAX_US]:
+                control[C_MAX_US] = us
+
+    def catch_up(self, audio_from: int, audio: np.ndarray, tail: np.ndarray) -> None:
+        """A new voice's first frames, rendered at once: `audio` from absolute sample
+        `audio_from` up to `self.write`, and its reverb `tail` from `self.write` on."""
+        self._put(audio_from, audio, add=True)
+        if tail.size:
+            self._add_pending(tail)
+
+
+class NetworksThread:
+    """Runs `prepare_notes` on a thread of this process (tests and offline tools; the voice
+    process uses `NetworksProcess`). submit(notes, peak_gain, done): done(list of NoteStart)."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="voice-networks", daemon=True)
+        self._thread.start()
+
+    def submit(self, notes: list, peak_gain: bool, done) -> None:
+        self._jobs.put((list(notes), peak_gain, done))
+
+    def _run(self) -> None:
+        from synth.hold import prepare_notes
+
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            notes, peak_gain, done = job
+            try:
+                done(prepare_notes(self.generator, notes, peak_gain))
+            except Exception:  # noqa: BLE001 - one job fails, the thread goes on
+                log.exception("networks")
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _networks_main(conn, factory: str, threads: int) -> None:
+    """The voice process's networks process: NoteParams in, NoteStarts out."""
+    from synth.hold import prepare_notes
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    normal_priority()
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, str(threads))
+    try:
+        generator = load_factory(factory)()
+        conn.send(("hello",))
+    except Exception as e:  # noqa: BLE001
+        conn.send(("dead", f"{type(e).__name__}: {e}"))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        job_id, notes, peak_gain = msg
+        try:
+            conn.send((job_id, prepare_notes(generator, notes, peak_gain), None))
+        except Exception as e:  # noqa: BLE001
+            conn.send((job_id, None, f"{type(e).__name__}: {e}"))
+
+
+class NetworksProcess:
+    """`NetworksThread`'s interface, with the networks in a process of their own: the voice
+    process's playing thread never waits for the GIL while they run."""
+
+    def __init__(self, factory: str, threads: int = WORKER_THREADS, report=None):
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_networks_main, args=(child, factory, threads), daemon=True,
+                                   name="sound-generator-networks")
+        self.process.start()
+        child.close()
+        hello = self._conn.recv() if self._conn.poll(START_TIMEOUT_S) else ("dead", "no answer")
+        if hello[0] != "hello":
+            raise VoiceProcessError(f"the networks process could not load the generator: {hello[1]}")
+        self.report = report or (lambda text: log.warning("%s", text))
+        self._done: dict[int, Any] = {}
+        self._ids = iter(range(1, 1 << 62))
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="networks-reader", daemon=True)
+        self._reader.start()
+
+    def submit(self, notes: list, peak_gain: bool, done) -> None:
+        with self._lock:
+            job_id = next(self._ids)
+            self._done[job_id] = done
+            self._conn.send((job_id, list(notes), bool(peak_gain)))
+
+    def _read(self) -> None:
+        while True:
+            try:
+                job_id, starts, error = self._conn.recv()
+            except (EOFError, OSError):
+                return
+            with self._lock:
+                done = self._done.pop(job_id, None)
+            if error is not None:
+                self.report(f"networks: {error}")
+            elif done is not None:
+                done(starts)
+
+    def close(self) -> None:
+        try:
+            with self._lock:
+                self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+@dataclass
+class _Voice:
+    pitch: int
+    note: Any  # HeldNote
+    gain: float
+    slot: int
+    order: int
+    key_down: bool = True
+    sustained: bool = False  # released while the pedal was down
+    bend: float = 0.0  # per-note bend (cents), on top of the global one and a legato offset
+    legato: float = 0.0  # mono mode: cents from the voice's own pitch to the key it now plays
+    fade: int | None = None  # frames left of a steal/panic fade
+    timbre_epoch: int = 0
+    target: int = -1
+
+
+@dataclass
+class _StartRequest:
+    pitch: int
+    params: Any
+    gain: float
+    released: bool = False
+    mono: bool = False
+    target: int = -1  # absolute sample to start at (a timetag), or -1: at once
+
+
+class VoiceEngine:
+    """The voices of the voice process (not thread-safe apart from its worker thread, which only
+    runs the networks and hands results back through a queue)."""
+
+    def __init__(self, generator, sample_rate: int, max_voices: int = 32, networks=None):
+        from synth.hold import model_constants
+        from synth.streaming import StreamingReverb, StreamingSynthBank, frame_start_sample
+
+        self.generator = generator
+        self.sample_rate = int(sample_rate)
+        self.max_voices = int(max_voices)
+        cfg = generator.config
+        constants = model_constants(generator)
+        # Slots: the voices, and room for the ones fading out after a steal.
+        self.n_slots = self.max_voices + STEAL_ROOM
+        self.bank = StreamingSynthBank(self.n_slots, self.sample_rate, n_harmonics=cfg.n_harmonics,
+                                       n_noise_bands=cfg.n_noise_bands)
+        self._bank_args = dict(n_voices=1, sample_rate=self.sample_rate, n_harmonics=cfg.n_harmonics,
+                               n_noise_bands=cfg.n_noise_bands)
+        self._bank_class = StreamingSynthBank
+        self.reverb = StreamingReverb(constants["ir"], self.sample_rate)
+        self.meter = constants["meter"]
+        self.ir = self.reverb.impulse_response
+        self._frame_start = frame_start_sample
+        if self.sample_rate % 125:
+            raise ValueError(f"sample_rate: live voices need a whole number of samples per 8 ms frame "
+                             f"(44100 is not yet supported; use 48000), got {sample_rate}")
+        self.frame_samples = self.sample_rate // 125
+        self.voices: list[_Voice | None] = [None] * self.n_slots
+        self._order = 0
+        self.report = lambda text: log.warning("%s", text)
+        # Performance state.
+        self.global_bend = 0.0
+        self.global_pressure = 0.0
+        self.pedal = False
+        self.mono = False
+        self.glide_s = 0.0
+        self.stack: list[int] = []  # mono: keys held, newest last
+        self.timbre = None  # NoteParams of the current timbre (velocity and pitch unused)
+        self.timbre_epoch = 0
+        self._starts: OrderedDict = OrderedDict()  # note key -> NoteStart
+        self._done: queue.Queue = queue.Queue()  # results of the networks, for the playing thread
+        self._waiting: dict[str, list[_StartRequest]] = {}  # note key -> requests waiting for its start
+        # The networks run elsewhere (`NetworksProcess` in the voice process: their Python and
+        # TensorFlow would otherwise take the GIL from the thread that renders the frames).
+        self.networks = networks if networks is not None else NetworksThread(generator)
+        self._ready: list = []  # (request, NoteStart) to start at the next frame
+        self._offs: list = []  # (sample, pitch): timetagged note-offs
+        self._timbre_ready: list = []  # (epoch, slot, note, prepared) to apply
+        self._skipped = 0
+
+    # ---- the networks (z and f0/loudness generators): in another process --------------------
+    def _started(self, starts: list) -> None:
+        for start in starts:
+            self._done.put(("start", start))
+
+    def _prefetch(self, notes: list) -> None:
+        """Decode the next blocks of at most PREFETCH_PER_FRAME voices, the most urgent first,
+        among those due within PREFETCH_FRAMES whose inputs are planned, in one batch (numpy,
+        `decode_controls_batch`). A chord's voices all reach a block boundary at the same frame;
+        fetched ahead like this, their decoding is spread over the frames before it."""
+        due = []
+        for note in notes:
+            b = note.block_needed(1, PREFETCH_FRAMES)
+            if b is not None and note.block_planned(b):
+                due.append((b * note.decode_block - note.frame, note))
+        if due:
+            due.sort(key=lambda item: item[0])
+            self._decode([note for _, note in due[:PREFETCH_PER_FRAME]], 1, PREFETCH_FRAMES)
+
+    def stop(self) -> None:
+        self.networks.close()
+
+    def warm_up(self) -> None:
+        """Run every path once (networks, decoder, synthesis) so the first note is not slow."""
+        from synth.hold import HeldNote, prepare_notes
+        from synth.params import NoteParams
+
+        start = prepare_notes(self.generator, [NoteParams()])[0]
+        note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
+                        decode_block=LIVE_DECODE_BLOCK)
+        self._decode([note], 1)
+        note.controls_frames(1)
+        self._remember(start)
+
+    def _remember(self, start) -> None:
+        self._starts[start.params.key] = start
+        self._starts.move_to_end(start.params.key)
+        while len(self._starts) > START_CACHE:
+            self._starts.popitem(last=False)
+
+    # ---- commands ----------------------------------------------------------------------------
+    def command(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "on":
+            _, pitch, params, gain, target = msg
+            self.note_on(pitch, params, gain, target)
+        elif kind == "off":
+            if msg[2] >= 0:
+                self._offs.append((msg[2], msg[1]))  # at its sample's frame (`start_ready`)
+            else:
+                self.note_off(msg[1])
+        elif kind == "bend":
+            self.global_bend = msg[1]
+            for v in self._sounding():
+                self._apply_bend(v)
+        elif kind == "nbend":
+            for v in self._sounding():
+                if v.pitch == msg[1] and v.key_down:
+                    v.bend = msg[2]
+                    self._apply_bend(v)
+        elif kind == "pressure":
+            self.global_pressure = msg[1]
+            for v in self._sounding():
+                v.note.set_pressure(self.global_pressure, replan=False)
+        elif kind == "npressure":
+            for v in self._sounding():
+                if v.pitch == msg[1] and v.key_down:
+                    v.note.set_pressure(msg[2], replan=False)
+        elif kind == "sustain":
+            self.sustain(msg[1])
+        elif kind == "mode":
+            self.mono = msg[1] == "mono"
+            self.stack = []
+        elif kind == "glide":
+            self.glide_s = msg[1] / 1000.0
+        elif kind == "timbre":
+            self.set_timbre(msg[1])
+        elif kind == "warm":
+            missing = [p for p in msg[1] if p.key not in self._starts]
+            if missing:
+                self.networks.submit(missing, True, self._started)
+        elif kind == "panic":
+            self.panic()
+        else:
+            raise ValueError(f"unknown command {kind!r}")
+
+    def _sounding(self):
+        return [v for v in self.voices if v is not None and v.fade is None]
+
+    def _apply_bend(self, v: _Voice, ease_s: float | None = None) -> None:
+        from synth.hold import BEND_EASE_S, MAX_BEND_CENTS
+
+        cents = max(-MAX_BEND_CENTS, min(MAX_BEND_CENTS, self.global_bend + v.bend + v.legato))
+        v.note.set_bend(cents, BEND_EASE_S if ease_s is None else ease_s, replan=False)
+
+    def note_on(self, pitch: int, params, gain: float, target: int = -1) -> None:
+        if self.mono:
+            held = [v for v in self._sounding() if v.key_down]
+            if held:  # legato: the sounding voice moves to the new key, no new attack
+                self.stack = [p for p in self.stack if p != pitch] + [pitch]
+                v = held[-1]
+                v.legato = 100.0 * (pitch - v.pitch)
+                self._apply_bend(v, ease_s=max(self.glide_s, 0.0) or None)
+                return
+            self.stack = [pitch]
+        request = _StartRequest(pitch, params, gain, mono=self.mono, target=target)
+        start = self._starts.get(params.key)
+        if start is not None:
+            self._starts.move_to_end(params.key)
+            self._ready.append((request, start))
+            return
+        waiting = self._waiting.setdefault(params.key, [])
+        waiting.append(request)
+        if len(waiting) == 1:
+            self.networks.submit([params], True, self._started)
+
+    def note_off(self, pitch: int) -> None:
+        for requests in self._waiting.values():
+            for r in requests:
+                if r.pitch == pitch:
+                    r.released = True
+        for r, _ in self._ready:
+            if r.pitch == pitch:
+                r.released = True
+        if self.mono and pitch in self.stack:
+            top = self.stack[-1] == pitch
+            self.stack.remove(pitch)
+            held = [v for v in self._sounding() if v.key_down]
+            if top and self.stack and held:  # back to the previous key, legato
+                v = held[-1]
+                v.legato = 100.0 * (self.stack[-1] - v.pitch)
+                self._apply_bend(v, ease_s=max(self.glide_s, 0.0) or None)
+                return
+            if self.stack:
+                return
+            for v in held:
+                self._release(v)
+            return
+        for v in self._sounding():
+            if v.pitch == pitch and v.key_down:
+                self._release(v)
+
+    def _release(self, v: _Voice) -> None:
+        v.key_down = False
+        if self.pedal:
+            v.sustained = True
+        else:
+            v.note.note_off()
+
+    def sustain(self, down: bool) -> None:
+        self.pedal = bool(down)
+        if not self.pedal:
+            for v in self._sounding():
+                if v.sustained:
+                    v.sustained = False
+                    v.note.note_off()
+
+    def panic(self) -> None:
+        for v in self._sounding():
+            v.fade = STEAL_FRAMES
+        for requests in self._waiting.values():
+            requests.clear()
+        self._ready.clear()
+        self.stack = []
+        self.pedal = False
+
+    def set_timbre(self, params) -> None:
+        self.timbre = params
+        self.timbre_epoch += 1
+        targets = []
+        for v in self._sounding():
+            new = v.note.params.replace(source=params.source, qualities=params.qualities,
+                                        latent_sample=params.latent_sample)
+            if new != v.note.params:
+                targets.append((v.slot, v.note, new))
+        if targets:
+            epoch = self.timbre_epoch
+            self.networks.submit([p for _, _, p in targets], False,
+                                 lambda starts: self._done.put(("timbre", epoch, targets, starts)))
+
+    # ---- starting voices ---------------------------------------------------------------------
+    def start_ready(self, writer: RingWriter) -> None:
+        """Start the notes whose controls are ready; apply finished timbre changes."""
+        while True:
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                break
+            if done[0] == "start":
+                start = done[1]
+                self._remember(start)
+                for request in self._waiting.pop(start.params.key, []):
+                    self._ready.append((request, start))
+            elif done[0] == "timbre":
+                _, epoch, targets, starts = done
+                if epoch == self.timbre_epoch:  # (an older change is superseded)
+                    self._timbre_ready = [(epoch, slot, note, params, start.timbre)
+                                          for (slot, note, params), start in zip(targets, starts)]
+        # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
+        # frame, so that moving many notes cannot overrun one frame's time.
+        applied = 0
+        while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME:
+            epoch, slot, note, params, timbre = self._timbre_ready.pop(0)
+            v = self.voices[slot]
+            if epoch == self.timbre_epoch and v is not None and v.note is note:
+                note.set_timbre(params, timbre)
+                applied += 1
+        ready, self._ready = self._ready, []
+        for request, start in ready:
+            if request.target >= writer.write:  # a timetag not reached yet
+                self._ready.append((request, start))
+            else:
+                self._start(request, start, writer)
+        if self._offs:
+            due = [o for o in self._offs if o[0] < writer.write + self.frame_samples]
+            if due:
+                self._offs = [o for o in self._offs if o not in due]
+                for _, pitch in sorted(due):
+                    self.note_off(pitch)
+
+    def _free_slot(self) -> int:
+        free = [i for i, v in enumerate(self.voices) if v is None]
+        if free:
+            return free[0]
+        # Steal: the oldest voice not already fading out fades now; its slot is taken after.
+        sounding = self._sounding()
+        victim = min(sounding or [v for v in self.voices if v is not None], key=lambda v: v.order)
+        self._retire(victim.slot)
+        return victim.slot
+
+    def _start(self, request: _StartRequest, start, writer: RingWriter) -> None:
+        from synth.hold import HeldNote
+
+        if request.mono:
+            for v in self._sounding():  # a new attack in mono mode replaces the voice
+                v.fade = STEAL_FRAMES
+        sounding = self._sounding()
+        if len(sounding) >= self.max_voices:
+            min(sounding, key=lambda v: v.order).fade = STEAL_FRAMES
+        slot = self._free_slot()
+        note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
+                        decode_block=LIVE_DECODE_BLOCK)
+        self._order += 1
+        voice = _Voice(request.pitch, note, request.gain, slot, self._order, target=request.target)
+        if self.global_bend:
+            self._apply_bend(voice)
+        if self.global_pressure:
+            note.set_pressure(self.global_pressure, replan=False)
+        self._catch_up(voice, writer)
+        self.voices[slot] = voice
+        if request.released:
+            self._release(voice)
+
+    def _catch_up(self, voice: _Voice, writer: RingWriter) -> None:
+        """Render the voice's first frames from the next block the callback has not started, in
+        a bank of its own, into the ring, and hand the voice to the main bank."""
+        control = writer.control
+        read = int(control[C_READ])
+        # The next block the callback has not started (it publishes C_READ before it reads).
+        begin = read + (writer.blocksize if control[C_IN_CALLBACK] else 0)
+        begin = max(begin, voice.target)
+        first = max(0, (begin - writer.origin) // self.frame_samples)
+        frames = self.bank.frame_index - first
+        if frames <= 0:
+            self.bank.reset(voice.slot, seeds=[int(voice.note.params.key[:16], 16)])
+            return
+        bank = self._bank_class(**self._bank_args, seeds=[int(voice.note.params.key[:16], 16)])
+        bank.frame_index = first
+        self._decode([voice.note], frames)
+        c = voice.note.controls_frames(frames)
+        dry = bank.render_chunk(c["f0_hz"][None], c["amplitude"][None] * voice.gain,
+                                c["harmonic_distribution"][None], c["noise_magnitudes"][None] * voice.gain)[0]
+        at = writer.origin + first * self.frame_samples
+        lead_in = max(0, begin - at)
+        dry[:lead_in] = 0.0
+        fade = min(dry.size - lead_in, max(1, int(FADE_IN_S * self.sample_rate)))
+        dry[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        wet = scipy.signal.fftconvolve(dry, self.ir[:CATCH_UP_IR_TAPS]).astype(np.float32)
+        wet[: dry.size] += dry
+        writer.catch_up(at, wet[: dry.size], wet[dry.size:])
+        if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
+            control[C_TORN] += 1
+        self.bank.copy_voice(bank, 0, voice.slot)
+
+    def _retire(self, slot: int) -> None:
+        self.voices[slot] = None
+
+    def skip_frames(self, frames: int) -> None:
+        """The writer fell behind by `frames` frames: the voices skip them too (a gap, counted)."""
+        self._skipped += frames
+        for v in self.voices:
+            if v is not None:
+                self._decode([v.note], frames)
+                v.note.controls_frames(frames)
+        self.bank.frame_index += frames
+
+    # ---- rendering ---------------------------------------------------------------------------
+    @property
+    def n_sounding(self) -> int:
+        return sum(1 for v in self.voices if v is not None)
+
+    def _decode(self, notes: list, n_frames: int, ahead: int = 0, limit: int | None = None) -> None:
+        """Decode, in one batched call per window length, the blocks these notes need next (for
+        at most `limit` notes)."""
+        from synth.hold import control_level_db, decode_controls_batch
+
+        groups: dict[int, list] = {}
+        taken = 0
+        for note in notes:
+            if limit is not None and taken >= limit:
+                break
+            b = note.block_needed(n_frames, ahead)
+            if b is None:
+                continue
+            taken += 1
+            f0, ld, z, offset = note.block_inputs(b)
+            groups.setdefault(len(f0), []).append((note, b, f0, ld, z, offset))
+        for items in groups.values():
+            out = decode_controls_batch(self.generator, np.stack([i[2] for i in items]),
+                                        np.stack([i[3] for i in items]), np.stack([i[4] for i in items]))
+            n = out["f0_hz"].shape[1]
+            out["level_db"] = control_level_db(  # every window's levels in one call
+                out["amplitude"].reshape(-1), out["harmonic_distribution"].reshape(len(items) * n, -1),
+                out["noise_magnitudes"].reshape(len(items) * n, -1), out["f0_hz"].reshape(-1),
+                self.meter).reshape(len(items), n)
+            for row, (note, b, _, _, _, offset) in enumerate(items):
+                note.put_block(b, {k: v[row, offset:] for k, v in out.items()})
+
+    def render_frame(self) -> np.ndarray:
+        """One frame of every voice, mixed, with the reverb: float32 [frame_samples]."""
+        active = [v for v in self.voices if v is not None]
+        n = self.frame_samples
+        if not active:
+            self.bank.frame_index += 1
+            if self.reverb.is_silent():
+                self.reverb.time += n
+                return np.zeros(n, np.float32)
+            return self.reverb.process(np.zeros(n, np.float32))
+        notes = [v.note for v in active]
+        # Planning, within a budget a frame: a note-off of a whole chord replans every voice, and
+        # that is spread over a few frames (the voices play their old plan meanwhile). Voices that
+        # play an old plan go first.
+        budget = PLAN_BUDGET_FRAMES
+        for note in sorted(notes, key=lambda note: not note.playable_stale()):
+            if budget <= 0:
+                break
+            budget -= note.plan_ahead(PLAN_AHEAD_FRAMES, budget)
+        self._prefetch(notes)  # the next blocks, ahead of time
+        # What this frame needs and the decoder thread has not brought, now; a note whose plan
+        # just changed (note-off, timbre) plays its old plan's block until the new one comes.
+        self._decode([note for note in notes if not note.playable_stale()], 1)
+        k = len(active)
+        cfg = self.generator.config
+        f0 = np.empty((k, 1), np.float32)
+        amp = np.empty((k, 1), np.float32)
+        dist = np.empty((k, 1, cfg.n_harmonics), np.float32)
+        noise = np.empty((k, 1, cfg.n_noise_bands), np.float32)
+        for i, v in enumerate(active):
+            g = v.gain
+            if v.fade is not None:  # linear to 0 over STEAL_FRAMES frames (the bank ramps within each)
+                v.fade -= 1
+                g *= v.fade / STEAL_FRAMES
+            v.note.controls_frame_into(f0, amp, dist, noise, i, g, stale_ok=True)
+        dry = self.bank.render_chunk(f0, amp, dist, noise, voices=[v.slot for v in active])
+        mix = dry.sum(axis=0) if k > 1 else dry[0]
+        out = self.reverb.process(mix)
+        for v in active:  # over: a finished fade, or a note whose controls ended for good
+            if v.note.ended or v.fade == 0:
+                self._retire(v.slot)
+        return out

@@ -1,0 +1,277 @@
+"""Live voices (`--voice-mode live`) through the real audio path: OSC over UDP -> engine -> the
+voice process (shipped weights) -> shared-memory ring -> PortAudio stream on a JACK dummy server
+-> a JACK capture client. Measured as a listener would: levels, pitch, spectral centroid, steps."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from bench.jack import Capture, portaudio_jack_device
+from tone import Client, ToneGenerator
+
+pytestmark = [pytest.mark.jack, pytest.mark.slow]
+
+SR, BLOCK = 48000, 256
+SILENT = 1e-5
+
+
+def rms_db(x: np.ndarray) -> float:
+    return float(10.0 * np.log10(np.mean(np.asarray(x, np.float64) ** 2) + 1e-20))
+
+
+def levels_db(x: np.ndarray, window_s: float = 0.01) -> np.ndarray:
+    n = int(window_s * SR)
+    k = len(x) // n
+    frames = np.asarray(x[: k * n], np.float64).reshape(k, n)
+    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+
+
+def pitch_hz(audio: np.ndarray, near_hz: float) -> float:
+    """The strongest peak within 10 % of `near_hz` (Hann, 8x zero padding, parabolic)."""
+    n_fft = 8 * len(audio)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n_fft))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / SR)
+    band = np.flatnonzero((freqs > 0.9 * near_hz) & (freqs < 1.1 * near_hz))
+    k = band[np.argmax(spectrum[band])]
+    a, b, c = np.log(spectrum[k - 1 : k + 2] + 1e-20)
+    return float((k + 0.5 * (a - c) / (a - 2 * b + c)) * SR / n_fft)
+
+
+def centroid_hz(audio: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / SR)
+    return float(np.sum(freqs * spectrum) / np.sum(spectrum))
+
+
+def midi_hz(pitch: float) -> float:
+    return 440.0 * 2.0 ** ((pitch - 69) / 12.0)
+
+
+class Voices:
+    def __init__(self, server, capture: Capture, client: Client):
+        self.server, self.capture, self.client = server, capture, client
+
+    def now(self) -> int:
+        return self.capture.end_frame
+
+    def record(self, f0: int, seconds: float) -> np.ndarray:
+        self.capture.wait_until(f0 + int(seconds * SR), timeout=seconds + 10)
+        return self.capture.read(f0, f0 + int(seconds * SR))
+
+    def wait_silence(self, max_s: float = 15.0) -> None:
+        deadline = time.monotonic() + max_s
+        while True:
+            f = self.capture.end_frame
+            if np.max(np.abs(self.capture.read(f - 4800, f))) < SILENT:
+                return
+            assert time.monotonic() < deadline, "output never went silent"
+            time.sleep(0.05)
+
+    def reset(self, source: str = "synthetic") -> None:
+        c = self.client
+        for m in (("/panic",), ("/sustain", 0), ("/mode", "poly"), ("/bend", 0.0), ("/pressure", 0.0),
+                  ("/source", source), ("/qualities",), ("/latent", *[0.0] * 16)):
+            c.send_msg(*m)
+        time.sleep(0.2)
+        self.wait_silence()
+        with c._cond:
+            c.replies.clear()
+
+    def warm(self, *pitches: int, velocity: int = 100) -> None:
+        """Play each note once, briefly, so its controls are kept (a later note-on starts at once)."""
+        for p in pitches:
+            self.client.send_msg("/note", p, velocity)
+        time.sleep(0.6)
+        for p in pitches:
+            self.client.send_msg("/note", p, 0)
+        self.wait_silence()
+
+
+@pytest.fixture(scope="module")
+def voices(jack_dummy):
+    from osc_server.server import LiveServer, ServerConfig
+
+    device = portaudio_jack_device()
+    cap = Capture(jack_dummy, seconds=40)
+    before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
+    server = LiveServer(ToneGenerator(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
+                                                      cache_mb=64, jack_fallback=False, voice_mode="live",
+                                                      live_voices=8)).start()
+    for p in [p.name for p in cap.client.get_ports(is_audio=True, is_output=True) if p.name not in before]:
+        cap.client.connect(p, cap.port)
+    client = Client(server.address)
+    yield Voices(server, cap, client)
+    client.close()
+    server.close()
+    cap.close()
+
+
+def test_a_held_note_sustains_for_its_whole_hold_then_releases_smoothly_to_silence(voices):
+    voices.reset("synthetic")  # organ-like at latent 0: a sustaining timbre
+    voices.warm(60)
+    f = voices.now()
+    voices.client.send_msg("/note", 60, 100)
+    time.sleep(12.0)
+    voices.client.send_msg("/note", 60, 0)
+    audio = voices.record(f, 19.5)  # the synthetic release ends about 6 s after its note-off
+    assert np.all(np.isfinite(audio))
+    on = int(np.flatnonzero(np.abs(audio) > 1e-4)[0])
+    at = lambda s: rms_db(audio[on + int(s * SR) : on + int((s + 0.2) * SR)])  # noqa: E731
+    held_2_5, held_11_5 = at(2.5), at(11.5)
+    print(f"held level at 2.5 s {held_2_5:.1f} dB, at 11.5 s {held_11_5:.1f} dB")
+    assert held_2_5 > -50.0, held_2_5
+    assert abs(held_11_5 - held_2_5) <= 6.0, (held_2_5, held_11_5)
+    # Every 0.5 s of the hold within 6 dB of the 2.5 s level: no dropout, no fade.
+    for s in np.arange(2.5, 11.5, 0.5):
+        assert abs(at(s) - held_2_5) <= 6.0, (s, at(s), held_2_5)
+    # The release: longer than 100 ms, no 10 ms step over 12 dB on its way, then silence.
+    tail = audio[on + int(11.95 * SR):]
+    lv = levels_db(tail)
+    off = int(round((12.0 - 11.95) / 0.01))  # the 10 ms window where the note-off lands (roughly)
+    ref = lv[max(0, off - 10) : off].max()
+    after_100ms = lv[off + 12]
+    print(f"release: held {ref:.1f} dB, 120 ms after note-off {after_100ms:.1f} dB")
+    assert after_100ms > ref - 40.0, (ref, after_100ms)  # still sounding after 100 ms
+    loud = lv > ref - 80.0
+    steps = np.abs(np.diff(lv))[loud[1:] & loud[:-1]]
+    assert steps.max() <= 12.0, steps.max()
+    assert np.max(np.abs(audio[-SR // 2 :])) < SILENT  # it ended
+
+
+def test_bend_moves_a_sounding_note_by_its_cents(voices):
+    voices.reset("synthetic")
+    voices.warm(57)
+    f = voices.now()
+    voices.client.send_msg("/note", 57, 100)
+    time.sleep(1.0)
+    voices.client.send_msg("/bend", 200.0)
+    time.sleep(1.0)
+    audio = voices.record(f, 2.0)
+    voices.client.send_msg("/note", 57, 0)
+    before = pitch_hz(audio[int(0.5 * SR) : int(0.95 * SR)], midi_hz(57))
+    after = pitch_hz(audio[int(1.4 * SR) : int(1.95 * SR)], midi_hz(59))
+    moved = 1200.0 * np.log2(after / before)
+    print(f"bend 200: {before:.2f} Hz -> {after:.2f} Hz = {moved:+.1f} cents")
+    assert abs(moved - 200.0) <= 5.0, moved
+    voices.client.send_msg("/bend", 0.0)
+
+
+def test_latent_moves_a_sounding_notes_timbre_without_a_level_dip(voices):
+    voices.reset("synthetic")
+    voices.warm(60)
+    f = voices.now()
+    voices.client.send_msg("/note", 60, 100)
+    time.sleep(2.0)
+    voices.client.send_msg("/latent", *([0.0, 0.0, 5.0] + [0.0] * 12 + [-5.0]))
+    time.sleep(1.5)
+    audio = voices.record(f, 3.5)
+    voices.client.send_msg("/note", 60, 0)
+    c_before = centroid_hz(audio[int(1.2 * SR) : int(1.9 * SR)])
+    c_after = centroid_hz(audio[int(2.8 * SR) : int(3.4 * SR)])
+    lv = levels_db(audio[int(1.5 * SR) : int(3.4 * SR)], 0.02)
+    before_db, after_db = lv[:20].mean(), lv[-20:].mean()
+    dip = min(before_db, after_db) - lv.min()
+    print(f"latent: centroid {c_before:.0f} -> {c_after:.0f} Hz, level {before_db:.1f} -> {after_db:.1f} dB, "
+          f"dip {dip:.1f} dB")
+    assert abs(np.log2(c_after / c_before)) > 0.2, (c_before, c_after)  # moved by more than 15 %
+    assert dip <= 6.0, dip
+
+
+def test_pressure_makes_a_sounding_note_louder(voices):
+    voices.reset("synthetic")
+    voices.warm(60)
+    f = voices.now()
+    voices.client.send_msg("/note", 60, 100)
+    time.sleep(1.5)
+    voices.client.send_msg("/pressure", 1.0)
+    time.sleep(1.0)
+    audio = voices.record(f, 2.5)
+    voices.client.send_msg("/note", 60, 0)
+    gain = rms_db(audio[int(1.9 * SR) : int(2.4 * SR)]) - rms_db(audio[int(0.9 * SR) : int(1.4 * SR)])
+    print(f"pressure 1: {gain:+.1f} dB")
+    assert gain > 3.0, gain
+    voices.client.send_msg("/pressure", 0.0)
+
+
+def test_the_sustain_pedal_holds_released_notes_until_it_lifts(voices):
+    voices.reset("electronic")  # releases within a second: the pedal has to be what holds it
+    voices.warm(64)
+    f = voices.now()
+    voices.client.send_msg("/sustain", 1)
+    voices.client.send_msg("/note", 64, 100)
+    time.sleep(1.0)
+    voices.client.send_msg("/note", 64, 0)  # key up, pedal down
+    time.sleep(2.0)
+    voices.client.send_msg("/sustain", 0)
+    time.sleep(3.0)
+    audio = voices.record(f, 6.0)
+    held = rms_db(audio[int(0.6 * SR) : int(0.9 * SR)])
+    pedalled = rms_db(audio[int(2.6 * SR) : int(2.9 * SR)])
+    after = rms_db(audio[int(5.5 * SR) : int(6.0 * SR)])
+    print(f"pedal: held {held:.1f} dB, 1.6 s after key-up {pedalled:.1f} dB, 2.5 s after the pedal {after:.1f} dB")
+    assert pedalled > held - 10.0, (held, pedalled)
+    assert after < held - 50.0, (held, after)
+
+
+def test_mono_mode_plays_legato_without_a_new_attack(voices):
+    voices.reset("synthetic")
+    voices.warm(60)
+    voices.client.send_msg("/mode", "mono")
+    voices.client.send_msg("/glide", 0.0)
+    f = voices.now()
+    voices.client.send_msg("/note", 60, 100)
+    time.sleep(1.0)
+    voices.client.send_msg("/note", 64, 100)  # legato: 60 still held
+    time.sleep(1.0)
+    voices.client.send_msg("/note", 64, 0)  # back to 60
+    time.sleep(1.0)
+    audio = voices.record(f, 3.0)
+    voices.client.send_msg("/note", 60, 0)
+    p1 = pitch_hz(audio[int(0.5 * SR) : int(0.95 * SR)], midi_hz(60))
+    p2 = pitch_hz(audio[int(1.4 * SR) : int(1.95 * SR)], midi_hz(64))
+    p3 = pitch_hz(audio[int(2.4 * SR) : int(2.95 * SR)], midi_hz(60))
+    print(f"legato: {p1:.1f} -> {p2:.1f} -> {p3:.1f} Hz")
+    assert abs(1200 * np.log2(p2 / p1) - 400.0) < 10.0, (p1, p2)
+    assert abs(1200 * np.log2(p3 / p1)) < 10.0, (p1, p3)
+    # No new attack: around each key change the level never dips more than 6 dB below where it was.
+    lv = levels_db(audio, 0.01)
+    for change_s in (1.0, 2.0):  # (sent then; it sounds a frame or two later)
+        c = int(change_s * 100)
+        before = lv[c - 20 : c - 2].mean()
+        assert lv[c - 2 : c + 20].min() > before - 6.0, (change_s, before, lv[c - 2 : c + 20].min())
+    assert voices.server.voices.sounding <= 1
+    voices.client.send_msg("/mode", "poly")
+
+
+def test_a_known_note_starts_within_a_block_or_two(voices):
+    voices.reset("synthetic")
+    voices.warm(67)
+    latencies = []
+    for _ in range(6):
+        voices.wait_silence()
+        f = voices.now()
+        t_sent = time.perf_counter()
+        voices.client.send_msg("/note", 67, 127)
+        audio = voices.record(f, 0.3)
+        voices.client.send_msg("/note", 67, 0)
+        above = np.flatnonzero(np.abs(audio) > 1e-4)
+        assert above.size, "no sound"
+        latencies.append(voices.capture.wall_time_of(f + int(above[0])) - t_sent)
+    print("first sound (ms):", [round(1e3 * x, 1) for x in latencies])
+    assert np.median(latencies) <= 2 * BLOCK / SR + 0.002, latencies
+    assert min(latencies) > -0.001, latencies
+
+
+def test_live_controls_check_their_values(voices):
+    c = voices.client
+    for address, args, field in (("/bend", (5000.0,), "cents"), ("/pressure", (1.5,), "value"),
+                                 ("/sustain", (2,), "down"), ("/mode", ("chords",), "mode"),
+                                 ("/glide", (-1.0,), "ms"), ("/note/bend", (60, "x"), "cents")):
+        c.send_msg(address, *args)
+        reply = c.wait_for("/error", lambda a, address=address: a[0] == address)
+        assert field in reply[1], reply
+    assert voices.server.voices.process.is_alive()
