@@ -521,7 +521,7 @@ class VoiceEngine:
                                        n_noise_bands=cfg.n_noise_bands)
         self._bank_args = dict(n_voices=1, sample_rate=self.sample_rate, n_harmonics=cfg.n_harmonics,
                                n_noise_bands=cfg.n_noise_bands)
-        self._bank_class = StreamingSynthBank
+        self._head_bank = StreamingSynthBank(**self._bank_args)  # renders new voices' first frames
         self.reverb = StreamingReverb(constants["ir"], self.sample_rate)
         self.meter = constants["meter"]
         self.ir = self.reverb.impulse_response
@@ -543,6 +543,7 @@ class VoiceEngine:
         self.timbre = None  # NoteParams of the current timbre (velocity and pitch unused)
         self.timbre_epoch = 0
         self._starts: OrderedDict = OrderedDict()  # note key -> NoteStart
+        self._first_blocks: OrderedDict = OrderedDict()  # note key -> its first decoded block
         self._done: queue.Queue = queue.Queue()  # results of the networks, for the playing thread
         self._waiting: dict[str, list[_StartRequest]] = {}  # note key -> requests waiting for its start
         # The networks run elsewhere (`NetworksProcess` in the voice process: their Python and
@@ -810,23 +811,40 @@ class VoiceEngine:
         """Render the voice's first frames from the next block the callback has not started, in
         a bank of its own, into the ring, and hand the voice to the main bank."""
         control = writer.control
-        read = int(control[C_READ])
-        # The next block the callback has not started (it publishes C_READ before it reads).
-        begin = read + (writer.blocksize if control[C_IN_CALLBACK] else 0)
-        begin = max(begin, voice.target)
-        first = max(0, (begin - writer.origin) // self.frame_samples)
+        # The work first (from the earliest block it could start in), then where it starts: the
+        # later the callback's position is read, the less likely a block starts while we write.
+        earliest = max(int(control[C_READ]), voice.target)
+        first = max(0, (earliest - writer.origin) // self.frame_samples)
         frames = self.bank.frame_index - first
+        key = voice.note.params.key
         if frames <= 0:
-            self.bank.reset(voice.slot, seeds=[int(voice.note.params.key[:16], 16)])
+            self.bank.reset(voice.slot, seeds=[int(key[:16], 16)])
             return
-        bank = self._bank_class(**self._bank_args, seeds=[int(voice.note.params.key[:16], 16)])
+        bank = self._head_bank  # (one, reused: a bank's tables take a while to build)
+        bank.reset(0, seeds=[int(key[:16], 16)])
         bank.frame_index = first
+        # A note's first decoder block depends on nothing but the note (unless a bend or pressure
+        # is on): kept, a known note starts without the decoder.
+        plain = not (self.global_bend or self.global_pressure)
+        head = self._first_blocks.get(key) if plain else None
+        if head is not None:
+            voice.note.put_block(0, head)
         self._decode([voice.note], frames)
+        if plain and head is None:
+            self._first_blocks[key] = voice.note.decoded_block(0)
+            while len(self._first_blocks) > START_CACHE:
+                self._first_blocks.popitem(last=False)
         c = voice.note.controls_frames(frames)
         dry = bank.render_chunk(c["f0_hz"][None], c["amplitude"][None] * voice.gain,
                                 c["harmonic_distribution"][None], c["noise_magnitudes"][None] * voice.gain)[0]
+        read = int(control[C_READ])
+        # The next block the callback has not started (it publishes C_READ before it reads).
+        begin = max(read + (writer.blocksize if control[C_IN_CALLBACK] else 0), voice.target)
         at = writer.origin + first * self.frame_samples
         lead_in = max(0, begin - at)
+        if lead_in >= dry.size:  # (slow: the callback has passed these frames) from the main bank on
+            self.bank.copy_voice(bank, 0, voice.slot)
+            return
         dry[:lead_in] = 0.0
         fade = min(dry.size - lead_in, max(1, int(FADE_IN_S * self.sample_rate)))
         dry[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)

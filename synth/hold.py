@@ -797,8 +797,11 @@ def prepare_notes(generator, notes: Sequence[NoteParams], peak_gain: bool = True
     meter = model_constants(generator)["meter"]
     out: list[NoteStart] = []
     notes = list(notes)
-    for i in range(0, len(notes), BATCH_CHUNK):
-        chunk = notes[i : i + BATCH_CHUNK]
+    # `run_neural` runs one note, or a padded batch of BATCH_CHUNK: 9 ms for one, 280 ms for a
+    # batch (2-core CPU). So a few notes (a chord) go one by one, a keyboard in batches.
+    step = BATCH_CHUNK if len(notes) >= BATCH_CHUNK // 2 else 1
+    for i in range(0, len(notes), step):
+        chunk = notes[i : i + step]
         neural = generator.run_neural(chunk)
         for j, params in enumerate(chunk):
             curves = {k: neural[k][j] for k in ("z", "f0_hz", "loudness_db", "cents")}
@@ -1110,6 +1113,10 @@ class HeldNote:
             block["level_db"] = control_level_db(block["amplitude"], block["harmonic_distribution"],
                                                  block["noise_magnitudes"], block["f0_hz"], self._meter)
         self._decoded[b] = block
+
+    def decoded_block(self, b: int) -> dict[str, np.ndarray] | None:
+        """Block b's decoded controls (with their levels), if decoded."""
+        return self._decoded.get(b)
 
     def playable_stale(self) -> bool:
         """True if the next frame's block is not decoded for the current plan but an older plan's
