@@ -78,7 +78,12 @@ PREFETCH_FRAMES = 20
 PREFETCH_PER_FRAME = 2
 # Decoder windows of live voices: small, so that a note-off replans and re-decodes little.
 LIVE_DECODE_BLOCK = 16
-TIMBRE_APPLY_PER_FRAME = 2
+TIMBRE_APPLY_PER_FRAME = 1
+URGENT_PER_FRAME = 4
+# Work that can wait a frame (timbre changes, planning and decoding ahead) is done only while the
+# frame's work so far has taken less than this, and not at all while the ring is short of its
+# lead: what the next frame must have always comes first.
+OPTIONAL_WORK_S = 0.003
 # Plan each voice's decoder inputs this far ahead, a frame at a time: what a prefetch decodes
 # (PREFETCH_FRAMES + a block + the decoder's context) is then planned already.
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
@@ -89,6 +94,7 @@ POLL_S = 0.0005
 # tail of 13 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
 # (3 ms each, 50 ms for a 16-note chord).
 CATCH_UP_IR_TAPS = 4096
+SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
 RT_PRIORITY_VOICES = 55  # between the OSC thread (60) and the other helpers (50)
 START_TIMEOUT_S = 120.0
 
@@ -291,6 +297,7 @@ class RingWriter:
         self.write = 0  # absolute sample the next frame starts at
         self.origin = 0  # absolute sample of the bank's frame 0
         self.pending = np.zeros(0, np.float32)  # added to the ring from `write` on (catch-up reverb)
+        self._slow_reported = 0.0
 
     def _put(self, start: int, audio: np.ndarray, add: bool) -> None:
         n = audio.size
@@ -321,6 +328,7 @@ class RingWriter:
         control[C_RUNNING] = 1
         while True:
             # Commands first: a note-on may start in the part of the ring not yet read.
+            t_commands = time.perf_counter()
             while conn.poll():
                 try:
                     msg = conn.recv()
@@ -332,7 +340,11 @@ class RingWriter:
                     engine.command(msg)
                 except Exception as e:  # noqa: BLE001 - one bad command never stops the voices
                     engine.report(f"{msg[0]}: {type(e).__name__}: {e}")
+            read = int(control[C_READ])
+            engine.frame_started = t_starts = time.perf_counter()
+            engine.hurry = self.write - read < self.lead - engine.frame_samples
             engine.start_ready(self)
+            t_render = time.perf_counter()
             read = int(control[C_READ])
             if self.write < read:  # late: skip ahead (what was not written is not played)
                 control[C_LATE] += 1
@@ -354,10 +366,17 @@ class RingWriter:
             control[C_WRITE] = self.write  # after the samples: the callback reads up to here
             control[C_VOICES] = engine.n_sounding
             control[C_FRAMES] += 1
-            us = int((time.perf_counter() - t0) * 1e6)
+            t_end = time.perf_counter()
+            us = int((t_end - t0) * 1e6)
             control[C_BUSY_US] += us
             if us > control[C_MAX_US]:
                 control[C_MAX_US] = us
+            if t_end - t_commands > SLOW_FRAME_S and t_end - self._slow_reported > 0.2:
+                self._slow_reported = t_end  # (at most once a second: a diagnosis, not a flood)
+                engine.report(f"slow frame: {1e3 * (t_end - t_commands):.1f} ms (commands "
+                              f"{1e3 * (t_starts - t_commands):.1f}, note starts and timbre changes "
+                              f"{1e3 * (t_render - t_starts):.1f}, rendering {1e3 * (t_end - t0):.1f}) with "
+                              f"{engine.n_sounding} voices")
 
     def catch_up(self, audio_from: int, audio: np.ndarray, tail: np.ndarray) -> None:
         """A new voice's first frames, rendered at once: `audio` from absolute sample
@@ -490,6 +509,7 @@ class _Voice:
     fade: int | None = None  # frames left of a steal/panic fade
     timbre_epoch: int = 0
     target: int = -1
+    proxy: bool = False
 
 
 @dataclass
@@ -500,6 +520,8 @@ class _StartRequest:
     released: bool = False
     mono: bool = False
     target: int = -1  # absolute sample to start at (a timetag), or -1: at once
+    proxy: bool = False  # started with a neighbour's controls, moved to its own when they come
+    voice: Any = None  # the _Voice, once started
 
 
 class VoiceEngine:
@@ -544,6 +566,7 @@ class VoiceEngine:
         self.timbre_epoch = 0
         self._starts: OrderedDict = OrderedDict()  # note key -> NoteStart
         self._first_blocks: OrderedDict = OrderedDict()  # note key -> its first decoded block
+        self._recent: dict = {}  # (pitch, velocity) -> the most recent NoteStart (proxies)
         self._done: queue.Queue = queue.Queue()  # results of the networks, for the playing thread
         self._waiting: dict[str, list[_StartRequest]] = {}  # note key -> requests waiting for its start
         # The networks run elsewhere (`NetworksProcess` in the voice process: their Python and
@@ -552,6 +575,8 @@ class VoiceEngine:
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
         self._timbre_ready: list = []  # (epoch, slot, note, prepared) to apply
+        self.frame_started = time.perf_counter()  # set by the writer before each frame's work
+        self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
 
     # ---- the networks (z and f0/loudness generators): in another process --------------------
@@ -588,7 +613,23 @@ class VoiceEngine:
         note.controls_frames(1)
         self._remember(start)
 
+    def _proxy_start(self, params):
+        """A NoteStart for `params` made of the most recent known note of that key and velocity,
+        else of the nearest key (up to an octave away), else None."""
+        from synth.hold import NoteStart
+
+        recent = self._recent
+        found = recent.get((params.pitch, params.velocity))
+        for d in range(1, 13):
+            if found is not None:
+                break
+            found = recent.get((params.pitch - d, params.velocity)) or recent.get((params.pitch + d, params.velocity))
+        if found is None:
+            return None
+        return NoteStart(params, found.timbre, found.peak_gain)
+
     def _remember(self, start) -> None:
+        self._recent[(start.params.pitch, start.params.velocity)] = start
         self._starts[start.params.key] = start
         self._starts.move_to_end(start.params.key)
         while len(self._starts) > START_CACHE:
@@ -669,6 +710,13 @@ class VoiceEngine:
         waiting.append(request)
         if len(waiting) == 1:
             self.networks.submit([params], True, self._started)
+        # Not known yet: start now with a neighbour's controls (the same key and velocity in the
+        # timbre before, or the nearest key), and cross-fade to its own when the networks bring
+        # them (`set_timbre`, 50 ms, level kept), rather than wait for them in silence.
+        proxy = self._proxy_start(params)
+        if proxy is not None:
+            request.proxy = True
+            self._ready.append((request, proxy))
 
     def note_off(self, pitch: int) -> None:
         for requests in self._waiting.values():
@@ -746,7 +794,13 @@ class VoiceEngine:
                 start = done[1]
                 self._remember(start)
                 for request in self._waiting.pop(start.params.key, []):
-                    self._ready.append((request, start))
+                    if not request.proxy:
+                        self._ready.append((request, start))
+                        continue
+                    v = request.voice  # started with a proxy: move it to its own controls
+                    if v is not None and self.voices[v.slot] is v and v.fade is None:
+                        self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, request.params,
+                                                      start.timbre))
             elif done[0] == "timbre":
                 _, epoch, targets, starts = done
                 if epoch == self.timbre_epoch:  # (an older change is superseded)
@@ -755,7 +809,7 @@ class VoiceEngine:
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
-        while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME:
+        while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
             epoch, slot, note, params, timbre = self._timbre_ready.pop(0)
             v = self.voices[slot]
             if epoch == self.timbre_epoch and v is not None and v.note is note:
@@ -773,6 +827,10 @@ class VoiceEngine:
                 self._offs = [o for o in self._offs if o not in due]
                 for _, pitch in sorted(due):
                     self.note_off(pitch)
+
+    def _busy(self) -> bool:
+        """True when work that can wait should wait (see OPTIONAL_WORK_S)."""
+        return self.hurry or time.perf_counter() - self.frame_started > OPTIONAL_WORK_S
 
     def _free_slot(self) -> int:
         free = [i for i, v in enumerate(self.voices) if v is None]
@@ -797,7 +855,9 @@ class VoiceEngine:
         note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
                         decode_block=LIVE_DECODE_BLOCK)
         self._order += 1
-        voice = _Voice(request.pitch, note, request.gain, slot, self._order, target=request.target)
+        voice = _Voice(request.pitch, note, request.gain, slot, self._order, target=request.target,
+                       proxy=request.proxy)
+        request.voice = voice
         if self.global_bend:
             self._apply_bend(voice)
         if self.global_pressure:
@@ -825,7 +885,7 @@ class VoiceEngine:
         bank.frame_index = first
         # A note's first decoder block depends on nothing but the note (unless a bend or pressure
         # is on): kept, a known note starts without the decoder.
-        plain = not (self.global_bend or self.global_pressure)
+        plain = not (self.global_bend or self.global_pressure or voice.proxy)
         head = self._first_blocks.get(key) if plain else None
         if head is not None:
             voice.note.put_block(0, head)
@@ -915,13 +975,20 @@ class VoiceEngine:
         # play an old plan go first.
         budget = PLAN_BUDGET_FRAMES
         for note in sorted(notes, key=lambda note: not note.playable_stale()):
-            if budget <= 0:
+            if budget <= 0 or self._busy():
                 break
             budget -= note.plan_ahead(PLAN_AHEAD_FRAMES, budget)
-        self._prefetch(notes)  # the next blocks, ahead of time
-        # What this frame needs and the decoder thread has not brought, now; a note whose plan
-        # just changed (note-off, timbre) plays its old plan's block until the new one comes.
-        self._decode([note for note in notes if not note.playable_stale()], 1)
+        if not self._busy():
+            self._prefetch(notes)  # the next blocks, ahead of time
+        # What this frame needs: a note whose plan just changed (note-off, timbre) plays its old
+        # plan's block until the new one is decoded; one with neither holds its last frame's
+        # controls for up to HOLD_FRAMES_MAX frames, while the decoding of many such notes is
+        # spread over frames (URGENT_PER_FRAME a frame when there is time); past that, now.
+        urgent = [note for note in notes if note.urgent()]
+        if urgent:
+            must = [note for note in urgent if note.must_decode()]
+            rest = [note for note in urgent if not note.must_decode()][:URGENT_PER_FRAME]
+            self._decode(must + ([] if self._busy() else rest), 1)
         k = len(active)
         cfg = self.generator.config
         f0 = np.empty((k, 1), np.float32)
@@ -933,7 +1000,7 @@ class VoiceEngine:
             if v.fade is not None:  # linear to 0 over STEAL_FRAMES frames (the bank ramps within each)
                 v.fade -= 1
                 g *= v.fade / STEAL_FRAMES
-            v.note.controls_frame_into(f0, amp, dist, noise, i, g, stale_ok=True)
+            v.note.controls_frame_into(f0, amp, dist, noise, i, g, stale_ok=True, hold_ok=True)
         dry = self.bank.render_chunk(f0, amp, dist, noise, voices=[v.slot for v in active])
         mix = dry.sum(axis=0) if k > 1 else dry[0]
         out = self.reverb.process(mix)

@@ -156,6 +156,7 @@ IR_FADE_S = 0.25
 IR_FADE_DB = 80.0
 DECODE_BLOCK = 32  # frames per decoder call (+ context on both sides)
 FORGET_EVERY = 8  # frames between clean-ups of the plan
+HOLD_FRAMES_MAX = 3  # a live engine may hold a note's controls this many frames (24 ms) while it decodes
 DEFAULT_CHUNK_FRAMES = 8  # render_held's chunk (any size renders the same note)
 # render_held's output ends this long after the note is exactly silent (exact zeros), whatever
 # the chunk size.
@@ -855,6 +856,8 @@ class HeldNote:
         self._plan_end = 0  # frames planned so far (the newest snapshot's frame)
         self.generation = 0  # bumped whenever the plan from the next frame on changes
         self._stale: dict[int, dict[str, np.ndarray]] = {}  # block -> controls of an older plan
+        self._last_row: tuple | None = None  # the last frame's controls (controls_frame_into)
+        self._holding = 0  # frames they have been held for
         self._forgot_at = 0
         if start is not None:
             timbre = start.timbre
@@ -1175,23 +1178,44 @@ class HeldNote:
             self._silent_from = self._samples(j + 1) + ir
         return gain, f0_factor
 
+    def urgent(self) -> bool:
+        """True if the next frame's block is decoded neither for the current plan nor an older one."""
+        b = self.frame // self.decode_block
+        return b not in self._decoded and b not in self._stale
+
+    def must_decode(self) -> bool:
+        """True if the next frame cannot be played without decoding now (`controls_frame_into`
+        with hold_ok holds the last frame's controls for at most HOLD_FRAMES_MAX frames)."""
+        return self.urgent() and (self._last_row is None or self._holding >= HOLD_FRAMES_MAX)
+
     def controls_frame_into(self, f0_hz: np.ndarray, amplitude: np.ndarray, harmonic_distribution: np.ndarray,
                             noise_magnitudes: np.ndarray, row: int, gain: float = 1.0,
-                            stale_ok: bool = False) -> None:
+                            stale_ok: bool = False, hold_ok: bool = False) -> None:
         """`controls_frames(1)` written into row `row` of a bank's input arrays ([v, 1], [v, 1],
         [v, 1, H], [v, 1, B]), times `gain`: the same controls, without building a dict and
-        copies for every voice every frame."""
+        copies for every voice every frame. stale_ok: play an older plan's block while this
+        plan's is not decoded yet; hold_ok: with neither, hold the last frame's controls (for up
+        to HOLD_FRAMES_MAX frames), so that a live engine can spread the decoding of many notes
+        over a few frames."""
         n = self.frame
         self._plan_until(n + 1)
-        b = n // self.decode_block
-        block = self._block(b, stale_ok)
-        i = n - b * self.decode_block
-        g, f0_factor = self._frame_gain(n, float(block["level_db"][i]))
+        if hold_ok and self.urgent() and not self.must_decode():
+            f0, amp, dist, noise, level = self._last_row
+            self._holding += 1
+        else:
+            b = n // self.decode_block
+            block = self._block(b, stale_ok)
+            i = n - b * self.decode_block
+            f0, amp, dist, noise, level = (block["f0_hz"][i], block["amplitude"][i], block["harmonic_distribution"][i],
+                                           block["noise_magnitudes"][i], float(block["level_db"][i]))
+            self._last_row = (f0, amp, dist, noise, level)
+            self._holding = 0
+        g, f0_factor = self._frame_gain(n, level)
         g *= gain
-        f0_hz[row] = block["f0_hz"][i] * f0_factor
-        amplitude[row] = block["amplitude"][i] * g
-        harmonic_distribution[row] = block["harmonic_distribution"][i]
-        np.multiply(block["noise_magnitudes"][i], g, out=noise_magnitudes[row, 0])
+        f0_hz[row] = f0 * f0_factor
+        amplitude[row] = amp * g
+        harmonic_distribution[row] = dist
+        np.multiply(noise, g, out=noise_magnitudes[row, 0])
         self.frame = n + 1
         self._forget(n + 1)
 
