@@ -216,15 +216,7 @@ class LiveVoices:
         return int(self.control[C_LATE])
 
     def close(self) -> None:
-        try:
-            with self._lock:
-                self._conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
+        _stop(self.process, self._conn, self._lock)
         self._conn.close()
         del self.ring, self.control
         self._shm.close()
@@ -485,14 +477,20 @@ class NetworksProcess:
                 done(starts)
 
     def close(self) -> None:
-        try:
-            with self._lock:
-                self._conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
+        _stop(self.process, self._conn, self._lock)
+
+
+def _stop(process, conn, lock: threading.Lock) -> None:
+    """Ask a child process to stop (None on its pipe), then kill it if it has not within 5 s."""
+    try:
+        with lock:
+            conn.send(None)
+    except (BrokenPipeError, OSError):
+        pass
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=5)
 
 
 @dataclass
