@@ -46,14 +46,14 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 import scipy.signal
 
-from osc_server.audio import RT_PRIORITY_HELPERS, normal_priority, try_realtime
+from osc_server.audio import normal_priority, try_realtime
 from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
 from osc_server.server import SWITCH_INTERVAL_S
 

@@ -4,7 +4,6 @@ voice process (shipped weights) -> shared-memory ring -> PortAudio stream on a J
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
