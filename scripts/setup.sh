@@ -7,6 +7,7 @@
 #   libfluidsynth3    FluidSynth, used to render the training data set
 #   fluid-soundfont-gm  FluidR3_GM.sf2, the General MIDI SoundFont the data set is rendered from
 #   puredata-core     Pure Data (pd), to run the shipped patch headless in tests
+#   puredata-gui, xvfb  Pd's GUI on a virtual X display: the patch's screenshot test
 #   libsndfile1       WAV reading/writing under soundfile
 #   python3-venv      to make the virtualenv
 # and a virtualenv in .venv with this package and its Python dependencies (pip install -e '.[test]').
