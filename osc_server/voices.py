@@ -345,7 +345,7 @@ class RingWriter:
                 engine.skip_frames(frames)
                 self.pending = self.pending[frames * engine.frame_samples:]
             if self.write - read >= self.lead:
-                time.sleep(POLL_S)
+                conn.poll(POLL_S)  # (wakes at once for a command: a note-on does not wait the poll out)
                 continue
             t0 = time.perf_counter()
             audio = engine.render_frame()
