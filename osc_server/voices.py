@@ -125,38 +125,60 @@ class LiveVoices:
         self.ring.fill(0.0)
         self.control = np.ndarray((N_CONTROL,), np.int64, buffer=self._shm.buf, offset=RING_SAMPLES * 4)
         self.control.fill(0)
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
         self._lock = threading.Lock()
-        self.process = ctx.Process(target=_voice_main, name="sound-generator-voices",
-                                   args=(child, self._shm.name, factory, self.sample_rate, self.max_voices,
-                                         self.lead_samples, blocksize, bool(realtime), int(threads)),
-                                   # not a daemon: it starts the networks process; it ends when our
-                                   # end of the pipe closes, whatever ends this process
-                                   daemon=False)
-        self.process.start()
-        child.close()
+        self._args = (self._shm.name, factory, self.sample_rate, self.max_voices, self.lead_samples, blocksize,
+                      bool(realtime), int(threads))
         self.errors: deque = deque(maxlen=64)
-        if not self._conn.poll(START_TIMEOUT_S):
-            self.close()
-            raise VoiceProcessError(f"the voice process did not start within {START_TIMEOUT_S:g} s")
+        self.restarts = 0
+        self._closing = False
         try:
-            hello = self._conn.recv()
-        except (EOFError, OSError):
-            hello = ("dead", f"it exited (code {self.process.exitcode})")
-        if hello[0] != "hello":
+            self._start_process()
+        except VoiceProcessError:
             self.close()
-            raise VoiceProcessError(f"the voice process could not load the generator: {hello[1]}")
-        self.model_version = hello[1]
+            raise
         self._reader = threading.Thread(target=self._read, name="voices-reader", daemon=True)
         self._reader.start()
 
+    def _start_process(self) -> None:
+        """Start the voice process and wait for its hello (VoiceProcessError if none comes)."""
+        ctx = mp.get_context("spawn")
+        conn, child = ctx.Pipe()
+        # Not a daemon: it starts the networks process; it ends when our end of the pipe closes,
+        # whatever ends this process.
+        process = ctx.Process(target=_voice_main, name="sound-generator-voices", args=(child, *self._args),
+                              daemon=False)
+        process.start()
+        child.close()
+        with self._lock:
+            self._conn, self.process = conn, process
+        if not conn.poll(START_TIMEOUT_S):
+            raise VoiceProcessError(f"the voice process did not start within {START_TIMEOUT_S:g} s")
+        try:
+            hello = conn.recv()
+        except (EOFError, OSError):
+            hello = ("dead", f"it exited (code {process.exitcode})")
+        if hello[0] != "hello":
+            raise VoiceProcessError(f"the voice process could not load the generator: {hello[1]}")
+        self.model_version = hello[1]
+
     def _read(self) -> None:
+        """Replies of the voice process; if it dies, a new one is started (its sounding notes are
+        lost; the ring is silent meanwhile, and every block counts as late)."""
         while True:
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError):
-                return
+                if self._closing:
+                    return
+                log.error("the voice process died (exit code %s): starting a new one", self.process.exitcode)
+                self.process.join(timeout=5)
+                try:
+                    self._start_process()
+                except VoiceProcessError as e:
+                    log.error("%s; live voices are silent", e)
+                    return
+                self.restarts += 1
+                continue
             if msg[0] == "error":
                 log.warning("voice process: %s", msg[1])
                 self.errors.append(msg[1])
@@ -216,6 +238,7 @@ class LiveVoices:
         return int(self.control[C_LATE])
 
     def close(self) -> None:
+        self._closing = True
         _stop(self.process, self._conn, self._lock)
         self._conn.close()
         del self.ring, self.control

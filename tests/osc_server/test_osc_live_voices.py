@@ -4,6 +4,7 @@ voice process (shipped weights) -> shared-memory ring -> PortAudio stream on a J
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -311,3 +312,26 @@ def test_the_live_note_is_the_note_render_hold_writes(voices):
     # same engine fed directly, without the server, matches to -45 dB; what varies is not found
     # yet). A wrong note or timbre is 0 dB or worse.
     assert residual_db < -20.0, residual_db
+
+
+def test_a_killed_voice_process_is_replaced_and_the_instrument_plays_on(voices):
+    import signal as signals
+
+    live = voices.server.voices
+    before = live.restarts
+    old = live.process.pid
+    os.kill(old, signals.SIGKILL)
+    deadline = time.monotonic() + 120
+    while live.restarts == before:
+        assert time.monotonic() < deadline, "no new voice process within 120 s"
+        time.sleep(0.2)
+    assert live.process.pid != old and live.process.is_alive()
+    voices.reset("electronic")
+    f = voices.now()
+    voices.client.send_msg("/note", 62, 100)
+    time.sleep(0.8)
+    voices.client.send_msg("/note", 62, 0)
+    audio = voices.record(f, 0.8)
+    level = rms_db(audio[int(0.3 * SR) :])
+    print(f"after a restart: {level:.1f} dB")
+    assert level > -60.0, level
