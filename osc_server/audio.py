@@ -449,6 +449,9 @@ RT_PRIORITY_OSC = 60
 # (priority inversion); that is what a busy laptop does. Processes they start reset themselves to
 # normal scheduling (`normal_priority`).
 RT_PRIORITY_HELPERS = 50
+# CPython hands the GIL to a waiting thread after this long (default 5 ms, close to a 256-frame
+# block): the audio process and the voice process both set it (sys.setswitchinterval).
+SWITCH_INTERVAL_S = 0.0005
 
 
 def normal_priority() -> None:

@@ -18,14 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from osc_server.audio import ClockOutput, Mixer, SoundDeviceOutput
+from osc_server.audio import SWITCH_INTERVAL_S, ClockOutput, Mixer, SoundDeviceOutput
 from osc_server.cache import CacheDirError, NoteCache
 from osc_server.engine import Engine, Generator
 from osc_server.transport import OscTransport
 from synth.presets import PresetStore
 
 log = logging.getLogger("osc_server")
-SWITCH_INTERVAL_S = 0.0005
 
 
 class SetupError(Exception):

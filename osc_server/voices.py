@@ -53,9 +53,8 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
-from osc_server.audio import normal_priority, try_realtime
+from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
-from osc_server.server import SWITCH_INTERVAL_S
 
 log = logging.getLogger("osc_server.voices")
 
@@ -232,10 +231,6 @@ class LiveVoices:
     @property
     def sounding(self) -> int:
         return int(self.control[C_VOICES])
-
-    @property
-    def late_frames(self) -> int:
-        return int(self.control[C_LATE])
 
     def close(self) -> None:
         self._closing = True
