@@ -18,6 +18,7 @@ SUITES = {
     "generator": "bench.generator",
     "server": "bench.server",
     "voices": "bench.voices",
+    "export": "bench.export",
 }
 
 

@@ -5,7 +5,12 @@
 #   jackd2            JACK audio server (its dummy driver stands in for a sound card in tests)
 #   libportaudio2     PortAudio, the audio I/O library under sounddevice
 #   libfluidsynth3    FluidSynth, used to render the training data set
-#   fluid-soundfont-gm  FluidR3_GM.sf2, the General MIDI SoundFont the data set is rendered from
+#   fluid-soundfont-gm  FluidR3_GM.sf2, the General MIDI SoundFont the data set is rendered from (MIT)
+#   opl3-soundfont, csound-soundfont, fluidr3mono-gm-soundfont  the other General MIDI sets of the
+#                     multi-set data set (`dataset build --sets debian`): OPL-3_FM_128M.sf2
+#                     (CC-BY-SA-4.0), sf_GMbank.sf2 (public domain), FluidR3Mono_GM.sf3 (MIT).
+#                     Never timgm6mb-soundfont or musescore-general-soundfont*: reserved for
+#                     independent evaluation (the builder refuses them)
 #   puredata-core     Pure Data (pd), to run the shipped patch headless in tests
 #   puredata-gui, xvfb  Pd's GUI on a virtual X display: the patch's screenshot test
 #   libsndfile1       WAV reading/writing under soundfile
@@ -14,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="jackd2 libportaudio2 libfluidsynth3 fluid-soundfont-gm puredata-core puredata-gui xvfb libsndfile1 python3-venv"
+APT_PACKAGES="jackd2 libportaudio2 libfluidsynth3 fluid-soundfont-gm opl3-soundfont csound-soundfont fluidr3mono-gm-soundfont puredata-core puredata-gui xvfb libsndfile1 python3-venv"
 
 missing=""
 for p in $APT_PACKAGES; do
@@ -41,7 +46,7 @@ stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing sound-generator and its Python dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,ray]'
     rm -f .venv/.installed-*
     touch "$stamp"
 else

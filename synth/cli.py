@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("synth.data.cli", "build or inspect an NSynth-format data set rendered from a SoundFont"),
     "train": ("synth.training.cli", "train one stage of the generator"),
     "evaluate": ("synth.evaluate", "evaluate the shipped (or given) models on the test split"),
+    "calibrate": ("synth.calibrate", "set the generator's output level (velocity 127 at latent 0 -> -6 dBFS)"),
     "midi-bridge": ("osc_server.midi_bridge", "forward a MIDI controller to the OSC server"),
     "preset": ("synth.preset_cli", "list, show, save or delete timbre presets"),
     "export": ("synth.export_cli", "export a preset as a sample instrument (WAV samples + .sfz)"),

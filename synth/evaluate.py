@@ -30,6 +30,20 @@ latent          each of the 16 dimensions swept -7..+7 in 29 steps around pitch 
                 drawn with one seed for the whole sweep. Pass: all finite, peak <= 1, every
                 dimension moves the sound (endpoints >= 1 dB apart) without a jump (no step
                 over 3x the mean of its neighbours: `metrics.smoothness` local_jump_ratio)
+knobs           1000 random knob settings (--knob-points; half uniform in [-7, 7]^16, half corners
+                of the cube, each knob at -7 or +7), each with a random tag set (every tag with
+                probability 0.2), a random source and pitch 24..96, velocity 100; each against
+                the same note at latent 0. Pass: every note audible (peak >= -50 dBFS and within
+                24 dB of its latent-0 twin), >= 99 % within 25 cents of pitch, none non-finite
+                or clipped (|sample| > 1)
+level           the output calibration (`synth.calibrate`): velocity 127, latent 0, no tags,
+                pitches 36..84, every source. Pass: the median peak and each pitch's median
+                (over the sources) within -6 +- 3 dBFS
+releases        timbres at latent 0, velocity 100: 3 sources x 8 tag sets without long_release x
+                pitches 48, 60, 72; each with and without long_release added. Release time: from
+                the note-off (3 s) until the level (10 ms RMS) is 30 dB below the note-off level.
+                Pass: >= 90 % of the timbres without the tag within 1 s, and in >= 80 % of the
+                pairs the tag makes it >= 1.5x longer with the held level (0.05-3 s) <= 3 dB lower
 realism         256 random test notes (--max-notes; 0 = all) generated with their attributes
                 (latent 0) vs the real note: loudness-envelope error (dB, floored at -80) and
                 spectral-centroid error (octaves); baseline = the training set's mean envelope
@@ -70,7 +84,9 @@ from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES,
 log = logging.getLogger("synth.evaluate")
 
 SAMPLE_RATE = 16000
-TARGETS = ("pitch", "velocity", "tags", "latent", "realism", "reconstruction")
+TARGETS = ("pitch", "velocity", "tags", "latent", "knobs", "level", "releases", "realism", "reconstruction")
+# Targets that render from the model alone (no --data needed).
+DATA_FREE_TARGETS = ("latent", "knobs", "level", "releases")
 TARGET_TAGS = ("bright", "dark", "percussive", "fast_decay", "long_release")
 OPPOSITE_TAG = {"bright": "dark", "dark": "bright"}
 # Scores an analyzer cannot exceed: long_release is capped at the end of the file, 1 s after the
@@ -86,6 +102,22 @@ LATENT_MAX_JUMP = 3.0
 RECON_MAX_RATIO = 1.5
 BASELINE_NOTES_PER_KEY = 32
 LATENT_BASE = NoteParams(pitch=60, velocity=100, source="acoustic")
+KNOB_MIN_PEAK_DBFS = -50.0
+KNOB_MAX_DROP_DB = 24.0
+KNOB_PITCH_CENTS = 25.0
+KNOB_PITCH_FRACTION = 0.99
+KNOB_TAG_PROBABILITY = 0.2
+KNOB_PITCHES = (24, 96)
+# releases: timbres at latent 0 = every source x these tag sets (none asks long_release) x pitches.
+RELEASE_TAG_SETS = ((), ("bright",), ("dark",), ("percussive",), ("distortion",), ("multiphonic",),
+                    ("nonlinear_env",), ("reverb",))
+RELEASE_PITCHES = (48, 60, 72)
+RELEASE_DROP_DB = 30.0
+RELEASE_WITHIN_S = 1.0
+RELEASE_MIN_FRACTION = 0.90
+LONG_RELEASE_GROWTH = 1.5
+LONG_RELEASE_MAX_HELD_DROP_DB = 3.0
+LONG_RELEASE_MIN_FRACTION = 0.80
 
 
 def _pitch_range(text: str) -> tuple[int, int]:
@@ -146,6 +178,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="latent: dimensions to sweep (default all 16)")
     parser.add_argument("--latent-steps", type=int, default=29, metavar="N",
                         help="latent: values from -7 to +7 per sweep (default 29: steps of 0.5)")
+    parser.add_argument("--knob-points", type=int_at_least("--knob-points", 1), default=1000, metavar="N",
+                        help="knobs: random knob settings (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
     parser.add_argument("--figures", default=None, metavar="DIR", help="write spectrogram PNGs into DIR")
@@ -239,6 +273,106 @@ def _clean(x: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # The targets. Each returns (summary dict with "pass", details dict).
+
+
+def knob_notes(rng: np.random.Generator, n: int) -> list[NoteParams]:
+    """The knobs target's notes: even i uniform in the cube, odd i a corner (see module doc)."""
+    notes = []
+    for i in range(n):
+        lat = rng.choice([LATENT_MIN, LATENT_MAX], LATENT_DIM) if i % 2 else rng.uniform(LATENT_MIN, LATENT_MAX, LATENT_DIM)
+        tags = [q for q in QUALITIES if rng.random() < KNOB_TAG_PROBABILITY]
+        notes.append(NoteParams(pitch=int(rng.integers(KNOB_PITCHES[0], KNOB_PITCHES[1] + 1)), velocity=100,
+                                source=str(rng.choice(SOURCES)), qualities=tags,
+                                latent_sample=[float(x) for x in lat]))
+    return notes
+
+
+def eval_knobs(gen, rng: np.random.Generator, n_points: int) -> tuple[dict, dict]:
+    notes = knob_notes(rng, n_points)
+    refs = [p.replace(latent_sample=[0.0] * LATENT_DIM) for p in notes]
+    audio, ref_audio = render_checked(gen, notes), render_checked(gen, refs)
+
+    def peak_db(a):
+        return 20.0 * math.log10(max(float(np.max(np.abs(a))), 1e-12)) if a is not None else float("nan")
+
+    peak = np.array([peak_db(a) for a in audio])
+    ref = np.array([peak_db(a) for a in ref_audio])
+    finite = np.array([a is not None and bool(np.all(np.isfinite(a))) for a in audio])
+    clipped = np.array([a is not None and float(np.max(np.abs(a))) > 1.0 for a in audio])
+    cents = np.array([metrics.pitch_error_cents(a, SAMPLE_RATE, p.pitch) if ok else float("nan")
+                      for a, p, ok in zip(audio, notes, finite)])
+    quiet = ~(peak >= KNOB_MIN_PEAK_DBFS)
+    dropped = ~(peak >= ref - KNOB_MAX_DROP_DB)
+    on_pitch = np.abs(cents) <= KNOB_PITCH_CENTS
+    corner = np.arange(len(notes)) % 2 == 1
+    order = np.argsort(np.nan_to_num(peak - ref, nan=-np.inf))
+    summary = {
+        "n_notes": len(notes),
+        "n_inaudible": int(np.sum(quiet | dropped)),
+        "n_below_min_peak": int(np.sum(quiet)),
+        "n_dropped_vs_latent0": int(np.sum(dropped)),
+        "n_inaudible_corners": int(np.sum((quiet | dropped) & corner)),
+        "fraction_on_pitch": float(np.mean(on_pitch)),
+        "n_non_finite": int(np.sum(~finite)),
+        "n_clipped": int(np.sum(clipped)),
+        "min_peak_dbfs": float(np.nanmin(peak)) if np.any(finite) else float("nan"),
+        "median_peak_dbfs": float(np.nanmedian(peak)) if np.any(finite) else float("nan"),
+        "max_drop_vs_latent0_db": float(np.nanmax(ref - peak)) if np.any(finite) else float("nan"),
+        "worst": [{"pitch": notes[i].pitch, "source": notes[i].source, "qualities": list(notes[i].qualities),
+                   "corner": bool(corner[i]), "peak_dbfs": float(peak[i]), "latent0_peak_dbfs": float(ref[i]),
+                   "error_cents": float(cents[i])} for i in order[:5]],
+        "limits": {"min_peak_dbfs": KNOB_MIN_PEAK_DBFS, "max_drop_db": KNOB_MAX_DROP_DB,
+                   "pitch_cents": KNOB_PITCH_CENTS, "min_fraction_on_pitch": KNOB_PITCH_FRACTION},
+        "pass": bool(not np.any(quiet | dropped) and np.mean(on_pitch) >= KNOB_PITCH_FRACTION
+                     and finite.all() and not clipped.any()),
+    }
+    return summary, {"notes": [{**notes[i].to_dict(), "peak_dbfs": float(peak[i]), "latent0_peak_dbfs": float(ref[i]),
+                                "error_cents": float(cents[i])} for i in range(len(notes))]}
+
+
+def eval_releases(gen) -> tuple[dict, dict]:
+    plain = [NoteParams(pitch=p, velocity=100, source=src, qualities=list(tags))
+             for src in SOURCES for tags in RELEASE_TAG_SETS for p in RELEASE_PITCHES]
+    tagged = [p.replace(qualities=list(p.qualities) + ["long_release"]) for p in plain]
+    audio, audio_lr = render_checked(gen, plain), render_checked(gen, tagged)
+
+    def measure(a):
+        if a is None:
+            return float("nan"), float("nan")
+        held = a[int(0.05 * SAMPLE_RATE) : int(3.0 * SAMPLE_RATE)].astype(np.float64)
+        return metrics.release_time_s(a, SAMPLE_RATE), 10.0 * math.log10(float(np.mean(held**2)) + 1e-20)
+
+    t, held = np.array([measure(a) for a in audio]).T
+    t_lr, held_lr = np.array([measure(a) for a in audio_lr]).T
+    ends = t <= RELEASE_WITHIN_S
+    # A release that never falls 30 dB within the file is longer than any that does.
+    grows = np.where(np.isinf(t), False, np.isinf(t_lr) | (t_lr >= LONG_RELEASE_GROWTH * t))
+    kept = held - held_lr <= LONG_RELEASE_MAX_HELD_DROP_DB
+    finite_t = t[np.isfinite(t)]
+    summary = {
+        "n_timbres": len(plain),
+        "fraction_ending": float(np.mean(ends)),
+        "median_release_s": float(np.median(finite_t)) if len(finite_t) else float("inf"),
+        "n_never_falling": int(np.sum(np.isinf(t))),
+        "long_release": {"fraction_pass": float(np.mean(grows & kept)), "fraction_longer": float(np.mean(grows)),
+                         "fraction_held_kept": float(np.mean(kept)),
+                         "median_held_drop_db": float(np.nanmedian(held - held_lr))},
+        "limits": {"drop_db": RELEASE_DROP_DB, "within_s": RELEASE_WITHIN_S, "min_fraction": RELEASE_MIN_FRACTION,
+                   "long_release_growth": LONG_RELEASE_GROWTH, "long_release_max_held_drop_db": LONG_RELEASE_MAX_HELD_DROP_DB,
+                   "long_release_min_fraction": LONG_RELEASE_MIN_FRACTION},
+        "pass": bool(np.mean(ends) >= RELEASE_MIN_FRACTION and np.mean(grows & kept) >= LONG_RELEASE_MIN_FRACTION),
+    }
+    return summary, {"notes": [{**p.to_dict(), "release_s": float(a), "release_s_long_release": float(b),
+                                "held_db": float(c), "held_db_long_release": float(d)}
+                               for p, a, b, c, d in zip(plain, t, t_lr, held, held_lr)]}
+
+
+def eval_level(gen) -> tuple[dict, dict]:
+    from synth.calibrate import measure_level
+
+    summary = measure_level(gen)
+    per_pitch = summary.pop("per_pitch_median_dbfs")
+    return summary, {"per_pitch_median_dbfs": per_pitch}
 
 
 def eval_pitch(gen, test: dict, rng: np.random.Generator, pitches: Sequence[int]) -> tuple[dict, dict]:
@@ -512,8 +646,11 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     t_start = time.perf_counter()
     checkpoint_dir = os.path.abspath(args.checkpoints or DEFAULT_CHECKPOINT_DIR)
     gen = get_generator(checkpoint_dir)
-    test = load_split(args.data, args.split, progress=False)
-    has_train = os.path.isfile(os.path.join(args.data, "train", "examples.json"))
+    if args.data:
+        test = load_split(args.data, args.split, progress=False)
+        has_train = os.path.isfile(os.path.join(args.data, "train", "examples.json"))
+    else:  # only targets that need no data (run() checks)
+        test, has_train = {"pitch": np.zeros(0), "instrument": np.zeros(0)}, False
     # The train split's arrays (and, on first use, its feature cache) only where a target needs them.
     needs_train = has_train and bool({"realism", "reconstruction"} & set(args.only))
     train = load_split(args.data, "train", progress=False) if needs_train else None
@@ -525,7 +662,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
         "inference": {"tag_guidance_z": gen.tag_guidance_z, "tag_guidance_loudness": gen.tag_guidance_loudness,
                       "guided_tags": list(gen.guided_tags), "inference_version": INFERENCE_VERSION},
         "checkpoints": checkpoint_dir,
-        "data": os.path.abspath(args.data),
+        "data": os.path.abspath(args.data) if args.data else None,
         "split": args.split,
         "n_split_notes": int(len(test["pitch"])),
         "n_split_instruments": len(test_inst),
@@ -535,7 +672,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
                      "pitch_range": list(args.pitch_range), "pitch_step": args.pitch_step,
                      "pitch_repeats": args.pitch_repeats,
                      "velocity_combos": args.velocity_combos, "tag_pairs": args.tag_pairs,
-                     "latent_dims": list(args.latent_dims), "latent_steps": args.latent_steps},
+                     "latent_dims": list(args.latent_dims), "latent_steps": args.latent_steps,
+                     "knob_points": args.knob_points},
         "hardware": _hardware(),
         "evaluated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "targets": {},
@@ -558,6 +696,12 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
             s, d = eval_tags(gen, test, rng, args.tag_pairs)
         elif target == "latent":
             s, d = eval_latent(gen, args.latent_dims, args.latent_steps, args.seed)
+        elif target == "knobs":
+            s, d = eval_knobs(gen, rng, args.knob_points)
+        elif target == "level":
+            s, d = eval_level(gen)
+        elif target == "releases":
+            s, d = eval_releases(gen)
         elif target == "realism":
             s, d = eval_realism(gen, test, train, rng, args.max_notes)
         else:
@@ -613,6 +757,25 @@ def format_table(report: dict) -> str:
                      f"{la['n_dims_smooth']} smooth (max jump {fmt_value(la['max_local_jump_ratio'])}), "
                      f"finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
                      f"(raw {fmt_value(la['raw_peak_max'], '.3f')})", _verdict(la["pass"])))
+    if "knobs" in t:
+        k = t["knobs"]
+        rows.append(("knobs", f"{k['n_inaudible']}/{k['n_notes']} inaudible (min peak {fmt_value(k['min_peak_dbfs'], '.1f')} "
+                     f"dBFS, largest drop vs latent 0 {fmt_value(k['max_drop_vs_latent0_db'], '.1f')} dB), "
+                     f"{fmt_value(k['fraction_on_pitch'], '.1%')} within 25 c, {k['n_non_finite']} non-finite, "
+                     f"{k['n_clipped']} clipped", _verdict(k["pass"])))
+    if "level" in t:
+        lv = t["level"]
+        rows.append(("level", f"velocity 127 median peak {fmt_value(lv['median_peak_dbfs'], '.1f')} dBFS "
+                     f"({fmt_value(lv['min_peak_dbfs'], '.1f')}..{fmt_value(lv['max_peak_dbfs'], '.1f')}), "
+                     f"{lv['n_pitches_in_band']}/{lv['n_pitches']} pitches within -6 +- 3 dB "
+                     f"(output gain {fmt_value(lv['output_gain_db'], '.2f')} dB)", _verdict(lv["pass"])))
+    if "releases" in t:
+        r, lr = t["releases"], t["releases"]["long_release"]
+        rows.append(("releases", f"{fmt_value(r['fraction_ending'], '.0%')} of {r['n_timbres']} timbres fall 30 dB within 1 s "
+                     f"of note-off (median {fmt_value(r['median_release_s'])} s, {r['n_never_falling']} never); "
+                     f"long_release: {fmt_value(lr['fraction_pass'], '.0%')} of pairs pass (longer "
+                     f"{fmt_value(lr['fraction_longer'], '.0%')}, held kept {fmt_value(lr['fraction_held_kept'], '.0%')})",
+                     _verdict(r["pass"])))
     if "realism" in t:
         r = t["realism"]
         if "skipped" in r:
@@ -656,9 +819,9 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             report["checkpoints"] = os.path.abspath(args.checkpoints)
     else:
-        if not args.data:
-            print("sound-generator evaluate: error: --data DIR is required (unless --from-json)",
-                  file=sys.stderr)
+        if not args.data and not set(args.only) <= set(DATA_FREE_TARGETS):
+            print("sound-generator evaluate: error: --data DIR is required (unless --from-json, or --only "
+                  f"with targets from {','.join(DATA_FREE_TARGETS)})", file=sys.stderr)
             return 2
         report, details = evaluate(args)
     if args.out:

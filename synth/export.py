@@ -2,6 +2,11 @@
 
     export_instrument(preset, out_dir, generator, keys, velocities) -> ExportReport
 
+Two steps, shared with the bulk export (`synth.export_bank`, many presets, on local processes or
+a Ray cluster): `render_samples(generator, notes, rate)` turns each note into its sample (the WAV
+bytes and its loop and release; a pure function of the note, the rate and the model), and
+`sfz_text(preset, model_version, options, samples)` writes the instrument around them.
+
 One sample per (sampled key, velocity layer), rendered by the generator at EXPORT_SAMPLE_RATE
 (48 kHz: the rate most players and interfaces run at, so no resampling on playback of the
 sampled keys) and written as 24-bit PCM WAV. The `.sfz` maps them:
@@ -29,12 +34,15 @@ No OSC here; the command line is `synth.export_cli`.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.signal import correlate
@@ -270,6 +278,165 @@ def ampeg_release_for(release: Release) -> float:
     return release.t60_s * PLAYER_RELEASE_DB / 60.0
 
 
+# What a sample's bytes depend on besides the note, the sample rate and the model: bump it whenever
+# the code here changes what a sample holds (loop search, crossfade, release fit, WAV format), so a
+# resumed bulk export (synth.export_bank) renders such samples again instead of reusing them.
+# BLAS threads while rendering samples: fixed, because the sums of a matrix product depend on it.
+BLAS_THREADS = 1
+SAMPLE_FORMAT = "1: 24-bit WAV, loop_sustain crossfaded into the data, tail of loop copies, fitted release"
+
+
+def sample_file_name(key: int, layer: int) -> str:
+    return f"{key:03d}_v{layer:03d}.wav"
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where one sample plays in the .sfz: its key and layer, the keys and velocities it covers."""
+
+    key: int
+    layer: int
+    lokey: int
+    hikey: int
+    lovel: int
+    hivel: int
+
+    @property
+    def file(self) -> str:
+        return sample_file_name(self.key, self.layer)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What an export covers: sampled `keys` over the range lo..hi, velocity `layers`, the
+    pitch-bend range and the sample rate. `regions()` lists one Region per sample, key-major."""
+
+    keys: tuple[int, ...]
+    lo: int
+    hi: int
+    layers: tuple[int, ...]
+    bend_cents: int = DEFAULT_BEND_CENTS
+    sample_rate: int = EXPORT_SAMPLE_RATE
+
+    @classmethod
+    def make(cls, keys: Sequence[int], velocities: Sequence[int] = DEFAULT_VELOCITIES, lo: int | None = None,
+             hi: int | None = None, bend_cents: int = DEFAULT_BEND_CENTS,
+             sample_rate: int = EXPORT_SAMPLE_RATE) -> "ExportOptions":
+        keys = tuple(sorted(set(int(k) for k in keys)))
+        if not keys:
+            raise ValueError("pitches: no key to sample")
+        layers = tuple(layer for layer, _, _ in velocity_ranges(velocities))
+        return cls(keys, keys[0] if lo is None else int(lo), keys[-1] if hi is None else int(hi), layers,
+                   int(bend_cents), int(sample_rate))
+
+    def regions(self) -> list[Region]:
+        vel_ranges = velocity_ranges(self.layers)
+        return [Region(key, layer, lokey, hikey, lovel, hivel)
+                for key, (lokey, hikey) in zip(self.keys, key_ranges(self.keys, self.lo, self.hi))
+                for layer, lovel, hivel in vel_ranges]
+
+
+@dataclass(frozen=True)
+class RenderedSample:
+    """One note's sample: the WAV file's bytes and what the .sfz region needs to know of it.
+    A pure function of the note, the sample rate and the model (`render_samples`)."""
+
+    key: int
+    layer: int
+    data: bytes
+    loop: Loop | None
+    release: Release
+    ampeg_release: float
+
+    @property
+    def file(self) -> str:
+        return sample_file_name(self.key, self.layer)
+
+    def meta(self) -> dict:
+        """The region's facts as JSON values (floats round-trip exactly through json)."""
+        return {"loop": None if self.loop is None else asdict(self.loop), "release": asdict(self.release),
+                "ampeg_release": self.ampeg_release}
+
+
+def sample_from_meta(region: Region, meta: Mapping) -> "SampleInfo":
+    loop = None if meta["loop"] is None else Loop(**meta["loop"])
+    return SampleInfo(region.key, region.layer, region.lokey, region.hikey, region.lovel, region.hivel,
+                      region.file, loop, Release(**meta["release"]), float(meta["ampeg_release"]))
+
+
+def sample_id(note, sample_rate: int, model_version: str) -> str:
+    """A key for the bytes of one note's sample: the note (timbre, pitch, velocity layer; its
+    `NoteParams.key`), the sample rate, the model version and SAMPLE_FORMAT."""
+    blob = json.dumps([note.key, int(sample_rate), str(model_version), SAMPLE_FORMAT]).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def make_sample(key: int, layer: int, audio: np.ndarray, sample_rate: int) -> RenderedSample:
+    """The sample of one rendered note (4 s, note-off at 3 s): release fitted, loop found and
+    crossfaded (or none for a decayed note), encoded as a 24-bit WAV."""
+    import soundfile as sf
+
+    release = fit_release(audio, sample_rate)
+    amp_release = ampeg_release_for(release)
+    loop = find_loop(audio, sample_rate, float(midi_to_hz(key)))
+    if loop is None:
+        data = np.asarray(audio, np.float32)
+    else:
+        data = loop_sample(audio, loop, min(amp_release, RELEASE_TAIL_MAX_S), sample_rate)
+    buf = io.BytesIO()
+    sf.write(buf, data, sample_rate, subtype=WAV_SUBTYPE, format="WAV")
+    return RenderedSample(int(key), int(layer), buf.getvalue(), loop, release, float(amp_release))
+
+
+def render_samples(generator, notes: Sequence, sample_rate: int = EXPORT_SAMPLE_RATE) -> list[RenderedSample]:
+    """The sample of each note (a NoteParams rendered at its velocity, which is its layer).
+
+    The same note gives the same bytes whatever else is in the call, in any process and with any
+    number of threads (on the same kind of CPU):
+    * the noise is seeded by the note (`Generator.render_controls`);
+    * the network always runs as a padded batch (`Generator.run_neural` with 2..BATCH_CHUNK notes;
+      measured: the same floats for any batch contents, order and TensorFlow thread count). A
+      single note goes in twice: the one-note shape is compiled separately and gives slightly
+      different floats (which the loop search can turn into other loop points);
+    * the numpy synthesis runs with one BLAS thread (BLAS_THREADS): its matrix products sum in
+      another order with another number of OpenBLAS threads (measured: a Ray actor, which gets
+      OMP_NUM_THREADS=1, rendered other bits than this process with two).
+    """
+    from threadpoolctl import threadpool_limits
+
+    from synth.generator import BATCH_CHUNK
+
+    sample_rate = generator._check_rate(sample_rate)
+    notes = list(notes)
+    out: list[RenderedSample] = []
+    with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+        for i in range(0, len(notes), BATCH_CHUNK):
+            chunk = notes[i : i + BATCH_CHUNK]
+            neural = generator.run_neural(chunk if len(chunk) > 1 else chunk * 2)
+            for j, note in enumerate(chunk):
+                controls = {k: v[j] for k, v in neural["controls"].items()}
+                audio = generator.render_controls(controls, sample_rate, note)
+                out.append(make_sample(note.pitch, note.velocity, audio, sample_rate))
+    return out
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, then `os.replace`. An
+    interrupted write (Ctrl-C, kill) leaves the old file or none, never half a file; a leftover
+    temporary (kill -9) is `.<name>.tmp`, overwritten by the next write of that file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass
 class SampleInfo:
     key: int
@@ -321,55 +488,57 @@ def _header(preset: Preset, model_version: str, keys: Sequence[int], lo: int, hi
     ]
 
 
+def sfz_text(preset: Preset, model_version: str, options: ExportOptions, samples: Sequence[SampleInfo]) -> str:
+    """The .sfz of an instrument whose samples (one per region of `options`) are `samples`."""
+    sr = options.sample_rate
+    lines = _header(preset, model_version, options.keys, options.lo, options.hi, options.layers,
+                    options.bend_cents, sr)
+    lines += ["", "<control>", f"default_path={SAMPLES_DIR}/", "", "<global>",
+              f"bend_up={options.bend_cents} bend_down={-options.bend_cents}", "amp_veltrack=100", ""]
+    for s in samples:
+        if s.loop is None:
+            loop_text = ["// no loop: the note has decayed before note-off (held level "
+                         f">{DECAYED_DB:g} dB below its peak); it plays out as rendered",
+                         "loop_mode=no_loop"]
+        else:
+            loop = s.loop
+            loop_text = [f"// loop {loop.start / sr:.3f}-{loop.end / sr:.3f} s "
+                         f"({loop.length / sr:.3f} s), seam correlation {loop.correlation:.4f}, "
+                         f"level range inside {loop.level_range_db:.2f} dB, step {loop.level_step_db:+.2f} dB",
+                         f"loop_mode=loop_sustain loop_start={loop.start} loop_end={loop.end - 1}"]
+        gain_db = 20.0 * math.log10(s.hivel / s.layer)
+        lines += [f"// key {s.key} velocity layer {s.layer}: model release 60 dB in {s.release.t60_s:.2f} s "
+                  f"({s.release.how})"]
+        lines += loop_text[:-1]
+        lines += [f"<region> sample={s.file} lokey={s.lokey} hikey={s.hikey} pitch_keycenter={s.key} "
+                  f"lovel={s.lovel} hivel={s.hivel}",
+                  f" amp_velcurve_{s.lovel}={s.lovel / s.hivel:.6f} amp_velcurve_{s.hivel}=1 volume={gain_db:.3f}",
+                  f" {loop_text[-1]} ampeg_release={s.ampeg_release:.3f}", ""]
+    return "\n".join(lines)
+
+
+def sfz_path(out_dir: str | os.PathLike, preset: Preset) -> Path:
+    return Path(out_dir) / f"{preset.name}.sfz"
+
+
 def export_instrument(preset: Preset, out_dir: str | os.PathLike, generator, keys: Sequence[int],
                       velocities: Sequence[int] = DEFAULT_VELOCITIES, lo: int | None = None,
                       hi: int | None = None, bend_cents: int = DEFAULT_BEND_CENTS, force: bool = False,
                       sample_rate: int = EXPORT_SAMPLE_RATE) -> ExportReport:
     """Render `preset` at `keys` x `velocities` with `generator` and write the instrument into
-    `out_dir` (created; non-empty refused unless `force`). Returns what was written."""
-    import soundfile as sf
+    `out_dir` (created; non-empty refused unless `force`). Returns what was written.
 
-    keys = sorted(set(keys))
-    lo = keys[0] if lo is None else lo
-    hi = keys[-1] if hi is None else hi
-    vel_ranges = velocity_ranges(velocities)
+    The same two steps as the bulk export (synth.export_bank), which writes the same bytes:
+    `render_samples` (one note's sample, a pure function of note, rate and model) and `sfz_text`."""
+    options = ExportOptions.make(keys, velocities, lo, hi, bend_cents, sample_rate)
     out = check_out_dir(out_dir, force)
-    notes = [preset.note(k, layer) for k in keys for layer, _, _ in vel_ranges]
-    log.info("rendering %d notes of %r at %d Hz", len(notes), preset.name, sample_rate)
-    audio = generator.render_batch(notes, sample_rate)
-    report = ExportReport(out / f"{preset.name}.sfz")
-    lines = _header(preset, generator.model_version, keys, lo, hi, [v for v, _, _ in vel_ranges], bend_cents,
-                    sample_rate)
-    lines += ["", "<control>", f"default_path={SAMPLES_DIR}/", "", "<global>",
-              f"bend_up={bend_cents} bend_down={-bend_cents}", "amp_veltrack=100", ""]
-    for note, x, ((lokey, hikey), (layer, lovel, hivel)) in zip(
-            notes, audio, [(kr, vr) for kr in key_ranges(keys, lo, hi) for vr in vel_ranges]):
-        release = fit_release(x, sample_rate)
-        amp_release = ampeg_release_for(release)
-        loop = find_loop(x, sample_rate, float(midi_to_hz(note.pitch)))
-        name = f"{note.pitch:03d}_v{layer:03d}.wav"
-        if loop is None:
-            data = np.asarray(x, np.float32)
-            loop_text = ["// no loop: the note has decayed before note-off (held level "
-                         f">{DECAYED_DB:g} dB below its peak); it plays out as rendered",
-                         "loop_mode=no_loop"]
-        else:
-            data = loop_sample(x, loop, min(amp_release, RELEASE_TAIL_MAX_S), sample_rate)
-            loop_text = [f"// loop {loop.start / sample_rate:.3f}-{loop.end / sample_rate:.3f} s "
-                         f"({loop.length / sample_rate:.3f} s), seam correlation {loop.correlation:.4f}, "
-                         f"level range inside {loop.level_range_db:.2f} dB, step {loop.level_step_db:+.2f} dB",
-                         f"loop_mode=loop_sustain loop_start={loop.start} loop_end={loop.end - 1}"]
-        sf.write(out / SAMPLES_DIR / name, data, sample_rate, subtype=WAV_SUBTYPE)
-        gain_db = 20.0 * math.log10(hivel / layer)
-        lines += [f"// key {note.pitch} velocity layer {layer}: model release 60 dB in {release.t60_s:.2f} s "
-                  f"({release.how})"]
-        lines += loop_text[:-1]
-        lines += [f"<region> sample={name} lokey={lokey} hikey={hikey} pitch_keycenter={note.pitch} "
-                  f"lovel={lovel} hivel={hivel}",
-                  f" amp_velcurve_{lovel}={lovel / hivel:.6f} amp_velcurve_{hivel}=1 volume={gain_db:.3f}",
-                  f" {loop_text[-1]} ampeg_release={amp_release:.3f}", ""]
-        report.samples.append(SampleInfo(note.pitch, layer, lokey, hikey, lovel, hivel, name, loop,
-                                         release, amp_release))
-    report.sfz_path.write_text("\n".join(lines), encoding="utf-8")
+    regions = options.regions()
+    log.info("rendering %d notes of %r at %d Hz", len(regions), preset.name, sample_rate)
+    rendered = render_samples(generator, [preset.note(r.key, r.layer) for r in regions], options.sample_rate)
+    report = ExportReport(sfz_path(out, preset))
+    for region, sample in zip(regions, rendered):
+        write_atomic(out / SAMPLES_DIR / region.file, sample.data)
+        report.samples.append(sample_from_meta(region, sample.meta()))
+    write_atomic(report.sfz_path, sfz_text(preset, generator.model_version, options, report.samples))
     log.info("wrote %s (%d samples)", report.sfz_path, len(report.samples))
     return report

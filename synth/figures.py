@@ -203,6 +203,30 @@ def _metric_rows(t: dict) -> list[str]:
                     f"{fmt_value(la['max_local_jump_ratio'])}, finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
                     f"(raw {fmt_value(la['raw_peak_max'], '.3f')}) | every dim >= 1 dB, jump <= 3, finite, "
                     f"peak <= 1 | {_verdict(la['pass'])} |")
+    if "knobs" in t:
+        k, lim = t["knobs"], t["knobs"]["limits"]
+        rows.append(f"| knobs ({k['n_notes']} random settings of the cube, random tags, sources, pitches) | "
+                    f"{k['n_inaudible']} inaudible (min peak {fmt_value(k['min_peak_dbfs'], '.1f')} dBFS, largest drop vs "
+                    f"latent 0 {fmt_value(k['max_drop_vs_latent0_db'], '.1f')} dB), "
+                    f"{fmt_value(k['fraction_on_pitch'], '.1%')} within {lim['pitch_cents']:g} cents, "
+                    f"{k['n_non_finite']} non-finite, {k['n_clipped']} clipped | every note >= {lim['min_peak_dbfs']:g} dBFS "
+                    f"and within {lim['max_drop_db']:g} dB of latent 0, >= {lim['min_fraction_on_pitch']:.0%} on pitch | "
+                    f"{_verdict(k['pass'])} |")
+    if "level" in t:
+        lv, lim = t["level"], t["level"]["limits"]
+        rows.append(f"| level (velocity {lim['velocity']}, latent 0, pitches {lim['pitches'][0]}-{lim['pitches'][1]}) | "
+                    f"median peak {fmt_value(lv['median_peak_dbfs'], '.1f')} dBFS ({fmt_value(lv['min_peak_dbfs'], '.1f')} to "
+                    f"{fmt_value(lv['max_peak_dbfs'], '.1f')}), {lv['n_pitches_in_band']}/{lv['n_pitches']} pitches in the band; "
+                    f"output gain {fmt_value(lv['output_gain_db'], '.2f')} dB | "
+                    f"{lim['target_dbfs']:g} +- {lim['tolerance_db']:g} dBFS | {_verdict(lv['pass'])} |")
+    if "releases" in t:
+        r, lr, lim = t["releases"], t["releases"]["long_release"], t["releases"]["limits"]
+        rows.append(f"| releases ({r['n_timbres']} timbres at latent 0, and each with long_release) | "
+                    f"{fmt_value(r['fraction_ending'], '.0%')} fall {lim['drop_db']:g} dB within {lim['within_s']:g} s of "
+                    f"note-off (median {fmt_value(r['median_release_s'])} s); long_release: "
+                    f"{fmt_value(lr['fraction_pass'], '.0%')} of pairs {lim['long_release_growth']:g}x longer with the "
+                    f"held level within {lim['long_release_max_held_drop_db']:g} dB | >= {lim['min_fraction']:.0%}; "
+                    f">= {lim['long_release_min_fraction']:.0%} | {_verdict(r['pass'])} |")
     if "realism" in t:
         r = t["realism"]
         if "skipped" in r:

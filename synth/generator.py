@@ -65,7 +65,7 @@ BATCH_CHUNK = 64
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
 # Bumped whenever inference code changes what the same weights render (part of model_version, so
 # the server's persisted note caches never serve a note rendered by older rules).
-INFERENCE_VERSION = "3: envelope rules, frame-ramped VCA, guided tags"
+INFERENCE_VERSION = "4: knobs inside the prior's ball, calibrated output gain"
 
 
 def _hash_files(paths: Sequence[str], extra: str = "") -> str:
@@ -75,6 +75,21 @@ def _hash_files(paths: Sequence[str], extra: str = "") -> str:
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
+
+
+def model_files(checkpoint_dir: str | None = None) -> list[str]:
+    """The files a generator is made of (weights used at inference and the three configs): what
+    `model_version` hashes."""
+    root = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+    ddsp, z, f = (os.path.join(root, d) for d in ("ddsp_generator", "z_generator", "f0_ld_generator"))
+    return [os.path.join(ddsp, "decoder.weights.h5"), os.path.join(ddsp, "synth.npz"),
+            os.path.join(z, "z_decoder.weights.h5"), os.path.join(f, "model.weights.h5"),
+            *(os.path.join(d, "config.json") for d in (ddsp, z, f))]
+
+
+def model_version_of(checkpoint_dir: str | None = None) -> str:
+    """`Generator.model_version` for `checkpoint_dir` without loading TensorFlow."""
+    return _hash_files(model_files(checkpoint_dir), INFERENCE_VERSION)
 
 
 class Generator:
@@ -88,7 +103,14 @@ class Generator:
         z_dir = os.path.join(self.checkpoint_dir, "z_generator")
         f_dir = os.path.join(self.checkpoint_dir, "f0_ld_generator")
         ddsp_conf, f_conf = M.read_config(ddsp_dir), M.read_config(f_dir)
-        M.read_config(z_dir)
+        z_conf = M.read_config(z_dir)
+        # Where the knobs' cube lands in the VAE latent (synth.models.knob_region).
+        self.knob_radius = float(z_conf.get("knob_radius", M.KNOB_RADIUS))
+        # The output calibration (`sound-generator calibrate`): a gain on the synthesizer's
+        # amplitude and noise controls, so that every path that renders from controls (one-shot
+        # notes, held notes, the live voices) plays at the calibrated level.
+        self.output_gain_db = float(ddsp_conf.get("output_gain_db", 0.0))
+        self.output_gain = float(10.0 ** (self.output_gain_db / 20.0))
         cfg = M.ModelConfig.from_dict(ddsp_conf["model"])
         self.config = cfg
         stats = ddsp_conf["stats"]
@@ -96,24 +118,20 @@ class Generator:
         self._z_std = np.asarray(stats["z_std"], np.float32)
         self._ld_min, self._ld_max = float(f_conf["ld_min"]), float(f_conf["ld_max"])
 
-        files = []
+        files = model_files(self.checkpoint_dir)
         self.decoder = M.build_decoder(cfg)
-        files.append(os.path.join(ddsp_dir, "decoder.weights.h5"))
-        self.decoder.load_weights(files[-1])
+        self.decoder.load_weights(os.path.join(ddsp_dir, "decoder.weights.h5"))
         self.synth = M.make_synth(cfg)
-        files.append(os.path.join(ddsp_dir, "synth.npz"))
-        M.load_synth(self.synth, files[-1])
+        M.load_synth(self.synth, os.path.join(ddsp_dir, "synth.npz"))
         self.z_decoder = M.build_z_decoder(cfg)
-        files.append(os.path.join(z_dir, "z_decoder.weights.h5"))
-        self.z_decoder.load_weights(files[-1])
+        self.z_decoder.load_weights(os.path.join(z_dir, "z_decoder.weights.h5"))
         self.f0_ld = M.build_f0_ld(cfg)
-        files.append(os.path.join(f_dir, "model.weights.h5"))
-        self.f0_ld.load_weights(files[-1])
-        files += [os.path.join(d, "config.json") for d in (ddsp_dir, z_dir, f_dir)]
+        self.f0_ld.load_weights(os.path.join(f_dir, "model.weights.h5"))
         self.model_version = _hash_files(files, INFERENCE_VERSION)
 
         z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
         ld_min, ld_max = self._ld_min, self._ld_max
+        knob_radius, out_gain = self.knob_radius, self.output_gain
         # Guidance strengths for the timbre (z) and the loudness curve; configs with one
         # "tag_guidance" use it for both.
         g_all = float(f_conf.get("tag_guidance", 1.0))
@@ -131,7 +149,7 @@ class Generator:
                                       tf.TensorSpec([None], tf.float32)],
                      jit_compile=bool(jit))
         def neural(cond, latent, pitch):
-            lat = M.squash_latent(M.knobs_to_latent(latent))
+            lat = M.squash_latent(M.knob_region(M.knobs_to_latent(latent), knob_radius))
             z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld,
                                                        guided_tags=guided)
             cents = M.cents_from_raw(cents_raw)
@@ -142,6 +160,7 @@ class Generator:
             raw = decoder([M.scale_f0(f0d)[..., None], M.scale_ld(ldd)[..., None], z_dec], training=False)
             amp, harm, noise = M.split_decoder_output(raw, cfg)
             controls = synth.get_controls(amp, harm, noise, f0d[..., None])
+            controls = M.scale_output(controls, out_gain)
             return {"controls": controls, "z": M.tf_upsample(z_enc, M.N_FRAMES), "f0_hz": f0,
                     "loudness_db": ld, "cents": cents}
 

@@ -311,8 +311,9 @@ def decode_controls(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
     ld = np.asarray(loudness_db, np.float32).reshape(-1)
     zz = np.asarray(z, np.float32).reshape(-1, Z_DIM)
     amp, dist, noise = run(f0, ld, zz)
-    return {"f0_hz": f0, "amplitude": amp.numpy(), "harmonic_distribution": dist.numpy(),
-            "noise_magnitudes": noise.numpy()}
+    gain = np.float32(generator.output_gain)  # the output calibration, as the generator's graph
+    return {"f0_hz": f0, "amplitude": amp.numpy() * gain, "harmonic_distribution": dist.numpy(),
+            "noise_magnitudes": noise.numpy() * gain}
 
 
 class NumpyDecoder:
@@ -336,6 +337,7 @@ class NumpyDecoder:
         from synth.fast_render import MAX_FREQUENCY_HZ
 
         cfg = generator.config
+        self.gain = np.float32(generator.output_gain)  # the output calibration (Generator)
         layers = {layer.name: layer for layer in generator.decoder.layers}
 
         def dense(name):
@@ -395,7 +397,7 @@ class NumpyDecoder:
             x = x + self._leaky(self._dense(y, pointwise))
         raw = self._dense(x, self.dense_out)
         h = self.n_harmonics
-        amp = self._exp_sigmoid(raw[..., 0])
+        amp = self._exp_sigmoid(raw[..., 0]) * self.gain
         dist = self._exp_sigmoid(raw[..., 1 : 1 + h])
         padded = np.concatenate([f0[:, :1], f0, f0[:, -1:]], axis=1)
         f0_max = np.maximum(np.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
@@ -403,7 +405,7 @@ class NumpyDecoder:
         dist = dist * mask
         total = dist.sum(axis=-1, keepdims=True)
         dist = np.divide(dist, total, out=np.zeros_like(dist), where=total != 0)
-        noise = self._exp_sigmoid(raw[..., 1 + h :] + self.noise_bias)
+        noise = self._exp_sigmoid(raw[..., 1 + h :] + self.noise_bias) * self.gain
         return {"f0_hz": f0, "amplitude": amp.astype(np.float32), "harmonic_distribution": dist.astype(np.float32),
                 "noise_magnitudes": noise.astype(np.float32)}
 
@@ -422,24 +424,12 @@ def decode_controls_batch(generator, f0_hz, loudness_db, z) -> dict[str, np.ndar
     return run(f0_hz, loudness_db, z)
 
 
-def _make_decoder(generator, batched: bool = False):
+def _make_decoder(generator):
     import tensorflow as tf
 
     from synth import models
 
     decoder, synth, cfg = generator.decoder, generator.synth, generator.config
-
-    if batched:
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32),
-                                      tf.TensorSpec([None, None], tf.float32),
-                                      tf.TensorSpec([None, None, Z_DIM], tf.float32)])
-        def run_batch(f0b, ldb, z):
-            raw = decoder([models.scale_f0(f0b)[..., None], models.scale_ld(ldb)[..., None], z], training=False)
-            amp, harm, noise = models.split_decoder_output(raw, cfg)
-            c = synth.get_controls(amp, harm, noise, f0b[..., None])
-            return c["amplitude"][..., 0], c["harmonic_distribution"], c["noise_magnitudes"]
-
-        return run_batch
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
                                   tf.TensorSpec([None, Z_DIM], tf.float32)])

@@ -239,6 +239,23 @@ def held_loudness_db(audio: np.ndarray, sample_rate: int, start_s: float = 0.0,
     return float(np.mean(ld[int(start_s * 250) : int(end_s * 250)]))
 
 
+def release_time_s(audio: np.ndarray, sample_rate: int, off_s: float = 3.0, drop_db: float = 30.0,
+                   hop_s: float = 0.01) -> float:
+    """Seconds after the note-off (`off_s`) until the level (RMS of hop_s frames) first falls
+    `drop_db` below the note-off level (the median of the last 5 frames before it); inf when it
+    never does within the audio."""
+    hop = max(1, int(round(hop_s * sample_rate)))
+    n = len(audio) // hop
+    frames = np.asarray(audio[: n * hop], np.float64).reshape(n, hop)
+    level = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+    off = int(round(off_s / hop_s))
+    if not 5 <= off < n:
+        raise ValueError(f"off_s: expected a time with 5 frames before it inside the audio, got {off_s}")
+    at_off = float(np.median(level[off - 5 : off]))
+    below = np.nonzero(level[off:] <= at_off - drop_db)[0]
+    return float((below[0] + 1) * hop_s) if len(below) else float("inf")
+
+
 def rising_steps(levels) -> tuple[int, int]:
     """(steps that rise, steps) over rows of `levels` [n_rows, n_levels] (or one row).
 

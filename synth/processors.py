@@ -88,17 +88,25 @@ class Reverb(keras.layers.Layer):
     """
 
     def __init__(self, reverb_length: int = core.REVERB_LENGTH,
-                 sample_rate: int = core.TRAIN_SAMPLE_RATE, **kwargs):
+                 sample_rate: int = core.TRAIN_SAMPLE_RATE, decay_db_per_s: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.reverb_length = int(reverb_length)
         self.sample_rate = int(sample_rate)
+        # A fixed exponential envelope on the learned response (0: none). Left free, the learned
+        # response does not decay: the shipped one keeps its energy flat over its whole second
+        # (-8 dB of its total after 10 ms, still -15 dB at 0.99 s), so no note could fall 30 dB
+        # within 1 s of its note-off. With an envelope, training learns the colour of the
+        # reverb and the envelope makes it end, as the data's (FluidSynth's) reverb does.
+        self.decay_db_per_s = float(decay_db_per_s)
         # DDSP's initialisation: almost no reverb, random so that gradients differ per tap.
         self.ir = self.add_weight(
             name="impulse_response", shape=(self.reverb_length,),
             initializer=keras.initializers.RandomNormal(mean=0.0, stddev=1e-6), trainable=True)
         mask = np.ones(self.reverb_length, dtype=np.float32)
         mask[0] = 0.0
-        self._dry_tap_mask = mask
+        t = np.arange(self.reverb_length) / self.sample_rate
+        # The dry-tap mask and the decay envelope in one fixed factor.
+        self._dry_tap_mask = (mask * 10.0 ** (-self.decay_db_per_s * t / 20.0)).astype(np.float32)
 
     def impulse_response(self):
         """[reverb_length] float32 tensor at `self.sample_rate`, first tap 0."""
@@ -122,7 +130,7 @@ class Reverb(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "reverb_length": self.reverb_length,
-                "sample_rate": self.sample_rate}
+                "sample_rate": self.sample_rate, "decay_db_per_s": self.decay_db_per_s}
 
 
 @keras.saving.register_keras_serializable(package="synth")
@@ -134,7 +142,7 @@ class DDSPSynth(keras.layers.Layer):
 
     def __init__(self, n_harmonics: int = core.N_HARMONICS, n_noise_bands: int = core.N_NOISE_BANDS,
                  reverb_length: int = core.REVERB_LENGTH, sample_rate: int = core.TRAIN_SAMPLE_RATE,
-                 frame_rate: int = core.FRAME_RATE, **kwargs):
+                 frame_rate: int = core.FRAME_RATE, reverb_decay_db_per_s: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.n_harmonics = int(n_harmonics)
         self.n_noise_bands = int(n_noise_bands)
@@ -143,7 +151,7 @@ class DDSPSynth(keras.layers.Layer):
         max_frequency_hz = self.sample_rate / 2
         self.harmonic = Harmonic(self.n_harmonics, max_frequency_hz)
         self.noise = FilteredNoise(self.n_noise_bands, max_frequency_hz=max_frequency_hz)
-        self.reverb = Reverb(reverb_length, self.sample_rate, name="reverb")
+        self.reverb = Reverb(reverb_length, self.sample_rate, reverb_decay_db_per_s, name="reverb")
         # One numpy renderer per thread: renderers reuse work buffers between notes.
         self._render_state = threading.local()
 
@@ -206,4 +214,5 @@ class DDSPSynth(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "n_harmonics": self.n_harmonics,
                 "n_noise_bands": self.n_noise_bands, "reverb_length": self.reverb.reverb_length,
-                "sample_rate": self.sample_rate, "frame_rate": self.frame_rate}
+                "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "reverb_decay_db_per_s": self.reverb.decay_db_per_s}

@@ -56,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag-guidance", type=float, default=2.0,
                         help="f0_ld_generator: strength of the quality tags at inference, stored in its "
                              "config.json (1 = as trained; 2 doubles the tagged-vs-untagged difference)")
+    parser.add_argument("--reverb-decay", type=float, default=None, metavar="DB_PER_S",
+                        help="autoencoder: the learned reverb's fixed decay envelope in dB/s (default "
+                             "synth.models.REVERB_DECAY_DB_PER_S, 60; 0: none, as the shipped weights)")
     parser.add_argument("--p-latent0", type=float, default=0.5,
                         help="end_to_end: share of notes trained with latent 0 (the default knobs) "
                              "instead of their posterior mean")
@@ -77,6 +80,10 @@ def run(args) -> int:
     args.steps = args.steps or steps
     args.batch_size = args.batch_size or batch
     args.lr = args.lr or lr
+    if args.reverb_decay is None:
+        from synth.models import REVERB_DECAY_DB_PER_S
+
+        args.reverb_decay = REVERB_DECAY_DB_PER_S
     if args.z_noise is None:
         args.z_noise = 0.0 if args.stage == "autoencoder" else 0.1
     logging.getLogger("synth.training").setLevel(logging.INFO)

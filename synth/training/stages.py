@@ -135,7 +135,7 @@ def autoencoder(args) -> int:
     cache = _cache_dir(args)
     tr = _load_split(args, "train", cache, args.limit)
     va = _load_split(args, VALID_SPLIT, cache, min(VALID_NOTES, args.limit or VALID_NOTES))
-    cfg = M.ModelConfig.from_core()
+    cfg = M.ModelConfig.from_core(reverb_decay_db_per_s=args.reverb_decay)
     fmean, fstd = D.feature_stats(tr["features"])
     feats_tr = (tr["features"] - fmean) / fstd
     feats_va = (va["features"] - fmean) / fstd
@@ -329,7 +329,7 @@ def z_generator(args) -> int:
     stage_dir = os.path.join(args.out, "z_generator")
     M.save_weights(post, os.path.join(stage_dir, "z_posterior.weights.h5"))
     M.save_weights(zdec, os.path.join(stage_dir, "z_decoder.weights.h5"))
-    M.write_config(stage_dir, {"model": cfg.to_dict(), "kl_weight": kl_w,
+    M.write_config(stage_dir, {"model": cfg.to_dict(), "kl_weight": kl_w, "knob_radius": M.KNOB_RADIUS,
                                "training": _training_info(args, history)})
     _export(args, stage_dir, "z_generator")
     return 0

@@ -174,7 +174,7 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     argv = ["evaluate", "--data", str(tiny_data), "--checkpoints", str(checkpoints), "--json", "--out", str(out),
             "--pitch-range", "36-84", "--pitch-step", "12", "--pitch-repeats", "1", "--velocity-combos", "3",
             "--tag-pairs", "2", "--latent-dims", "0,5", "--latent-steps", "9", "--max-notes", "6",
-            "--recon-notes", "4", "--model-card", str(card)]
+            "--recon-notes", "4", "--knob-points", "6", "--model-card", str(card)]
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     report = json.loads(last)
@@ -198,6 +198,13 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     assert set(t["latent"]["per_dim"]) == {"0", "5"} and t["latent"]["n_steps"] == 9
     assert t["latent"]["all_finite"] is True and 0.0 < t["latent"]["peak_max"] <= 1.0
     assert t["realism"]["n_notes"] == 6
+    k = t["knobs"]
+    assert k["n_notes"] == 6 and k["n_non_finite"] == 0 and k["n_clipped"] == 0
+    assert k["pass"] == (k["n_inaudible"] == 0 and k["fraction_on_pitch"] >= evaluate.KNOB_PITCH_FRACTION)
+    assert t["level"]["n_pitches"] == 49 and -60.0 < t["level"]["median_peak_dbfs"] <= 0.0
+    r = t["releases"]
+    assert r["n_timbres"] == 72 and 0.0 <= r["fraction_ending"] <= 1.0
+    assert r["pass"] == (r["fraction_ending"] >= 0.9 and r["long_release"]["fraction_pass"] >= 0.8)
     for name in ("envelope_error", "centroid_error"):
         assert t["realism"][name]["baseline_mean"] >= 0.0
         assert t["realism"][name]["generated_mean"] >= 0.0
@@ -209,6 +216,8 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
 
     saved = json.loads((out / "eval.json").read_text())
     assert len(saved["details"]["pitch"]["notes"]) == 5
+    assert len(saved["details"]["knobs"]["notes"]) == 6
+    assert len(saved["details"]["releases"]["notes"]) == 72
     assert len(saved["details"]["latent"]["sweeps"]["0"]["step_distances_db"]) == 8
     assert len(saved["details"]["realism"]["notes"]["envelope_error_db"]) == 6
     for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep"):
@@ -230,3 +239,32 @@ def test_evaluate_table_without_train_split(tiny_data, checkpoints, tmp_path, ca
                  "realism,reconstruction", "--max-notes", "2", "--recon-notes", "2"]) == 0
     text = capsys.readouterr().out
     assert "realism" in text and "no train split" in text and "skip" in text
+
+
+def test_evaluate_knobs_finds_silent_settings(capsys):
+    """The knobs target against a stand-in generator that falls silent at the cube's corners."""
+
+    class CornerSilence:
+        output_gain_db = 0.0
+
+        def render_batch(self, notes, sample_rate):
+            t = np.arange(int(4 * sample_rate)) / sample_rate
+            out = []
+            for p in notes:
+                tone = 0.3 * np.sin(2 * np.pi * 440.0 * 2.0 ** ((p.pitch - 69) / 12.0) * t)
+                corner = all(abs(v) == 7.0 for v in p.latent_sample)
+                out.append((tone * (1e-5 if corner else 1.0)).astype(np.float32))
+            return out
+
+    summary, details = evaluate.eval_knobs(CornerSilence(), np.random.default_rng(0), 10)
+    assert summary["n_notes"] == 10 and summary["n_inaudible"] == 5 and summary["n_inaudible_corners"] == 5
+    assert summary["n_dropped_vs_latent0"] == 5 and summary["pass"] is False
+    assert summary["fraction_on_pitch"] == 1.0  # quiet is not off pitch: the pitch is measured on every note
+    assert len(details["notes"]) == 10
+
+
+def test_evaluate_data_free_targets_need_no_data(capsys):
+    from synth.cli import main
+
+    assert main(["evaluate", "--only", "knobs,realism"]) == 2
+    assert "--data DIR is required" in capsys.readouterr().err

@@ -244,3 +244,18 @@ def test_moved_up_sets_pairs_at_the_ceiling_apart():
     r = metrics.moved_up([1.0, 1.0, 0.5, 0.2, 0.0], [1.0, 1.0, 1.0, 0.2, 0.0], ceiling=1.0)
     assert (r["n_saturated"], r["n_defined"], r["n_up"], r["n_tied"]) == (2, 3, 1, 2)
     assert r["fraction"] == pytest.approx(1 / 3) and r["fraction_all"] == pytest.approx(1 / 5)
+
+
+def test_release_time_follows_the_level_after_note_off():
+    from synth.metrics import release_time_s
+
+    sr = 16000
+    t = np.arange(4 * sr) / sr
+    tone = np.sin(2 * np.pi * 440 * t)
+    fall = np.where(t < 3.0, 1.0, 10 ** (-60.0 * (t - 3.0) / 20.0))  # 60 dB/s after note-off
+    assert release_time_s(tone * fall, sr) == pytest.approx(0.5, abs=0.02)
+    assert release_time_s(tone, sr) == float("inf")  # never falls
+    slow = np.where(t < 3.0, 1.0, 10 ** (-20.0 * (t - 3.0) / 20.0))  # 20 dB in the last second
+    assert release_time_s(tone * slow, sr) == float("inf")
+    with pytest.raises(ValueError, match="off_s"):
+        release_time_s(tone, sr, off_s=5.0)

@@ -152,6 +152,33 @@ def test_knob_mix_is_orthogonal_and_spreads_every_knob():
     assert np.all(np.abs(lat) > 1.0)  # one knob moves every latent dimension
 
 
+def test_knob_region_keeps_the_cube_inside_the_priors_ball():
+    rng = np.random.default_rng(5)
+    cube = np.concatenate([rng.uniform(-7, 7, (200, 16)), rng.choice([-7.0, 7.0], (200, 16))]).astype(np.float32)
+    lat = M.knob_region(M.knobs_to_latent(tf.constant(cube))).numpy()
+    r_in = np.linalg.norm(cube, axis=1)
+    r_out = np.linalg.norm(lat, axis=1)
+    assert r_out.max() < M.KNOB_RADIUS and M.KNOB_RADIUS == 4.0
+    # Same direction, smaller radius: the mapping only pulls points towards the centre.
+    cos = np.sum(lat * (M.KNOB_MIX @ cube.T).T, axis=1) / (r_out * r_in)
+    assert np.all(cos > 0.9999) and np.all(r_out < r_in)
+    # Near the centre it is the identity, and along a ray it grows monotonically.
+    small = np.full((1, 16), 0.01, np.float32)
+    np.testing.assert_allclose(M.knob_region(tf.constant(small)).numpy(), small, rtol=1e-4)
+    ray = (np.linspace(0, 7, 50)[:, None] * np.ones((1, 16)) / 4).astype(np.float32)
+    assert np.all(np.diff(np.linalg.norm(M.knob_region(tf.constant(ray)).numpy(), axis=1)) > 0)
+
+
+def test_scale_output_scales_amplitude_and_noise_only():
+    controls = {"amplitude": np.full((3, 1), 0.5, np.float32), "noise_magnitudes": np.full((3, 4), 0.1, np.float32),
+                "harmonic_distribution": np.full((3, 8), 0.125, np.float32), "f0_hz": np.full((3, 1), 440.0, np.float32)}
+    out = M.scale_output(controls, 2.0)
+    np.testing.assert_allclose(out["amplitude"], 1.0)
+    np.testing.assert_allclose(out["noise_magnitudes"], 0.2)
+    assert out["harmonic_distribution"] is controls["harmonic_distribution"] and out["f0_hz"] is controls["f0_hz"]
+    np.testing.assert_allclose(controls["amplitude"], 0.5)  # the input is left alone
+
+
 def _curve(held, release):
     """A loudness curve [1, 1000]: `held` dB values over 0..3 s (linear between the given
     points), then `release` over 3..4 s."""

@@ -134,3 +134,24 @@ def test_config_round_trip():
     clone = DDSPSynth.from_config(synth.get_config())
     assert (clone.n_harmonics, clone.n_noise_bands, clone.reverb.reverb_length) == (80, 33, 4000)
     assert clone.sample_rate == core.TRAIN_SAMPLE_RATE and clone.frame_rate == core.FRAME_RATE
+
+
+def test_reverb_decay_envelope_makes_the_tail_end():
+    """A flat learned response (as the shipped one nearly is) rings for its whole second; the
+    decay envelope makes the same weights fall 60 dB per second, and the numpy path agrees."""
+    flat, decaying = Reverb(16000, 16000), Reverb(16000, 16000, decay_db_per_s=60.0)
+    w = np.random.default_rng(0).normal(scale=0.01, size=16000).astype(np.float32)
+    flat.ir.assign(w)
+    decaying.ir.assign(w)
+
+    def edc_db(ir, t):  # energy left after t seconds, relative to the whole response
+        e = np.asarray(ir, np.float64) ** 2
+        return 10 * np.log10(e[int(t * 16000):].sum() / e.sum())
+
+    assert edc_db(flat.impulse_response_numpy(), 0.5) > -4.0
+    ir = decaying.impulse_response_numpy()
+    np.testing.assert_allclose(ir, decaying.impulse_response().numpy(), rtol=1e-6)
+    assert -33.0 < edc_db(ir, 0.5) < -27.0  # 60 dB/s: 30 dB in half a second
+    assert ir[0] == 0.0 and Reverb.from_config(decaying.get_config()).decay_db_per_s == 60.0
+    synth = DDSPSynth(reverb_decay_db_per_s=60.0)
+    assert DDSPSynth.from_config(synth.get_config()).reverb.decay_db_per_s == 60.0
