@@ -17,6 +17,10 @@ pitch           two notes per MIDI pitch 24..96 (each with the source, velocity 
 velocity        32 (pitch, source, qualities) combinations of test notes, each rendered at
                 velocities 25, 50, 75, 100, 127 (latent 0); mean A-weighted loudness of the
                 held part (0-3 s). Pass: loudness rises in >= 95 % of the steps
+dynamics        levels against the data: for each pitch 36, 48, 60, 72, 84 and velocity layer, the
+                median peak (dBFS) of the split's notes there, and of up to 8 of them generated
+                with their attributes (latent 0) before the output calibration (its gain taken
+                off: the model's own level, at the data's scale). Pass: every cell within 3 dB
 tags            per quality, 32 test notes: the note without the tag vs with it (the opposite
                 tag of bright/dark removed from both; all else equal, one random latent per
                 pair); the tag's analyzer score (`synth.data.qualities`, higher = more) must
@@ -84,7 +88,8 @@ from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES,
 log = logging.getLogger("synth.evaluate")
 
 SAMPLE_RATE = 16000
-TARGETS = ("pitch", "velocity", "tags", "latent", "knobs", "level", "releases", "realism", "reconstruction")
+TARGETS = ("pitch", "velocity", "dynamics", "tags", "latent", "knobs", "level", "releases", "realism",
+           "reconstruction")
 # Targets that render from the model alone (no --data needed).
 DATA_FREE_TARGETS = ("latent", "knobs", "level", "releases")
 TARGET_TAGS = ("bright", "dark", "percussive", "fast_decay", "long_release")
@@ -108,6 +113,10 @@ KNOB_PITCH_CENTS = 25.0
 KNOB_PITCH_FRACTION = 0.99
 KNOB_TAG_PROBABILITY = 0.2
 KNOB_PITCHES = (24, 96)
+# dynamics: (pitch, velocity layer) cells; generated notes per cell; the largest allowed difference.
+DYNAMICS_PITCHES = (36, 48, 60, 72, 84)
+DYNAMICS_NOTES_PER_CELL = 8
+DYNAMICS_MAX_DB = 3.0
 # releases: timbres at latent 0 = every source x these tag sets (none asks long_release) x pitches.
 RELEASE_TAG_SETS = ((), ("bright",), ("dark",), ("percussive",), ("distortion",), ("multiphonic",),
                     ("nonlinear_env",), ("reverb",))
@@ -178,6 +187,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="latent: dimensions to sweep (default all 16)")
     parser.add_argument("--latent-steps", type=int, default=29, metavar="N",
                         help="latent: values from -7 to +7 per sweep (default 29: steps of 0.5)")
+    parser.add_argument("--dynamics-notes", type=int_at_least("--dynamics-notes", 1),
+                        default=DYNAMICS_NOTES_PER_CELL, metavar="N",
+                        help=f"dynamics: generated notes per (pitch, velocity) cell (default {DYNAMICS_NOTES_PER_CELL})")
     parser.add_argument("--knob-points", type=int_at_least("--knob-points", 1), default=1000, metavar="N",
                         help="knobs: random knob settings (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -412,6 +424,46 @@ def eval_velocity(gen, test: dict, rng: np.random.Generator, n_combos: int) -> t
         "limit": VELOCITY_MIN_FRACTION, "pass": bool(steps > 0 and frac >= VELOCITY_MIN_FRACTION),
     }
     return summary, {"combos": details}
+
+
+def eval_dynamics(gen, test: dict, rng: np.random.Generator, per_cell: int) -> tuple[dict, dict]:
+    def peak_db(a) -> float:
+        return 20.0 * math.log10(max(float(np.max(np.abs(a))), 1e-12)) if a is not None else float("nan")
+
+    cells = []
+    for pitch in DYNAMICS_PITCHES:
+        for v in VELOCITY_LAYERS:
+            idx = np.nonzero((test["pitch"] == pitch) & (test["velocity"] == v))[0]
+            if not len(idx):
+                continue
+            data_db = float(np.median([peak_db(np.asarray(test["audio"][i], np.float32)) for i in idx]))
+            pick = idx if len(idx) <= per_cell else rng.choice(idx, per_cell, replace=False)
+            audio = render_checked(gen, [note_of(test, int(i)) for i in pick])
+            gen_db = float(np.nanmedian([peak_db(a) for a in audio])) - gen.output_gain_db
+            cells.append({"pitch": pitch, "velocity": v, "n_data": len(idx), "n_generated": len(pick),
+                          "data_peak_dbfs": data_db, "generated_peak_dbfs": gen_db, "difference_db": gen_db - data_db})
+    diffs = np.array([c["difference_db"] for c in cells]) if cells else np.zeros(0)
+
+    def span(key: str) -> float:  # velocity 127 minus velocity 25, median over pitches
+        by = {}
+        for c in cells:
+            by.setdefault(c["pitch"], {})[c["velocity"]] = c[key]
+        spans = [d[VELOCITY_LAYERS[-1]] - d[VELOCITY_LAYERS[0]] for d in by.values()
+                 if VELOCITY_LAYERS[0] in d and VELOCITY_LAYERS[-1] in d]
+        return float(np.median(spans)) if spans else float("nan")
+
+    summary = {
+        "n_cells": len(cells),
+        "n_within": int(np.sum(np.abs(diffs) <= DYNAMICS_MAX_DB)),
+        "max_abs_difference_db": float(np.nanmax(np.abs(diffs))) if len(diffs) else float("nan"),
+        "median_difference_db": float(np.nanmedian(diffs)) if len(diffs) else float("nan"),
+        "data_velocity_span_db": span("data_peak_dbfs"),
+        "generated_velocity_span_db": span("generated_peak_dbfs"),
+        "output_gain_db": float(gen.output_gain_db),
+        "limits": {"max_abs_difference_db": DYNAMICS_MAX_DB},
+        "pass": bool(len(cells) > 0 and np.all(np.abs(diffs) <= DYNAMICS_MAX_DB)),
+    }
+    return summary, {"cells": cells}
 
 
 def eval_tags(gen, test: dict, rng: np.random.Generator, n_pairs: int) -> tuple[dict, dict]:
@@ -673,7 +725,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
                      "pitch_repeats": args.pitch_repeats,
                      "velocity_combos": args.velocity_combos, "tag_pairs": args.tag_pairs,
                      "latent_dims": list(args.latent_dims), "latent_steps": args.latent_steps,
-                     "knob_points": args.knob_points},
+                     "knob_points": args.knob_points, "dynamics_notes": args.dynamics_notes},
         "hardware": _hardware(),
         "evaluated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "targets": {},
@@ -692,6 +744,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
             s, d = eval_pitch(gen, test, rng, sorted(pitches))
         elif target == "velocity":
             s, d = eval_velocity(gen, test, rng, args.velocity_combos)
+        elif target == "dynamics":
+            s, d = eval_dynamics(gen, test, rng, args.dynamics_notes)
         elif target == "tags":
             s, d = eval_tags(gen, test, rng, args.tag_pairs)
         elif target == "latent":
@@ -743,6 +797,13 @@ def format_table(report: dict) -> str:
         v = t["velocity"]
         rows.append(("velocity", f"{v['n_rising']}/{v['n_steps']} steps louder ({fmt_value(v['fraction_rising'], '.1%')})",
                      _verdict(v["pass"])))
+    if "dynamics" in t:
+        dy = t["dynamics"]
+        rows.append(("dynamics", f"{dy['n_within']}/{dy['n_cells']} (pitch, velocity) cells within {DYNAMICS_MAX_DB:g} dB of "
+                     f"the data's median peak (largest {fmt_value(dy['max_abs_difference_db'], '.1f')} dB, median "
+                     f"{fmt_value(dy['median_difference_db'], '+.1f')}); velocity 25->127 spans "
+                     f"{fmt_value(dy['generated_velocity_span_db'], '.1f')} dB vs the data's "
+                     f"{fmt_value(dy['data_velocity_span_db'], '.1f')}", _verdict(dy["pass"])))
     if "tags" in t:
         for q, r in t["tags"]["per_tag"].items():
             mark = _verdict(r["fraction"] is not None and r["fraction"] >= TAG_MIN_FRACTION) if r["target"] else "info"

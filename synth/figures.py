@@ -191,6 +191,15 @@ def _metric_rows(t: dict) -> list[str]:
         rows.append(f"| velocity ({v['n_combos']} combos) | {v['n_rising']}/{v['n_steps']} steps louder "
                     f"({fmt_value(v['fraction_rising'], '.1%')}); mean dB per velocity {levels} | >= 95 % | "
                     f"{_verdict(v['pass'])} |")
+    if "dynamics" in t:
+        dy = t["dynamics"]
+        rows.append(f"| dynamics ({dy['n_cells']} pitch x velocity cells, model level before the output gain) | "
+                    f"{dy['n_within']} cells within {dy['limits']['max_abs_difference_db']:g} dB of the data's median peak "
+                    f"(largest {fmt_value(dy['max_abs_difference_db'], '.1f')} dB, median "
+                    f"{fmt_value(dy['median_difference_db'], '+.1f')}); velocity 25 to 127 spans "
+                    f"{fmt_value(dy['generated_velocity_span_db'], '.1f')} dB, the data "
+                    f"{fmt_value(dy['data_velocity_span_db'], '.1f')} dB | every cell within "
+                    f"{dy['limits']['max_abs_difference_db']:g} dB | {_verdict(dy['pass'])} |")
     if "tags" in t:
         per = t["tags"]["per_tag"]
         moved = ", ".join(f"{q} {fmt_value(per[q]['fraction'], '.0%')}" for q in t["tags"]["target_tags"])

@@ -202,6 +202,9 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     assert k["n_notes"] == 6 and k["n_non_finite"] == 0 and k["n_clipped"] == 0
     assert k["pass"] == (k["n_inaudible"] == 0 and k["fraction_on_pitch"] >= evaluate.KNOB_PITCH_FRACTION)
     assert t["level"]["n_pitches"] == 49 and -60.0 < t["level"]["median_peak_dbfs"] <= 0.0
+    dy = t["dynamics"]
+    assert dy["n_cells"] == 2  # pitch 60 (of 58-62) x velocities 50 and 100, two test programs each
+    assert dy["pass"] == (dy["n_within"] == dy["n_cells"])
     r = t["releases"]
     assert r["n_timbres"] == 72 and 0.0 <= r["fraction_ending"] <= 1.0
     assert r["pass"] == (r["fraction_ending"] >= 0.9 and r["long_release"]["fraction_pass"] >= 0.8)
@@ -218,6 +221,11 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     assert len(saved["details"]["pitch"]["notes"]) == 5
     assert len(saved["details"]["knobs"]["notes"]) == 6
     assert len(saved["details"]["releases"]["notes"]) == 72
+    cells = saved["details"]["dynamics"]["cells"]
+    assert [(c["pitch"], c["velocity"], c["n_data"], c["n_generated"]) for c in cells] == [(60, 50, 2, 2), (60, 100, 2, 2)]
+    for c in cells:
+        assert c["difference_db"] == pytest.approx(c["generated_peak_dbfs"] - c["data_peak_dbfs"], abs=1e-3)
+        assert -80.0 < c["data_peak_dbfs"] < 0.0
     assert len(saved["details"]["latent"]["sweeps"]["0"]["step_distances_db"]) == 8
     assert len(saved["details"]["realism"]["notes"]["envelope_error_db"]) == 6
     for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep"):
