@@ -124,9 +124,16 @@ def test_trained_set_renders(trained):
     from synth.generator import Generator
     from synth.params import NoteParams
 
+    from synth.metrics import pitch_error_cents
+
     gen = Generator(trained["models"])
     audio = gen.render(NoteParams(pitch=60, velocity=127), 16000)
     assert audio.shape == (64000,) and np.all(np.isfinite(audio)) and np.abs(audio).max() <= 1.0
+    # A note, not silence: audible, and at its pitch (the pitch holds by construction, cents <= 50).
+    peak_db = 20 * np.log10(np.abs(audio).max() + 1e-12)
+    print(f"\ntrained set: C4 at velocity 127 peaks at {peak_db:.1f} dBFS")
+    assert peak_db > -60.0
+    assert abs(pitch_error_cents(audio, 16000, 60)) <= 50.0
 
 
 def test_programs_filter_keeps_only_those_instruments(tiny_data, tmp_path):
