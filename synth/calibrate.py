@@ -28,12 +28,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from synth.params import SOURCES, NoteParams
+from synth.units import SAMPLE_RATE
 
 CALIBRATION_DBFS = -6.0
 CALIBRATION_TOLERANCE_DB = 3.0
 CALIBRATION_PITCHES = tuple(range(36, 85))
 CALIBRATION_VELOCITY = 127
-SAMPLE_RATE = 16000
 
 
 def peak_dbfs(audio: np.ndarray) -> float:

@@ -84,10 +84,10 @@ import numpy as np
 from synth import metrics
 from synth.cli import int_at_least
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
+from synth.units import SAMPLE_RATE
 
 log = logging.getLogger("synth.evaluate")
 
-SAMPLE_RATE = 16000
 TARGETS = ("pitch", "velocity", "dynamics", "tags", "latent", "knobs", "level", "releases", "realism",
            "reconstruction")
 # Targets that render from the model alone (no --data needed).

@@ -29,8 +29,10 @@ import math
 import numpy as np
 import scipy.fft
 
+from synth.units import SAMPLE_RATE as TRAIN_SAMPLE_RATE
+from synth.units import hz_to_midi, midi_to_hz  # noqa: F401  (re-exported: synth.core's public API)
+
 FRAME_RATE = 250  # frames per second: a 4 s note is 1000 frames
-TRAIN_SAMPLE_RATE = 16000
 MAX_FREQUENCY_HZ = TRAIN_SAMPLE_RATE / 2
 N_HARMONICS = 64
 N_NOISE_BANDS = 65  # 0..8000 Hz in 125 Hz steps at the training rate
@@ -41,17 +43,6 @@ LOUDNESS_FLOOR_DB = -120.0
 # the images that linear interpolation makes (two, each about (k / size)**2 of harmonic k) more
 # than 42 dB below that harmonic, and far lower for the strong low harmonics.
 _TABLE_OVERSAMPLING = 16
-
-
-def midi_to_hz(midi):
-    """MIDI note number (A4 = 69) -> frequency in Hz. Any shape, float64 for array input."""
-    return 440.0 * np.power(2.0, (np.asarray(midi, dtype=np.float64) - 69.0) / 12.0)
-
-
-def hz_to_midi(frequency_hz):
-    """Frequency in Hz -> MIDI note number (fractional). Any shape; 0 Hz maps to -inf."""
-    with np.errstate(divide="ignore"):
-        return 69.0 + 12.0 * np.log2(np.asarray(frequency_hz, dtype=np.float64) / 440.0)
 
 
 def n_samples_for(n_frames: int, sample_rate: int, frame_rate: int = FRAME_RATE) -> int:

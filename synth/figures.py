@@ -27,8 +27,8 @@ import numpy as np
 from synth import metrics
 from synth.evaluate import fmt_value
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
+from synth.units import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 BASE = NoteParams(pitch=60, velocity=100, source="acoustic")
 
 

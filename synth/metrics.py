@@ -35,6 +35,7 @@ import numpy as np
 import scipy.fft
 
 from synth.fast_render import compute_loudness_db
+from synth.units import midi_to_hz  # noqa: F401  (also part of this module's API)
 
 NOTE_OFF_S = 3.0
 # Where a note is sustained: after the attack, before the note-off.
@@ -49,10 +50,6 @@ OUTLIER_CENTS = 15.0
 def cents(f_hz, ref_hz):
     """1200 log2(f / ref): the interval in cents (any shapes that broadcast)."""
     return 1200.0 * np.log2(np.asarray(f_hz, np.float64) / np.asarray(ref_hz, np.float64))
-
-
-def midi_to_hz(pitch):
-    return 440.0 * 2.0 ** ((np.asarray(pitch, np.float64) - 69.0) / 12.0)
 
 
 # ---------------------------------------------------------------------------------------------
