@@ -22,6 +22,11 @@ peak below -60 dBFS after the level scale (``silent``); peak at or above full sc
 are written; a rerun skips every group found there and renders only the rest (a group cut off
 mid-way is rendered again; rendering is deterministic, so its files come out identical). The
 final pass (thresholds, tags, examples.json) always runs over everything in the journal.
+
+**Several SoundFonts** in one data set (``dataset build --sets``): `synth.data.multi`, which reuses
+this module's groups, journal and final pass with instruments = (set, bank, program).
+
+**Reserved**: TimGM6mb and MuseScore General are refused (`synth.data.sets.check_not_reserved`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import soundfile as sf
 from synth.data import gm, render
 from synth.data.features import MIN_VOICED_FRACTION, voiced_fraction
 from synth.data.qualities import NOTE_OFF_S, fit_thresholds, score_note
+from synth.data.sets import check_not_reserved, reserved_name
 from synth.params import QUALITIES, SOURCES, VELOCITY_LAYERS
 
 logger = logging.getLogger("synth.data.build")
@@ -81,7 +87,11 @@ def note_str(instrument: str, pitch: int, velocity: int) -> str:
 
 @dataclass
 class Group:
-    """One (program, pitch) with its velocities: the unit of rendering, resuming and parallelism."""
+    """One (instrument, pitch) with its velocities: the unit of rendering, resuming and parallelism.
+
+    A single-SoundFont build leaves `set_tag`, `instrument` and `split` unset (the instrument is
+    the GM program, its split `split_of`); a multi-set build sets all three and the bank.
+    """
 
     soundfont: str
     out_dir: str
@@ -89,10 +99,16 @@ class Group:
     pitch: int
     velocities: tuple[int, ...]
     level_scale: float
+    bank: int = 0
+    set_tag: str | None = None
+    instrument: str | None = None
+    split: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.program:03d}-{self.pitch:03d}"
+        if self.set_tag is None:
+            return f"{self.program:03d}-{self.pitch:03d}"
+        return f"{self.set_tag}/{self.bank}/{self.program:03d}-{self.pitch:03d}"
 
 
 def _to_pcm16(audio: np.ndarray) -> np.ndarray:
@@ -116,10 +132,10 @@ def _judge(audio: np.ndarray, pitch: int) -> tuple[str | None, float]:
 
 def render_group(group: Group) -> dict:
     """Render, judge, score and write one group; returns its journal record."""
-    inst = instrument_str(group.soundfont, group.program)
-    split = split_of(group.program)
+    inst = group.instrument or instrument_str(group.soundfont, group.program)
+    split = group.split or split_of(group.program)
     audio_dir = Path(group.out_dir) / split / "audio"
-    notes = render.render_pitch(group.soundfont, render.MELODIC_BANK, group.program, group.pitch, list(group.velocities))
+    notes = render.render_pitch(group.soundfont, group.bank, group.program, group.pitch, list(group.velocities))
     records = []
     for velocity in sorted(notes):
         scaled = notes[velocity].astype(np.float64) * group.level_scale
@@ -136,14 +152,16 @@ def render_group(group: Group) -> dict:
             sf.write(tmp, pcm, render.SAMPLE_RATE, subtype="PCM_16")
             os.replace(tmp, audio_dir / f"{name}.wav")
         records.append(rec)
-    return {"group": group.key, "program": group.program, "pitch": group.pitch,
-            "scorer_version": SCORER_VERSION, "drop_rule_version": DROP_RULE_VERSION, "notes": records}
+    out = {"group": group.key, "program": group.program, "pitch": group.pitch}
+    if group.set_tag is not None:
+        out.update({"set": group.set_tag, "bank": group.bank, "instrument_str": inst, "split": split})
+    return {**out, "scorer_version": SCORER_VERSION, "drop_rule_version": DROP_RULE_VERSION, "notes": records}
 
 
 def rescore_group(args: tuple[str, dict]) -> dict:
     """A journal record with its kept notes scored again from their WAVs (after a scorer change)."""
     out_dir, rec = args
-    split = split_of(rec["program"])
+    split = rec.get("split") or split_of(rec["program"])
     notes = []
     for n in rec["notes"]:
         n = dict(n)
@@ -167,7 +185,7 @@ def _read_journal(path: Path) -> dict[str, dict]:
         for line in path.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
-                done[f"{rec['program']:03d}-{rec['pitch']:03d}"] = rec
+                done[rec["group"]] = rec
     return done
 
 
@@ -202,6 +220,8 @@ def build_dataset(
     out = Path(out_dir)
     pitches = sorted(set(int(p) for p in pitches))
     velocities = tuple(sorted(set(int(v) for v in velocities)))
+    if sf_path.is_file() or reserved_name(sf_path.name):
+        check_not_reserved(sf_path)  # TimGM6mb and MuseScore General are never rendered
     with render.SoundFontSynth(sf_path) as synth:
         presets = synth.melodic_presets()
     available = {p.program: p for p in presets}
@@ -348,27 +368,44 @@ def _run(groups: list[Group], workers: int):
         yield from pool.imap_unordered(render_group, groups, chunksize=4)
 
 
-def finalize(out: Path, soundfont: Path, records: list[dict]) -> dict:
-    """Fit thresholds on all kept notes, tag them and write the three examples.json files."""
-    kept = [(rec["program"], n) for rec in records for n in rec["notes"] if "dropped" not in n]
+def _legacy_instrument(soundfont: Path, program: int) -> dict:
+    row = gm.gm_program(program)
+    return {"instrument": program, "instrument_str": instrument_str(soundfont, program), "split": split_of(program),
+            "source": row.source, "extra": {}}
+
+
+def finalize(out: Path, soundfont: Path | str, records: list[dict],
+             instruments: dict[str, dict] | None = None) -> dict:
+    """Fit thresholds on all kept notes, tag them and write the three examples.json files.
+
+    `instruments` (multi-set builds) maps a record's instrument_str to its labels: ``instrument``
+    (id), ``split``, ``source`` (NSynth source name) and ``extra`` (fields added to each example);
+    without it, the instrument is the record's GM program (single-SoundFont builds).
+    """
+    def meta_of(rec: dict) -> dict:
+        if instruments is None:
+            return _legacy_instrument(Path(soundfont), rec["program"])
+        return {**instruments[rec["instrument_str"]], "instrument_str": rec["instrument_str"]}
+
+    kept = [(rec["program"], meta_of(rec), n) for rec in records for n in rec["notes"] if "dropped" not in n]
     dropped = Counter(n["dropped"] for rec in records for n in rec["notes"] if "dropped" in n)
     if not kept:
         raise ValueError("build: every note was dropped; nothing to write")
-    pitches = np.array([n["pitch"] for _, n in kept], dtype=np.float64)
-    scores = {q: np.array([n["scores"][q] for _, n in kept], dtype=np.float64) for q in QUALITIES}
+    pitches = np.array([n["pitch"] for _, _, n in kept], dtype=np.float64)
+    scores = {q: np.array([n["scores"][q] for _, _, n in kept], dtype=np.float64) for q in QUALITIES}
     thresholds = fit_thresholds(scores, pitches)
     qualities_meta = thresholds.to_json()
     qualities_meta["n_notes"] = len(kept)
-    qualities_meta["soundfont"] = soundfont.name
+    qualities_meta["soundfont"] = soundfont.name if isinstance(soundfont, Path) else str(soundfont)
     qualities_meta["rules"] = "see synth/data/qualities.py (RULES, fit_thresholds)"
     (out / "qualities.json").write_text(json.dumps(qualities_meta, indent=2) + "\n")
 
     examples: dict[str, dict[str, dict]] = {s: {} for s in SPLITS}
     counts = {s: Counter() for s in SPLITS}
     note_id = 0
-    for program, n in sorted(kept, key=lambda pn: pn[1]["note_str"]):
+    for program, meta, n in sorted(kept, key=lambda pmn: pmn[2]["note_str"]):
         row = gm.gm_program(program)
-        split = split_of(program)
+        split = meta["split"]
         tags = thresholds.tags(n["scores"], n["pitch"])
         vec = [int(tags[q]) for q in QUALITIES]
         examples[split][n["note_str"]] = {
@@ -377,16 +414,17 @@ def finalize(out: Path, soundfont: Path, records: list[dict]) -> dict:
             "pitch": n["pitch"],
             "velocity": n["velocity"],
             "sample_rate": render.SAMPLE_RATE,
-            "instrument": program,
-            "instrument_str": instrument_str(soundfont, program),
-            "instrument_source": row.source_id,
-            "instrument_source_str": row.source,
+            "instrument": meta["instrument"],
+            "instrument_str": meta["instrument_str"],
+            "instrument_source": SOURCES.index(meta["source"]),
+            "instrument_source_str": meta["source"],
             "instrument_family": row.family_id,
             "instrument_family_str": row.family,
             "qualities": vec,
             "qualities_str": [NSYNTH_QUALITY_NAMES[i] for i, v in enumerate(vec) if v],
             "quality_scores": {q: (None if not np.isfinite(v) else round(v, 4)) for q, v in n["scores"].items()},
             "peak_dbfs": n["peak_dbfs"],
+            **meta["extra"],
         }
         note_id += 1
         counts[split]["notes"] += 1
@@ -395,13 +433,13 @@ def finalize(out: Path, soundfont: Path, records: list[dict]) -> dict:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(examples[split], indent=1, sort_keys=True) + "\n")
         os.replace(tmp, path)
-    instruments = {s: sorted({e["instrument_str"] for e in examples[s].values()}) for s in SPLITS}
+    instruments_in = {s: sorted({e["instrument_str"] for e in examples[s].values()}) for s in SPLITS}
     return {
         "counts": {
             "notes_kept": len(kept),
             "notes_dropped": dict(sorted(dropped.items())),
             "per_split": {s: len(examples[s]) for s in SPLITS},
-            "instruments_per_split": {s: len(instruments[s]) for s in SPLITS},
+            "instruments_per_split": {s: len(instruments_in[s]) for s in SPLITS},
             "per_source": dict(Counter(e["instrument_source_str"] for s in SPLITS for e in examples[s].values())),
             "per_quality": {q: int(sum(e["qualities"][i] for s in SPLITS for e in examples[s].values()))
                             for i, q in enumerate(QUALITIES)},

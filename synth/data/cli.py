@@ -19,15 +19,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     b = sub.add_parser(
         "build",
-        help="render an NSynth-format data set from a General MIDI SoundFont",
+        help="render an NSynth-format data set from one or several General MIDI SoundFonts",
         description=(
             "Render one note per GM preset, pitch and velocity (3 s held + 1 s release, 16 kHz "
             "mono, 64000 samples) with FluidSynth into DIR/{train,valid,test}/examples.json + "
             "audio/*.wav. Drum kits are skipped, silent/unpitched notes dropped, quality tags "
-            "measured. Resumable: rerun the same command to finish an interrupted build."
+            "measured. Resumable: rerun the same command to finish an interrupted build. "
+            "With --soundfont: one SoundFont, split by GM program (test if p % 10 == 0, valid if "
+            "p % 10 == 5). With --sets: several SoundFonts in one data set, an instrument being "
+            "(set, bank, program): GM bank 0 plus GS variation banks; presets that are "
+            "near-duplicates (log-mel distance < 5 dB) share a split, copies of an earlier set's "
+            "preset are left out; split by a hash of each cluster's first 'set:program' "
+            "(about 80/10/10 %); names carry the set's tag; build.json records every set's "
+            "package, file and licence (see synth/data/instruments.py and sets.py). TimGM6mb and "
+            "MuseScore General are reserved for independent evaluation and always refused."
         ),
     )
-    b.add_argument("--soundfont", required=True, metavar="SF2", help="General MIDI SoundFont (.sf2)")
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--soundfont", metavar="SF2", help="one General MIDI SoundFont (.sf2/.sf3)")
+    which.add_argument(
+        "--sets",
+        metavar="LIST",
+        help="several SoundFonts, comma-separated, in priority order: 'debian' (= fluidr3,opl3,"
+             "csound,fluidr3mono: FluidR3_GM, OPL-3_FM_128M, csound's sf_GMbank, FluidR3Mono_GM), "
+             "any of those tags, or TAG=PATH for another SoundFont",
+    )
     b.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it exists)")
     b.add_argument(
         "--programs",
@@ -44,6 +60,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="MIDI pitches, e.g. 21-108 (the default) or 48,60,72",
     )
     b.add_argument(
+        "--pitch-step",
+        type=int_at_least("--pitch-step", 1, "a positive integer"),
+        default=1,
+        metavar="N",
+        help="keep only the pitches that are multiples of N (e.g. 2: 22,24,..,108 of the default "
+             "21-108, every C included); a later build of the same DIR without it adds the rest",
+    )
+    b.add_argument(
         "--velocities",
         type=lambda t: int_list("--velocities", t, VELOCITY_MIN, VELOCITY_MAX),
         default=None,
@@ -57,6 +81,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="parallel render processes (default: min(2, CPUs))",
     )
+    b.add_argument("--no-variations", action="store_true",
+                   help="with --sets: GM bank 0 only, no GS variation banks")
+    b.add_argument("--keep-duplicates", action="store_true",
+                   help="with --sets: keep copies of an earlier set's presets (in their original's split)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -89,21 +117,31 @@ def run(args: argparse.Namespace) -> int:
         from synth.params import VELOCITY_LAYERS
 
         t0 = time.perf_counter()
-        meta = build_dataset(
-            args.soundfont,
-            args.out,
-            programs=args.programs,
-            pitches=args.pitches or DEFAULT_PITCHES,
-            velocities=args.velocities or VELOCITY_LAYERS,
-            workers=args.workers,
-            progress=not args.no_progress,
-        )
+        pitches = [p for p in (args.pitches or DEFAULT_PITCHES) if p % args.pitch_step == 0]
+        if not pitches:
+            raise SystemExit(f"dataset build: no pitch of --pitches is a multiple of --pitch-step {args.pitch_step}")
+        common = dict(programs=args.programs, pitches=pitches,
+                      velocities=args.velocities or VELOCITY_LAYERS, workers=args.workers,
+                      progress=not args.no_progress)
+        if args.sets:
+            from synth.data.multi import build_multi_dataset
+            from synth.data.sets import resolve_sets
+
+            meta = build_multi_dataset(resolve_sets(args.sets), args.out, variations=not args.no_variations,
+                                       keep_duplicates=args.keep_duplicates, **common)
+        else:
+            if args.no_variations or args.keep_duplicates:
+                raise SystemExit("dataset build: --no-variations and --keep-duplicates need --sets")
+            meta = build_dataset(args.soundfont, args.out, **common)
         c = meta["counts"]
         print(f"built {args.out} in {time.perf_counter() - t0:.1f} s with {args.workers} worker(s)")
         print(f"notes kept: {c['notes_kept']}  dropped: {c['notes_dropped']}")
         print(f"per split: {c['per_split']}  instruments: {c['instruments_per_split']}")
         print(f"per source: {c['per_source']}")
         print(f"per quality: {c['per_quality']}")
+        for tag, sc in c.get("per_set", {}).items():
+            print(f"set {tag}: instruments per split {sc['instruments_per_split']}, notes per split "
+                  f"{sc['notes_per_split']}, copies left out {sc['copies_left_out']}")
         return 0
     if args.dataset_command == "stats":
         from synth.data.stats import dataset_stats

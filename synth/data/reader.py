@@ -5,6 +5,8 @@ Layout: ``DIR/<split>/examples.json`` (a dict keyed by ``note_str``, as in NSynt
 ``DIR/<split>/audio/<note_str>.wav`` (16 kHz mono, 64000 samples). Only NSynth's own fields are
 needed (``pitch``, ``velocity``, ``instrument``, ``instrument_source``, ``qualities`` — a list of
 10 zeros/ones in NSynth's order, the last one spelt 'tempo-synced' in NSynth's ``qualities_str``).
+A multi-set build (``dataset build --sets``) adds ``program``, ``bank``, ``soundfont_set`` and
+``preset_name`` to each example; its ``instrument`` ids are unique across sets.
 
 Bulk access for training::
 
@@ -172,7 +174,10 @@ def load_split(
       ``velocity``       [N] int32 MIDI velocity
       ``source``         [N] int32 index into `synth.params.SOURCES` (acoustic, electronic, synthetic)
       ``qualities``      [N, 10] float32 0/1 in `synth.params.QUALITIES` order
-      ``instrument``     [N] int32 NSynth instrument id (ours: the GM program)
+      ``instrument``     [N] int32 NSynth instrument id, unique per instrument (a single-SoundFont
+                         build: the GM program; a multi-set build: `synth.data.instruments.instrument_id`)
+      ``program``        [N] int32 GM program 0..127 (the example's ``program``; else ``instrument``,
+                         which is the program in single-SoundFont builds)
       ``note_str``       [N] str
       ``examples``       list of N example dicts (`read_examples`)
       ``cache_path``     Path of the feature cache directory
@@ -233,6 +238,7 @@ def load_split(
         "source": np.array([e["source_id"] for e in examples], dtype=np.int32),
         "qualities": np.array([e["qualities"] for e in examples], dtype=np.float32).reshape(n, len(QUALITIES)),
         "instrument": np.array([e["instrument"] for e in examples], dtype=np.int32),
+        "program": np.array([e.get("program", e["instrument"]) for e in examples], dtype=np.int32),
         "note_str": np.array([e["note_str"] for e in examples]),
         "examples": examples,
         "cache_path": cache,

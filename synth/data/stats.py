@@ -46,8 +46,14 @@ def dataset_stats(data_dir: Path, png: Path | None = None) -> tuple[str, Path]:
     examples = {s: read_examples(data_dir, s) for s in splits}
     by = {name: {s: Counter() for s in splits} for name in ("source", "family", "velocity", "quality", "pitch")}
     instruments = {s: set() for s in splits}
+    # Multi-set builds (`dataset build --sets`) name each example's SoundFont set.
+    sets = sorted({e["soundfont_set"] for s in splits for e in examples[s] if "soundfont_set" in e})
+    by_set = {s: Counter() for s in splits}
+    inst_by_set = {s: Counter() for s in splits}
     for s in splits:
         for e in examples[s]:
+            if "soundfont_set" in e:
+                by_set[s][e["soundfont_set"]] += 1
             by["source"][s][SOURCES[e["source_id"]]] += 1
             by["family"][s][_family_name(e)] += 1
             by["velocity"][s][int(e["velocity"])] += 1
@@ -70,11 +76,20 @@ def dataset_stats(data_dir: Path, png: Path | None = None) -> tuple[str, Path]:
     lines.append(_table("velocity", by["velocity"], sorted({v for s in splits for v in by["velocity"][s]})))
     lines.append("")
     lines.append(_table("quality", by["quality"], list(QUALITIES)))
+    if sets:
+        for s in splits:
+            for name in {e["instrument_str"]: e for e in examples[s]}.values():
+                inst_by_set[s][name["soundfont_set"]] += 1
+        lines.append("")
+        lines.append(_table("notes per set", by_set, sets))
+        lines.append("")
+        lines.append(_table("instruments per set", inst_by_set, sets))
     text = "\n".join(lines)
 
     png = png or data_dir / "stats.png"
-    fig = plt.figure(figsize=(16, 14))
-    grid = fig.add_gridspec(4, 4, hspace=0.6, wspace=0.35)
+    rows = 5 if sets else 4
+    fig = plt.figure(figsize=(16, 14 if rows == 4 else 17.5))
+    grid = fig.add_gridspec(rows, 4, hspace=0.6, wspace=0.35)
 
     def bars(ax, title, keys, counter_by_split, rotate=False):
         x = np.arange(len(keys))
@@ -137,6 +152,9 @@ def dataset_stats(data_dir: Path, png: Path | None = None) -> tuple[str, Path]:
         ax.set_title(f"{e['note_str']}", fontsize=7)
         ax.set_xlabel("s")
         ax.set_ylabel("Hz")
+    if sets:
+        bars(fig.add_subplot(grid[4, 0:2]), "notes per SoundFont set", sets, by_set)
+        bars(fig.add_subplot(grid[4, 2:4]), "instruments per SoundFont set", sets, inst_by_set)
     fig.suptitle(f"{data_dir.name}: {total} notes")
     fig.savefig(png, dpi=80)
     plt.close(fig)

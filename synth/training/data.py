@@ -64,7 +64,7 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
          progress: bool = True, programs: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """One split with conditioning, cents and (cached) encoder features. See the module doc.
 
-    programs: keep only the notes of these instruments (GM programs), after the features are
+    programs: keep only the notes of these GM programs (of every SoundFont set), after the features are
     loaded, so the whole split's feature cache serves every selection.
     """
     from synth.data.reader import load_split
@@ -97,7 +97,9 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
     else:
         d["features"] = compute_features(d["audio"], progress=progress)
     if programs is not None:
-        idx = np.flatnonzero(np.isin(d["instrument"], np.asarray(list(programs))))
+        # By GM program: in a multi-SoundFont data set the instrument id is unique per (set,
+        # bank, program) and the example's "program" field holds the GM program.
+        idx = np.flatnonzero(np.isin(d["program"], np.asarray(list(programs))))
         if len(idx) == 0:
             raise ValueError(f"{data_dir}: split {split!r} holds no notes of programs {_ranges(programs)}")
         log.info("%s: %d of %d notes from programs %s", split, len(idx), n, _ranges(programs))

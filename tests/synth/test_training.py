@@ -162,3 +162,23 @@ def test_programs_filter_subsets_every_per_note_array(tiny_data, tmp_path):
     np.testing.assert_array_equal(d["audio"][0], full["audio"][rows[0]])
     np.testing.assert_array_equal(d["audio"][:], np.asarray(full["audio"][rows]))
     np.testing.assert_array_equal(d["audio"][2, 100:200], full["audio"][0, 100:200])
+
+
+def test_programs_filter_selects_by_gm_program_not_instrument_id(tiny_data, tmp_path, monkeypatch):
+    """A multi-SoundFont data set gives each (set, bank, program) its own instrument id; --programs
+    means GM programs, so it must read the examples' "program" field."""
+    from synth.data import reader
+    from synth.training import data as D
+
+    real = reader.load_split
+
+    def as_multi_set(*args, **kwargs):
+        d = dict(real(*args, **kwargs))
+        d["program"] = np.asarray(d["instrument"]).copy()
+        d["instrument"] = np.asarray(d["instrument"]) + 1000  # ids no longer equal to programs
+        return d
+
+    monkeypatch.setattr(reader, "load_split", as_multi_set)
+    programs = sorted(set(int(p) for p in real(tiny_data, "train", progress=False)["instrument"]))
+    picked = D.load(tiny_data, "train", str(tmp_path), progress=False, programs=programs[:1])
+    assert set(picked["program"]) == {programs[0]} and set(picked["instrument"]) == {programs[0] + 1000}
