@@ -123,7 +123,10 @@ def test_missing_note_sounds_when_its_render_lands_and_is_rendered_once(live):
     live.generator.delay_s = 0.02
     start = onset(t.audio)
     assert t.latency_s(start) >= 0.1, t.latency_s(start)  # not before the render could land
-    assert t.latency_s(start) <= 0.1 + 0.05, t.latency_s(start)  # but as soon as it did
+    # ... but as soon as it did: the render, its hand-over from the render process and a block or two.
+    # (Measured 0.150-0.161 s on the 2-vCPU box on 2026-12-01, at this and at older commits alike:
+    # 50 ms of slack had become a coin toss. How fast it lands is bench/server.py's to hold.)
+    assert t.latency_s(start) <= 0.1 + 0.08, t.latency_s(start)
     assert sum(live.generator.renders.values()) - state["renders"] == 1
     cents = 1200 * np.log2(peak_hz(t.audio[start + 480:start + 480 + SR // 2]) / midi_hz(pitch))
     assert abs(cents) < 5, cents
