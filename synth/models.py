@@ -49,8 +49,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, NoteParams
+from synth.units import SAMPLE_RATE, midi_to_hz  # noqa: F401  (SAMPLE_RATE: training audio)
 
-SAMPLE_RATE = 16000  # training audio
 N_FRAMES = 1000  # 4 s at 250 frames/s (the data set's f0 and loudness)
 FRAME_RATE = 250
 DECODER_FRAME_RATE = 125  # the decoder and synthesizer controls
@@ -176,14 +176,6 @@ def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
     w[lo, np.arange(n_out)] += 1.0 - frac
     w[hi, np.arange(n_out)] += frac
     return w.astype(np.float32)
-
-
-def midi_to_hz(midi):
-    return 440.0 * 2.0 ** ((np.asarray(midi, np.float64) - 69.0) / 12.0)
-
-
-def hz_to_midi(f_hz):
-    return 69.0 + 12.0 * np.log2(np.maximum(np.asarray(f_hz, np.float64), 1e-3) / 440.0)
 
 
 # ---------------------------------------------------------------------------------------------

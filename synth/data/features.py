@@ -29,18 +29,12 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from synth.units import hz_to_midi, midi_to_hz  # noqa: F401  (re-exported for the data package)
+
 FRAME_RATE = 250
 VOICED_CONFIDENCE = 0.5
 SEARCH_SEMITONES = 1.0
 SILENCE_DB = -60.0  # frames this far below the loudest frame count as silent
-
-
-def midi_to_hz(pitch: float | np.ndarray) -> float | np.ndarray:
-    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
-
-
-def hz_to_midi(f_hz: float | np.ndarray) -> float | np.ndarray:
-    return 69.0 + 12.0 * np.log2(np.asarray(f_hz, dtype=np.float64) / 440.0)
 
 
 def frame_signal(audio: np.ndarray, window: int, hop: int, n_frames: int) -> np.ndarray:

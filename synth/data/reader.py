@@ -40,10 +40,10 @@ import soundfile as sf
 
 from synth.data.features import FRAME_RATE, track_f0
 from synth.params import QUALITIES, SOURCES
+from synth.units import SAMPLE_RATE
 
 logger = logging.getLogger("synth.data.reader")
 
-SAMPLE_RATE = 16000
 N_SAMPLES = 64000
 N_FRAMES = N_SAMPLES * FRAME_RATE // SAMPLE_RATE  # 1000
 FEATURE_VERSION = 1

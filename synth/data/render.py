@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from synth.data.gm import PERCUSSION_BANK
+from synth.units import SAMPLE_RATE
 
 logger = logging.getLogger("synth.data.render")
 
-SAMPLE_RATE = 16000
 HOLD_S = 3.0
 RELEASE_S = 1.0
 N_SAMPLES = int(SAMPLE_RATE * (HOLD_S + RELEASE_S))  # 64000
