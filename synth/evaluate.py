@@ -84,6 +84,7 @@ import numpy as np
 from synth import metrics
 from synth.cli import int_at_least
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
+from synth.report import format_table
 from synth.units import SAMPLE_RATE
 
 log = logging.getLogger("synth.evaluate")
@@ -768,98 +769,6 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
     report["pass"] = bool(verdicts) and all(verdicts)
     report["seconds"] = round(time.perf_counter() - t_start, 1)
     return _clean(report), _clean(details)
-
-
-def fmt_value(x: Any, spec: str = ".2f") -> str:
-    """A report value for a table: numbers with `spec`, None as n/a, anything else as text."""
-    if x is None:
-        return "n/a"
-    return format(x, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
-
-
-def _verdict(p: Any) -> str:
-    return "PASS" if p is True else "FAIL" if p is False else "skip"
-
-
-def format_table(report: dict) -> str:
-    """Human-readable summary of a report."""
-    t = report["targets"]
-    lines = [f"model {report['model_version']}  data {report['data']} ({report['split']}: "
-             f"{report['n_split_notes']} notes, {report['n_split_instruments']} instruments, unseen in "
-             f"train: {report['split_instruments_unseen_in_train']})", ""]
-    rows: list[tuple[str, str, str]] = []
-    if "pitch" in t:
-        p = t["pitch"]
-        rows.append(("pitch", f"median |err| {fmt_value(p['median_abs_cents'])} c, max {fmt_value(p['max_abs_cents'])} c, "
-                     f"{p['n_over_limit']} over 25 c, {p['n_unmeasurable']} unmeasurable ({p['n_notes']} notes)",
-                     _verdict(p["pass"])))
-    if "velocity" in t:
-        v = t["velocity"]
-        rows.append(("velocity", f"{v['n_rising']}/{v['n_steps']} steps louder ({fmt_value(v['fraction_rising'], '.1%')})",
-                     _verdict(v["pass"])))
-    if "dynamics" in t:
-        dy = t["dynamics"]
-        rows.append(("dynamics", f"{dy['n_within']}/{dy['n_cells']} (pitch, velocity) cells within {DYNAMICS_MAX_DB:g} dB of "
-                     f"the data's median peak (largest {fmt_value(dy['max_abs_difference_db'], '.1f')} dB, median "
-                     f"{fmt_value(dy['median_difference_db'], '+.1f')}); velocity 25->127 spans "
-                     f"{fmt_value(dy['generated_velocity_span_db'], '.1f')} dB vs the data's "
-                     f"{fmt_value(dy['data_velocity_span_db'], '.1f')}", _verdict(dy["pass"])))
-    if "tags" in t:
-        for q, r in t["tags"]["per_tag"].items():
-            mark = _verdict(r["fraction"] is not None and r["fraction"] >= TAG_MIN_FRACTION) if r["target"] else "info"
-            sat = f", {r['n_saturated']} at the ceiling" if r.get("n_saturated") else ""
-            rows.append((f"tag {q}", f"{r['n_up']}/{r['n_defined']} pairs move up ({fmt_value(r['fraction'], '.0%')}{sat}), "
-                         f"mean delta {fmt_value(r['mean_delta'], '.3g')}", mark))
-        rows.append(("tags", "bright, dark, percussive, fast_decay, long_release >= 80 %",
-                     _verdict(t["tags"]["pass"])))
-    if "latent" in t:
-        la = t["latent"]
-        rows.append(("latent", f"{la['n_dims_moving']}/{la['n_dims']} dims move >= {LATENT_MIN_EFFECT_DB} dB, "
-                     f"{la['n_dims_smooth']} smooth (max jump {fmt_value(la['max_local_jump_ratio'])}), "
-                     f"finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
-                     f"(raw {fmt_value(la['raw_peak_max'], '.3f')})", _verdict(la["pass"])))
-    if "knobs" in t:
-        k = t["knobs"]
-        rows.append(("knobs", f"{k['n_inaudible']}/{k['n_notes']} inaudible (min peak {fmt_value(k['min_peak_dbfs'], '.1f')} "
-                     f"dBFS, largest drop vs latent 0 {fmt_value(k['max_drop_vs_latent0_db'], '.1f')} dB), "
-                     f"{fmt_value(k['fraction_on_pitch'], '.1%')} within 25 c, {k['n_non_finite']} non-finite, "
-                     f"{k['n_clipped']} clipped", _verdict(k["pass"])))
-    if "level" in t:
-        lv = t["level"]
-        rows.append(("level", f"velocity 127 median peak {fmt_value(lv['median_peak_dbfs'], '.1f')} dBFS "
-                     f"({fmt_value(lv['min_peak_dbfs'], '.1f')}..{fmt_value(lv['max_peak_dbfs'], '.1f')}), "
-                     f"{lv['n_pitches_in_band']}/{lv['n_pitches']} pitches within -6 +- 3 dB "
-                     f"(output gain {fmt_value(lv['output_gain_db'], '.2f')} dB)", _verdict(lv["pass"])))
-    if "releases" in t:
-        r, lr = t["releases"], t["releases"]["long_release"]
-        rows.append(("releases", f"{fmt_value(r['fraction_ending'], '.0%')} of {r['n_timbres']} timbres fall 30 dB within 1 s "
-                     f"of note-off (median {fmt_value(r['median_release_s'])} s, {r['n_never_falling']} never); "
-                     f"long_release: {fmt_value(lr['fraction_pass'], '.0%')} of pairs pass (longer "
-                     f"{fmt_value(lr['fraction_longer'], '.0%')}, held kept {fmt_value(lr['fraction_held_kept'], '.0%')})",
-                     _verdict(r["pass"])))
-    if "realism" in t:
-        r = t["realism"]
-        if "skipped" in r:
-            rows.append(("realism", r["skipped"], "skip"))
-        else:
-            for name in ("envelope_error", "centroid_error"):
-                e = r[name]
-                rows.append((f"realism {name}", f"{fmt_value(e['generated_mean'], '.3f')} vs baseline "
-                             f"{fmt_value(e['baseline_mean'], '.3f')} {e['unit']} ({r['n_notes']} notes)",
-                             _verdict(e["pass"])))
-    if "reconstruction" in t:
-        r = t["reconstruction"]
-        if r["pass"] is None:
-            rows.append(("reconstruction", r.get("skipped", ""), "skip"))
-        else:
-            rows.append(("reconstruction", f"spectral loss test {fmt_value(r['test_loss_mean'], '.3f')} vs train "
-                         f"{fmt_value(r['train_loss_mean'], '.3f')} (x{fmt_value(r['test_over_train'])}; silence "
-                         f"{fmt_value(r.get('test_loss_of_silence_mean'), '.3f')})",
-                         _verdict(r["pass"])))
-    width = max(len(r[0]) for r in rows) if rows else 10
-    lines += [f"{name:<{width}}  {verdict:<4}  {text}" for name, text, verdict in rows]
-    lines += ["", f"overall: {_verdict(report['pass'])}  ({report['seconds']} s)"]
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,12 +20,12 @@ import glob
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from synth import metrics
-from synth.evaluate import fmt_value
+from synth.report import card_rows, fmt_value
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
 from synth.units import SAMPLE_RATE
 
@@ -173,93 +173,6 @@ def _rel(path: str, start: str) -> str:
     return os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(start)))
 
 
-def _verdict(p: Any) -> str:
-    return "pass" if p is True else "**FAIL**" if p is False else "skipped"
-
-
-def _metric_rows(t: dict) -> list[str]:
-    rows = []
-    if "pitch" in t:
-        p = t["pitch"]
-        rows.append(f"| pitch ({p.get('n_notes')} notes, MIDI 24-96) | median abs error "
-                    f"{fmt_value(p['median_abs_cents'])} cents, max {fmt_value(p['max_abs_cents'])}, {p['n_over_limit']} over 25, "
-                    f"{p['n_unmeasurable']} unmeasurable "
-                    f"| median <= 5, none over 25 | {_verdict(p['pass'])} |")
-    if "velocity" in t:
-        v = t["velocity"]
-        levels = ", ".join(f"{k}: {fmt_value(x, '.1f')}" for k, x in v["mean_loudness_db_per_velocity"].items())
-        rows.append(f"| velocity ({v['n_combos']} combos) | {v['n_rising']}/{v['n_steps']} steps louder "
-                    f"({fmt_value(v['fraction_rising'], '.1%')}); mean dB per velocity {levels} | >= 95 % | "
-                    f"{_verdict(v['pass'])} |")
-    if "dynamics" in t:
-        dy = t["dynamics"]
-        rows.append(f"| dynamics ({dy['n_cells']} pitch x velocity cells, model level before the output gain) | "
-                    f"{dy['n_within']} cells within {dy['limits']['max_abs_difference_db']:g} dB of the data's median peak "
-                    f"(largest {fmt_value(dy['max_abs_difference_db'], '.1f')} dB, median "
-                    f"{fmt_value(dy['median_difference_db'], '+.1f')}); velocity 25 to 127 spans "
-                    f"{fmt_value(dy['generated_velocity_span_db'], '.1f')} dB, the data "
-                    f"{fmt_value(dy['data_velocity_span_db'], '.1f')} dB | every cell within "
-                    f"{dy['limits']['max_abs_difference_db']:g} dB | {_verdict(dy['pass'])} |")
-    if "tags" in t:
-        per = t["tags"]["per_tag"]
-        moved = ", ".join(f"{q} {fmt_value(per[q]['fraction'], '.0%')}" for q in t["tags"]["target_tags"])
-        rows.append(f"| tags (pairs moving the analyzer score up) | {moved} | each >= 80 % | "
-                    f"{_verdict(t['tags']['pass'])} |")
-    if "latent" in t:
-        la = t["latent"]
-        rows.append(f"| latent sweeps -7..+7 ({la['n_dims']} dims) | {la['n_dims_moving']} dims move >= 1 dB "
-                    f"(median {fmt_value(la['median_endpoint_distance_db'])} dB), max local jump ratio "
-                    f"{fmt_value(la['max_local_jump_ratio'])}, finite {la['all_finite']}, peak {fmt_value(la['peak_max'], '.3f')} "
-                    f"(raw {fmt_value(la['raw_peak_max'], '.3f')}) | every dim >= 1 dB, jump <= 3, finite, "
-                    f"peak <= 1 | {_verdict(la['pass'])} |")
-    if "knobs" in t:
-        k, lim = t["knobs"], t["knobs"]["limits"]
-        rows.append(f"| knobs ({k['n_notes']} random settings of the cube, random tags, sources, pitches) | "
-                    f"{k['n_inaudible']} inaudible (min peak {fmt_value(k['min_peak_dbfs'], '.1f')} dBFS, largest drop vs "
-                    f"latent 0 {fmt_value(k['max_drop_vs_latent0_db'], '.1f')} dB), "
-                    f"{fmt_value(k['fraction_on_pitch'], '.1%')} within {lim['pitch_cents']:g} cents, "
-                    f"{k['n_non_finite']} non-finite, {k['n_clipped']} clipped | every note >= {lim['min_peak_dbfs']:g} dBFS "
-                    f"and within {lim['max_drop_db']:g} dB of latent 0, >= {lim['min_fraction_on_pitch']:.0%} on pitch | "
-                    f"{_verdict(k['pass'])} |")
-    if "level" in t:
-        lv, lim = t["level"], t["level"]["limits"]
-        rows.append(f"| level (velocity {lim['velocity']}, latent 0, pitches {lim['pitches'][0]}-{lim['pitches'][1]}) | "
-                    f"median peak {fmt_value(lv['median_peak_dbfs'], '.1f')} dBFS ({fmt_value(lv['min_peak_dbfs'], '.1f')} to "
-                    f"{fmt_value(lv['max_peak_dbfs'], '.1f')}), {lv['n_pitches_in_band']}/{lv['n_pitches']} pitches in the band; "
-                    f"output gain {fmt_value(lv['output_gain_db'], '.2f')} dB | "
-                    f"{lim['target_dbfs']:g} +- {lim['tolerance_db']:g} dBFS | {_verdict(lv['pass'])} |")
-    if "releases" in t:
-        r, lr, lim = t["releases"], t["releases"]["long_release"], t["releases"]["limits"]
-        rows.append(f"| releases ({r['n_timbres']} timbres at latent 0, and each with long_release) | "
-                    f"{fmt_value(r['fraction_ending'], '.0%')} fall {lim['drop_db']:g} dB within {lim['within_s']:g} s of "
-                    f"note-off (median {fmt_value(r['median_release_s'])} s); long_release: "
-                    f"{fmt_value(lr['fraction_pass'], '.0%')} of pairs {lim['long_release_growth']:g}x longer with the "
-                    f"held level within {lim['long_release_max_held_drop_db']:g} dB | >= {lim['min_fraction']:.0%}; "
-                    f">= {lim['long_release_min_fraction']:.0%} | {_verdict(r['pass'])} |")
-    if "realism" in t:
-        r = t["realism"]
-        if "skipped" in r:
-            rows.append(f"| realism | {r['skipped']} | beats baseline | skipped |")
-        else:
-            for name, label in (("envelope_error", "loudness envelope error"), ("centroid_error", "centroid error")):
-                e = r[name]
-                rows.append(f"| realism: {label} ({r['n_notes']} notes) | {fmt_value(e['generated_mean'], '.3f')} {e['unit']} "
-                            f"vs naive baseline {fmt_value(e['baseline_mean'], '.3f')} (beats it on "
-                            f"{fmt_value(e['fraction_notes_beating_baseline'], '.0%')} of notes) | below baseline | "
-                            f"{_verdict(e['pass'])} |")
-    if "reconstruction" in t:
-        r = t["reconstruction"]
-        if r["pass"] is None:
-            rows.append(f"| reconstruction | {r.get('skipped', '')} | test <= 1.5 x train | skipped |")
-        else:
-            rows.append(f"| reconstruction (autoencoder spectral loss) | test {fmt_value(r['test_loss_mean'], '.3f')} vs "
-                        f"train {fmt_value(r['train_loss_mean'], '.3f')} (x{fmt_value(r['test_over_train'])}; silence scores "
-                        f"{fmt_value(r.get('test_loss_of_silence_mean'), '.3f')}) | "
-                        f"test <= 1.5 x train | "
-                        f"{_verdict(r['pass'])} |")
-    return rows
-
-
 def _shown(path: str) -> str:
     """A path as the card shows it: relative to the working directory when inside it."""
     rel = os.path.relpath(os.path.abspath(path))
@@ -352,7 +265,7 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
                       f"TensorFlow {hw.get('tensorflow', '?')})",
         seconds=report.get("seconds"),
         command=_command(report),
-        metrics_rows="\n".join(_metric_rows(t)),
+        metrics_rows="\n".join(card_rows(t)),
         overall="pass" if report.get("pass") else "FAIL (see the table)",
         tag_section=tag_section,
         pictures_section="\n".join(pics) if pics else "No pictures were written (run with --figures).",

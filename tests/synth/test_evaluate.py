@@ -106,7 +106,9 @@ def test_model_card_from_a_report(tmp_path):
         "split_instruments_unseen_in_train": True, "seconds": 12.0, "evaluated_utc": "2026-01-01 00:00:00",
         "hardware": {"cpu": "X", "cpu_count": 2, "gpus": 0, "tensorflow": "2.x"},
         "targets": {"pitch": {"n_notes": 73, "median_abs_cents": 1.25, "max_abs_cents": 30.5, "n_over_limit": 1,
-                              "n_unmeasurable": 0, "pass": False},
+                              "n_unmeasurable": 0, "pass": False,
+                              "limits": {"median_abs_cents": evaluate.PITCH_MEDIAN_CENTS,
+                                         "max_abs_cents": evaluate.PITCH_MAX_CENTS}},
                     "realism": {"skipped": "no train split for the baseline", "pass": None}},
         "pass": False,
     }
@@ -116,11 +118,24 @@ def test_model_card_from_a_report(tmp_path):
     card = tmp_path / "card" / "MODEL_CARD.md"
     figures.write_model_card(report, str(card), {"sources": str(png)})
     text = card.read_text()
-    assert "median abs error 1.25 cents, max 30.50, 1 over 25" in text
-    assert "| **FAIL** |" in text and "skipped" in text
+    assert "median |error| 1.25 cents, max 30.50, 1 over 25" in text
+    assert "| median <= 5, none over 25 | **FAIL** |" in text and "skipped" in text
     assert "](../figs/sources.png)" in text  # relative to the card
     assert "[RECIPE.md](RECIPE.md)" in text
     assert "abc123" in text
+    # The terminal table says the same, from the same rows; the limits come from the constants.
+    from synth.report import format_table
+
+    table = format_table(report)
+    assert "1 over 25, 0 unmeasurable  [target: median <= 5, none over 25]" in table
+    assert "FAIL" in table and "overall: FAIL" in table
+
+
+def test_report_modules_import_no_circle():
+    """synth.report formats, synth.figures draws: neither imports synth.evaluate."""
+    code = ("import sys, synth.figures, synth.report; "
+            "assert 'synth.evaluate' not in sys.modules, 'figures/report import evaluate'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 # ---------------------------------------------------------------------------------------------
