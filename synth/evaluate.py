@@ -633,10 +633,10 @@ def eval_reconstruction(checkpoint_dir: str, test: dict, train: dict | None, rng
     from synth import core
     from synth import models as M
     from synth.training.data import compute_features
-    from synth.training.stages import DDSPParts
+    from synth.checkpoint import DDSP_DIR, ENCODER, DDSPParts
 
-    ddsp_dir = os.path.join(checkpoint_dir, "ddsp_generator")
-    if not os.path.isfile(os.path.join(ddsp_dir, "encoder.weights.h5")):
+    ddsp_dir = os.path.join(checkpoint_dir, DDSP_DIR)
+    if not os.path.isfile(os.path.join(ddsp_dir, ENCODER)):
         return {"skipped": f"no encoder weights in {ddsp_dir}", "pass": None}, {}
     parts = DDSPParts(ddsp_dir)
     fm = np.asarray(parts.stats["feature_mean"], np.float32)

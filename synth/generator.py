@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from synth import checkpoint as CK
 from synth import models as M
 from synth.envelope import apply_envelope_tags
 from synth.params import LATENT_DIM, QUALITIES, NoteParams
@@ -77,19 +78,11 @@ def _hash_files(paths: Sequence[str], extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def model_files(checkpoint_dir: str | None = None) -> list[str]:
-    """The files a generator is made of (weights used at inference and the three configs): what
-    `model_version` hashes."""
-    root = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
-    ddsp, z, f = (os.path.join(root, d) for d in ("ddsp_generator", "z_generator", "f0_ld_generator"))
-    return [os.path.join(ddsp, "decoder.weights.h5"), os.path.join(ddsp, "synth.npz"),
-            os.path.join(z, "z_decoder.weights.h5"), os.path.join(f, "model.weights.h5"),
-            *(os.path.join(d, "config.json") for d in (ddsp, z, f))]
-
-
 def model_version_of(checkpoint_dir: str | None = None) -> str:
     """`Generator.model_version` for `checkpoint_dir` without loading TensorFlow."""
-    return _hash_files(model_files(checkpoint_dir), INFERENCE_VERSION)
+    from synth.checkpoint import model_files
+
+    return _hash_files(model_files(os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)), INFERENCE_VERSION)
 
 
 class Generator:
@@ -99,9 +92,7 @@ class Generator:
         import tensorflow as tf
 
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
-        ddsp_dir = os.path.join(self.checkpoint_dir, "ddsp_generator")
-        z_dir = os.path.join(self.checkpoint_dir, "z_generator")
-        f_dir = os.path.join(self.checkpoint_dir, "f0_ld_generator")
+        ddsp_dir, z_dir, f_dir = CK.stage_dirs(self.checkpoint_dir)
         ddsp_conf, f_conf = M.read_config(ddsp_dir), M.read_config(f_dir)
         z_conf = M.read_config(z_dir)
         # Where the knobs' cube lands in the VAE latent (synth.models.knob_region).
@@ -118,16 +109,10 @@ class Generator:
         self._z_std = np.asarray(stats["z_std"], np.float32)
         self._ld_min, self._ld_max = float(f_conf["ld_min"]), float(f_conf["ld_max"])
 
-        files = model_files(self.checkpoint_dir)
-        self.decoder = M.build_decoder(cfg)
-        self.decoder.load_weights(os.path.join(ddsp_dir, "decoder.weights.h5"))
-        self.synth = M.make_synth(cfg)
-        M.load_synth(self.synth, os.path.join(ddsp_dir, "synth.npz"))
-        self.z_decoder = M.build_z_decoder(cfg)
-        self.z_decoder.load_weights(os.path.join(z_dir, "z_decoder.weights.h5"))
-        self.f0_ld = M.build_f0_ld(cfg)
-        self.f0_ld.load_weights(os.path.join(f_dir, "model.weights.h5"))
-        self.model_version = _hash_files(files, INFERENCE_VERSION)
+        self.decoder, self.synth = CK.load_decoder_and_synth(ddsp_dir, cfg)
+        _, self.z_decoder = CK.load_z_generator(z_dir, cfg, posterior=False)
+        self.f0_ld = CK.load_f0_ld(f_dir, cfg)
+        self.model_version = _hash_files(CK.model_files(self.checkpoint_dir), INFERENCE_VERSION)
 
         z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
         ld_min, ld_max = self._ld_min, self._ld_max
@@ -316,12 +301,12 @@ def reconstruct(audio: np.ndarray, f0_hz: np.ndarray, loudness_db: np.ndarray,
     """
     import tensorflow as tf
 
-    from synth.training.stages import DDSPParts
+    from synth.checkpoint import DDSPParts
 
     key = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
     with _LOCK:
         if key not in _AUTOENCODERS:
-            parts = DDSPParts(os.path.join(key, "ddsp_generator"))
+            parts = DDSPParts(CK.stage_dirs(key)[0])
             fm = np.asarray(parts.stats["feature_mean"], np.float32)
             fs = np.asarray(parts.stats["feature_std"], np.float32)
 

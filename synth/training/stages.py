@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 from dataclasses import asdict
 
+from synth import checkpoint as CK
 from synth import models as M
+from synth.checkpoint import DDSPParts
 from synth.training import data as D
 from synth.training.loop import train
 
@@ -98,30 +100,6 @@ def _training_info(args, history, extra: dict | None = None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Loading trained pieces.
-
-
-class DDSPParts:
-    """Encoder, decoder and synthesizer of a `ddsp_generator/` directory."""
-
-    def __init__(self, directory: str):
-        self.directory = directory
-        self.config = M.read_config(directory)
-        self.cfg = M.ModelConfig.from_dict(self.config["model"])
-        self.stats = self.config["stats"]
-        self.encoder = M.build_encoder(self.cfg)
-        self.encoder.load_weights(os.path.join(directory, "encoder.weights.h5"))
-        self.decoder = M.build_decoder(self.cfg)
-        self.decoder.load_weights(os.path.join(directory, "decoder.weights.h5"))
-        self.synth = M.make_synth(self.cfg)
-        M.load_synth(self.synth, os.path.join(directory, "synth.npz"))
-
-    def z_norm(self, features: np.ndarray) -> np.ndarray:
-        """Standardised encoder z [N, 50, 16] of cached features."""
-        fm = np.asarray(self.stats["feature_mean"], np.float32)
-        fs = np.asarray(self.stats["feature_std"], np.float32)
-        z = self.encoder.predict((features - fm) / fs, batch_size=256, verbose=0)
-        return ((z - np.asarray(self.stats["z_mean"], np.float32))
-                / np.asarray(self.stats["z_std"], np.float32)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,9 +203,9 @@ def autoencoder(args) -> int:
                     # instead of becoming amplified noise the generators would have to model.
                     z_std=M.as_float_list(np.maximum(z.reshape(-1, M.Z_DIM).std(0), 0.05)))
     stage_dir = os.path.join(args.out, "ddsp_generator")
-    M.save_weights(encoder, os.path.join(stage_dir, "encoder.weights.h5"))
-    M.save_weights(decoder, os.path.join(stage_dir, "decoder.weights.h5"))
-    M.save_synth(synth, os.path.join(stage_dir, "synth.npz"))
+    M.save_weights(encoder, os.path.join(stage_dir, CK.ENCODER))
+    M.save_weights(decoder, os.path.join(stage_dir, CK.DECODER))
+    M.save_synth(synth, os.path.join(stage_dir, CK.SYNTH))
     M.write_config(stage_dir, {"model": cfg.to_dict(), "stats": asdict(stats),
                                "training": _training_info(args, history, {"crop_frames": n_frames,
                                                                           "z_noise": z_noise, "z_l2": z_l2})})
@@ -269,8 +247,8 @@ def z_generator(args) -> int:
     post, zdec = M.build_z_posterior(cfg), M.build_z_decoder(cfg)
     if args.init:
         d = os.path.join(args.init, "z_generator")
-        post.load_weights(os.path.join(d, "z_posterior.weights.h5"))
-        zdec.load_weights(os.path.join(d, "z_decoder.weights.h5"))
+        post.load_weights(os.path.join(d, CK.Z_POSTERIOR))
+        zdec.load_weights(os.path.join(d, CK.Z_DECODER))
     variables = post.trainable_variables + zdec.trainable_variables
     opt = _optimizer(args.lr, args.steps)
     tfe = tf.constant(M.time_features()[None])
@@ -327,8 +305,8 @@ def z_generator(args) -> int:
                     validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
                     time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
     stage_dir = os.path.join(args.out, "z_generator")
-    M.save_weights(post, os.path.join(stage_dir, "z_posterior.weights.h5"))
-    M.save_weights(zdec, os.path.join(stage_dir, "z_decoder.weights.h5"))
+    M.save_weights(post, os.path.join(stage_dir, CK.Z_POSTERIOR))
+    M.save_weights(zdec, os.path.join(stage_dir, CK.Z_DECODER))
     M.write_config(stage_dir, {"model": cfg.to_dict(), "kl_weight": kl_w, "knob_radius": M.KNOB_RADIUS,
                                "training": _training_info(args, history)})
     _export(args, stage_dir, "z_generator")
@@ -364,7 +342,7 @@ def f0_ld_generator(args) -> int:
     ld_max = float(np.max(tr["loudness_db"])) + 3.0
     net = M.build_f0_ld(cfg)
     if args.init:
-        net.load_weights(os.path.join(args.init, "f0_ld_generator", "model.weights.h5"))
+        net.load_weights(os.path.join(args.init, "f0_ld_generator", CK.F0_LD))
     variables = net.trainable_variables
     opt = _optimizer(args.lr, args.steps)
     tfe = tf.constant(M.time_features()[None])
@@ -377,9 +355,7 @@ def f0_ld_generator(args) -> int:
     zgen_dir = os.path.join(args.models, "z_generator")
     use_zgen = os.path.exists(os.path.join(zgen_dir, "config.json"))
     if use_zgen:
-        post, zdec = M.build_z_posterior(cfg), M.build_z_decoder(cfg)
-        post.load_weights(os.path.join(zgen_dir, "z_posterior.weights.h5"))
-        zdec.load_weights(os.path.join(zgen_dir, "z_decoder.weights.h5"))
+        post, zdec = CK.load_z_generator(zgen_dir, cfg)
     else:
         log.warning("%s: no z_generator; training f0_ld_generator on encoder z only", zgen_dir)
     p_latent0 = 0.25
@@ -442,7 +418,7 @@ def f0_ld_generator(args) -> int:
                     validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
                     time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
     stage_dir = os.path.join(args.out, "f0_ld_generator")
-    M.save_weights(net, os.path.join(stage_dir, "model.weights.h5"))
+    M.save_weights(net, os.path.join(stage_dir, CK.F0_LD))
     M.write_config(stage_dir, {"model": cfg.to_dict(), "ld_min": ld_min, "ld_max": ld_max,
                                "tag_guidance": float(args.tag_guidance),
                                "training": _training_info(args, history, {"z_noise": z_noise,
@@ -469,10 +445,8 @@ def end_to_end(args) -> int:
     va = _load_split(args, VALID_SPLIT, cache, min(VALID_NOTES, args.limit or VALID_NOTES))
     z_tr, z_va = parts.z_norm(tr["features"]), parts.z_norm(va["features"])
     cfg = parts.cfg
-    post, zdec, f0ld = M.build_z_posterior(cfg), M.build_z_decoder(cfg), M.build_f0_ld(cfg)
-    post.load_weights(os.path.join(zdir, "z_posterior.weights.h5"))
-    zdec.load_weights(os.path.join(zdir, "z_decoder.weights.h5"))
-    f0ld.load_weights(os.path.join(fdir, "model.weights.h5"))
+    post, zdec = CK.load_z_generator(zdir, cfg)
+    f0ld = CK.load_f0_ld(fdir, cfg)
     ld_min, ld_max = float(fconf["ld_min"]), float(fconf["ld_max"])
     kl_w = float(zconf.get("kl_weight", args.kl_weight))
     decoder, synth = parts.decoder, parts.synth
@@ -598,11 +572,11 @@ def end_to_end(args) -> int:
     info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames, "p_latent0": p_latent0,
                                           "centroid_weight": centroid_w})
     zout = os.path.join(args.out, "z_generator")
-    M.save_weights(post, os.path.join(zout, "z_posterior.weights.h5"))
-    M.save_weights(zdec, os.path.join(zout, "z_decoder.weights.h5"))
+    M.save_weights(post, os.path.join(zout, CK.Z_POSTERIOR))
+    M.save_weights(zdec, os.path.join(zout, CK.Z_DECODER))
     M.write_config(zout, {**zconf, "end_to_end": info})
     fout = os.path.join(args.out, "f0_ld_generator")
-    M.save_weights(f0ld, os.path.join(fout, "model.weights.h5"))
+    M.save_weights(f0ld, os.path.join(fout, CK.F0_LD))
     M.write_config(fout, {**fconf, "end_to_end": info})
     _export(args, zout, "z_generator")
     _export(args, fout, "f0_ld_generator")
