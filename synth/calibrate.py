@@ -3,8 +3,10 @@
     sound-generator calibrate [--checkpoints DIR] [--target-dbfs -6] [--dry-run]
 
 The calibration point: velocity 127 at latent 0 (no tags) peaks at CALIBRATION_DBFS (-6 dBFS)
-over pitches CALIBRATION_PITCHES (36..84) and every source, as the median of those notes' peaks.
-The command renders those notes, and writes the gain that puts their median there into the
+over pitches CALIBRATION_PITCHES (36..84) and every source. Each pitch's level is the median peak
+of its three sources' notes; the gain centres the range of those per-pitch levels on -6 dBFS
+(the middle of the quietest and the loudest pitch), so that every pitch lands as close to it as
+one gain can put them. The command renders those notes, and writes that gain into the
 checkpoint's `ddsp_generator/config.json` (`output_gain_db`, with a `calibration` record: what
 was measured and when). The gain scales the synthesizer's amplitude and noise controls
 (`synth.models.scale_output`), so every path that renders (one-shot notes, `get_prediction`,
@@ -59,6 +61,7 @@ def measure_level(gen, pitches: Sequence[int] = CALIBRATION_PITCHES) -> dict[str
     median = float(np.median(peaks))
     return {
         "median_peak_dbfs": median,
+        "mid_range_dbfs": float(0.5 * (per_pitch.min() + per_pitch.max())),
         "min_peak_dbfs": float(peaks.min()),
         "max_peak_dbfs": float(peaks.max()),
         "per_source_median_dbfs": {s: float(np.median(peaks[i])) for i, s in enumerate(SOURCES)},
@@ -73,14 +76,15 @@ def measure_level(gen, pitches: Sequence[int] = CALIBRATION_PITCHES) -> dict[str
 
 
 def calibrate(checkpoint_dir: str, target_dbfs: float = CALIBRATION_DBFS, write: bool = True) -> dict[str, Any]:
-    """Measure, and (write=True) store the gain that puts the median peak at `target_dbfs`.
+    """Measure, and (write=True) store the gain that puts the middle of the per-pitch levels'
+    range at `target_dbfs`.
     Returns {'before': measure_level, 'output_gain_db': new gain, 'after': measure_level or None}."""
     from synth.generator import Generator
     from synth.models import read_config, write_config
 
     gen = Generator(checkpoint_dir)
     before = measure_level(gen)
-    gain_db = round(gen.output_gain_db + target_dbfs - before["median_peak_dbfs"], 2)
+    gain_db = round(gen.output_gain_db + target_dbfs - before["mid_range_dbfs"], 2)
     result: dict[str, Any] = {"before": before, "output_gain_db": gain_db, "after": None}
     if not write:
         return result
@@ -90,7 +94,7 @@ def calibrate(checkpoint_dir: str, target_dbfs: float = CALIBRATION_DBFS, write:
     config["calibration"] = {
         "target_dbfs": target_dbfs, "notes": f"velocity {CALIBRATION_VELOCITY}, latent 0, no tags, pitches "
                                             f"{CALIBRATION_PITCHES[0]}..{CALIBRATION_PITCHES[-1]}, every source",
-        "median_peak_dbfs_before": before["median_peak_dbfs"], "gain_before_db": before["output_gain_db"],
+        "mid_range_dbfs_before": before["mid_range_dbfs"], "gain_before_db": before["output_gain_db"],
         "calibrated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     write_config(ddsp_dir, config)
@@ -105,7 +109,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", default=None, metavar="DIR",
                         help="checkpoint directory to calibrate (default: the shipped checkpoints/)")
     parser.add_argument("--target-dbfs", type=float, default=CALIBRATION_DBFS,
-                        help=f"median peak of the calibration notes (default {CALIBRATION_DBFS:g})")
+                        help=f"where the per-pitch levels' range is centred (default {CALIBRATION_DBFS:g})")
     parser.add_argument("--dry-run", action="store_true", help="measure and print the gain, write nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
