@@ -293,23 +293,8 @@ def build_dataset(
         bar.close()
     render_s = time.perf_counter() - t_render
 
-    stale = [rec for key, rec in done.items() if rec.get("scorer_version") != SCORER_VERSION]
     t_rescore = time.perf_counter()
-    if stale:
-        logger.info("rescoring %d groups written by an older scorer", len(stale))
-        jobs = [(str(out), rec) for rec in stale]
-        bar = tqdm(total=len(jobs), unit="group", desc="rescore", disable=not progress)
-        if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
-                fresh = list(_progress(pool.imap(rescore_group, jobs, chunksize=8), bar))
-        else:
-            fresh = list(_progress(map(rescore_group, jobs), bar))
-        bar.close()
-        for rec in fresh:
-            done[rec["group"]] = rec
-        tmp = journal_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(rec) + "\n" for rec in done.values()))
-        os.replace(tmp, journal_path)
+    rescore_stale(out, done, journal_path, workers, progress)
     rescore_s = time.perf_counter() - t_rescore
 
     t_fin = time.perf_counter()
@@ -329,6 +314,30 @@ def build_dataset(
     meta["runs"].append({"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta["timing_s"]})
     build_path.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def rescore_stale(out: Path, done: dict, journal_path: Path, workers: int, progress: bool) -> None:
+    """Rescore (in place in `done`, keyed by group) the journalled groups an older scorer wrote,
+    then rewrite the journal whole (atomically). Single- and multi-SoundFont builds share it."""
+    stale = [rec for rec in done.values() if rec.get("scorer_version") != SCORER_VERSION]
+    if not stale:
+        return
+    from tqdm import tqdm
+
+    logger.info("rescoring %d groups written by an older scorer", len(stale))
+    jobs = [(str(out), rec) for rec in stale]
+    bar = tqdm(total=len(jobs), unit="group", desc="rescore", disable=not progress)
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            fresh = list(_progress(pool.imap(rescore_group, jobs, chunksize=8), bar))
+    else:
+        fresh = list(_progress(map(rescore_group, jobs), bar))
+    bar.close()
+    for rec in fresh:
+        done[rec["group"]] = rec
+    tmp = journal_path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(rec) + "\n" for rec in done.values()))
+    os.replace(tmp, journal_path)
 
 
 def _progress(iterable, bar):

@@ -258,22 +258,7 @@ def build_multi_dataset(
     render_s = time.perf_counter() - t_render
 
     t_rescore = time.perf_counter()
-    stale_scores = [rec for rec in done.values() if rec.get("scorer_version") != build.SCORER_VERSION]
-    if stale_scores:
-        import multiprocessing as mp
-
-        logger.info("rescoring %d groups written by an older scorer", len(stale_scores))
-        jobs = [(str(out), rec) for rec in stale_scores]
-        if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
-                fresh = list(pool.imap(build.rescore_group, jobs, chunksize=8))
-        else:
-            fresh = [build.rescore_group(j) for j in jobs]
-        for rec in fresh:
-            done[rec["group"]] = rec
-        tmp = journal_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(rec) + "\n" for rec in done.values()))
-        os.replace(tmp, journal_path)
+    build.rescore_stale(out, done, journal_path, workers, progress)
     rescore_s = time.perf_counter() - t_rescore
 
     t_fin = time.perf_counter()

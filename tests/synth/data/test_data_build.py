@@ -160,6 +160,22 @@ def test_resume_skips_done_groups_and_rerenders_identically(tiny, tmp_path):
         assert (out / split / "audio" / f"{n}.wav").read_bytes() == before[n]
 
 
+def test_groups_of_an_older_scorer_are_rescored_not_rerendered(tiny, tmp_path):
+    """A journal written by an older quality scorer: the next build rescores those groups from
+    their files (`build.rescore_stale`), renders nothing, and rewrites the journal whole."""
+    out, _ = tiny
+    journal = out / "work" / "notes.jsonl"
+    recs = [json.loads(line) for line in journal.read_text().splitlines()]
+    recs[0]["scorer_version"] = build.SCORER_VERSION - 1
+    journal.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    again = build.build_dataset(SF2, out, programs=PROGRAMS, pitches=PITCHES, velocities=VELOCITIES,
+                                workers=1, progress=False)
+    assert again["timing_s"]["groups_rendered_this_run"] == 0
+    after = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len(after) == len(recs) and all(r["scorer_version"] == build.SCORER_VERSION for r in after)
+    assert after[0]["notes"] == [{k: v for k, v in n.items()} for n in recs[0]["notes"]]
+
+
 def test_rendering_is_deterministic_and_borrowing_the_soundfont_changes_nothing():
     a = render.render_pitch(SF2, 0, 81, 60, [25, 127])
     b = render.render_pitch(SF2, 0, 81, 60, [25, 127])
