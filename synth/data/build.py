@@ -301,16 +301,18 @@ def build_dataset(
     summary = finalize(out, sf_path, [done[g.key] for g in groups])
     finalize_s = time.perf_counter() - t_fin
     meta.update(summary)
+    return write_build_record(build_path, meta, previous, {"calibration": calibration_s, "render_and_score": render_s,
+                                                          "rescore": rescore_s, "finalize": finalize_s},
+                              t_start, workers, len(todo))
+
+
+def write_build_record(build_path: Path, meta: dict, previous: dict | None, stage_s: dict[str, float],
+                       t_start: float, workers: int, rendered: int) -> dict:
+    """This run's timings into `meta` (and appended to its list of runs), written to build.json."""
     meta["runs"] = (previous or {}).get("runs", [])
-    meta["timing_s"] = {
-        "calibration": round(calibration_s, 1),
-        "render_and_score": round(render_s, 1),
-        "rescore": round(rescore_s, 1),
-        "finalize": round(finalize_s, 1),
-        "total_this_run": round(time.perf_counter() - t_start, 1),
-        "workers": workers,
-        "groups_rendered_this_run": len(todo),
-    }
+    meta["timing_s"] = {**{k: round(v, 1) for k, v in stage_s.items()},
+                        "total_this_run": round(time.perf_counter() - t_start, 1),
+                        "workers": workers, "groups_rendered_this_run": rendered}
     meta["runs"].append({"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta["timing_s"]})
     build_path.write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -268,19 +268,9 @@ def build_multi_dataset(
     meta.update(summary)
     meta["counts"].update(_set_counts(out, plan, records, inst_meta))
     meta["near_duplicates"] = _near_duplicate_summary(plan)
-    meta["runs"] = (previous or {}).get("runs", [])
-    meta["timing_s"] = {
-        "probe_and_plan": round(probe_s, 1),
-        "render_and_score": round(render_s, 1),
-        "rescore": round(rescore_s, 1),
-        "finalize": round(finalize_s, 1),
-        "total_this_run": round(time.perf_counter() - t_start, 1),
-        "workers": workers,
-        "groups_rendered_this_run": len(todo),
-    }
-    meta["runs"].append({"finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta["timing_s"]})
-    build_path.write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return build.write_build_record(build_path, meta, previous, {"probe_and_plan": probe_s, "render_and_score": render_s,
+                                                                "rescore": rescore_s, "finalize": finalize_s},
+                                    t_start, workers, len(todo))
 
 
 def _set_counts(out: Path, plan: list[dict], records: list[dict], inst_meta: dict) -> dict:
