@@ -361,7 +361,7 @@ class RenderedSample:
 def sample_from_meta(region: Region, meta: Mapping) -> "SampleInfo":
     loop = None if meta["loop"] is None else Loop(**meta["loop"])
     return SampleInfo(region.key, region.layer, region.lokey, region.hikey, region.lovel, region.hivel,
-                      region.file, loop, Release(**meta["release"]), float(meta["ampeg_release"]))
+                      loop, Release(**meta["release"]), float(meta["ampeg_release"]))
 
 
 def sample_id(note, sample_rate: int, model_version: str) -> str:
@@ -437,18 +437,13 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-@dataclass
-class SampleInfo:
-    key: int
-    layer: int
-    lokey: int
-    hikey: int
-    lovel: int
-    hivel: int
-    file: str
-    loop: Loop | None
-    release: Release
-    ampeg_release: float
+@dataclass(frozen=True)
+class SampleInfo(Region):
+    """A written sample: its region, and what the .sfz says of its loop and release."""
+
+    loop: Loop | None = None
+    release: Release | None = None
+    ampeg_release: float = 0.0
 
 
 @dataclass
