@@ -236,15 +236,17 @@ def held_loudness_db(audio: np.ndarray, sample_rate: int, start_s: float = 0.0,
     return float(np.mean(ld[int(start_s * 250) : int(end_s * 250)]))
 
 
-def release_time_s(audio: np.ndarray, sample_rate: int, off_s: float = 3.0, drop_db: float = 30.0,
-                   hop_s: float = 0.01) -> float:
-    """Seconds after the note-off (`off_s`) until the level (RMS of hop_s frames) first falls
-    `drop_db` below the note-off level (the median of the last 5 frames before it); inf when it
-    never does within the audio."""
-    hop = max(1, int(round(hop_s * sample_rate)))
-    n = len(audio) // hop
-    frames = np.asarray(audio[: n * hop], np.float64).reshape(n, hop)
-    level = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+def release_time_s(audio: np.ndarray, sample_rate: int, off_s: float = 3.0, drop_db: float = 30.0) -> float:
+    """Seconds after the note-off (`off_s`) until the level (`synth.envelope.level_db`, RMS of 10 ms
+    frames) first falls `drop_db` below the note-off level (the median of the last 5 frames before
+    it); inf when it never does within the audio. (The data set's long_release analyzer,
+    `synth.data.qualities.long_release_score`, measures the same fall on its smoothed envelope,
+    capped at the end of the file.)"""
+    from synth.envelope import HOP_S, level_db
+
+    hop_s = HOP_S
+    level = level_db(np.asarray(audio, np.float32), sample_rate)
+    n = len(level)
     off = int(round(off_s / hop_s))
     if not 5 <= off < n:
         raise ValueError(f"off_s: expected a time with 5 frames before it inside the audio, got {off_s}")
