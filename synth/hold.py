@@ -311,9 +311,11 @@ def decode_controls(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
     ld = np.asarray(loudness_db, np.float32).reshape(-1)
     zz = np.asarray(z, np.float32).reshape(-1, Z_DIM)
     amp, dist, noise = run(f0, ld, zz)
-    gain = np.float32(generator.output_gain)  # the output calibration, as the generator's graph
-    return {"f0_hz": f0, "amplitude": amp.numpy() * gain, "harmonic_distribution": dist.numpy(),
-            "noise_magnitudes": noise.numpy() * gain}
+    from synth.models import scale_output
+
+    # The output calibration, as the generator's graph applies it.
+    return scale_output({"f0_hz": f0, "amplitude": amp.numpy(), "harmonic_distribution": dist.numpy(),
+                         "noise_magnitudes": noise.numpy()}, generator.output_gain)
 
 
 class NumpyDecoder:
