@@ -49,10 +49,20 @@ releases        timbres at latent 0, velocity 100: 3 sources x 8 tag sets withou
                 Pass: >= 90 % of the timbres without the tag within 1 s, and in >= 80 % of the
                 pairs the tag makes it >= 1.5x longer with the held level (0.05-3 s) <= 3 dB lower
 realism         256 random test notes (--max-notes; 0 = all) generated with their attributes
-                (latent 0) vs the real note: loudness-envelope error (dB, floored at -80) and
-                spectral-centroid error (octaves); baseline = the training set's mean envelope
-                and centroid for that pitch and velocity. Pass: the generator's mean error
-                beats the baseline's, for each
+                (latent 0, the output calibration's gain taken off: the model's own level, at
+                the data's scale) vs the real note: loudness-envelope error (dB, floored at
+                -80), spectral-centroid error (octaves) and log-mel error (dB). Baselines: a
+                random instrument (a note of another test instrument at the same pitch and
+                velocity, picked at random; notes without one are counted) for all three, and
+                the training set's mean envelope and centroid for that pitch and velocity.
+                Pass: the generator's mean error beats the random instrument's on each measure
+                and the mean baseline's on envelope and centroid
+reach           48 test notes (--reach-notes; at most one per instrument while instruments
+                last), each rendered with 16 random knob settings (--reach-draws; uniform in
+                [-7, 7]^16; its pitch, velocity, source and qualities; gain off as for realism)
+                and compared (log-mel distance, dB) with up to 16 other test instruments' notes
+                at the same pitch and velocity. Pass: the mean over notes of the closest draw's
+                distance <= the mean of the nearest other instrument's, with >= 16 draws
 reconstruction  encoder + DDSP decoder autoencoding real notes (full 4 s, the data's f0 and
                 loudness): multi-scale spectral loss on 64 test vs 64 training notes (and, as
                 a scale, the loss of silence against the test notes). Pass: test loss <= 1.5 x
@@ -62,7 +72,8 @@ reconstruction  encoder + DDSP decoder autoencoding real notes (full 4 s, the da
 Output: a table, or with --json one JSON object on the last line of stdout (every metric, and
 ``pass`` per target: true, false or null where a target was skipped, e.g. no train split);
 --out DIR also writes DIR/eval.json with per-note details. --figures DIR writes spectrogram
-PNGs (`synth.figures`); --model-card PATH writes the model card from these results (or from
+PNGs (`synth.figures`), and from the realism and reach details the loudness envelopes and the
+timbre map; --model-card PATH writes the model card from these results (or from
 --from-json FILE without evaluating again). The exit status is 0 when the evaluation ran,
 whatever the verdicts (--strict: 1 when a target fails).
 """
@@ -90,7 +101,11 @@ from synth.units import SAMPLE_RATE
 log = logging.getLogger("synth.evaluate")
 
 TARGETS = ("pitch", "velocity", "dynamics", "tags", "latent", "knobs", "level", "releases", "realism",
-           "reconstruction")
+           "reach", "reconstruction")
+# Each target's random stream, in the order the targets were added: a new target does not change
+# the notes another target samples.
+RNG_STREAMS = ("pitch", "velocity", "dynamics", "tags", "latent", "knobs", "level", "releases", "realism",
+               "reconstruction", "reach")
 # Targets that render from the model alone (no --data needed).
 DATA_FREE_TARGETS = ("latent", "knobs", "level", "releases")
 TARGET_TAGS = ("bright", "dark", "percussive", "fast_decay", "long_release")
@@ -128,6 +143,19 @@ RELEASE_MIN_FRACTION = 0.90
 LONG_RELEASE_GROWTH = 1.5
 LONG_RELEASE_MAX_HELD_DROP_DB = 3.0
 LONG_RELEASE_MIN_FRACTION = 0.80
+# realism: the baselines each measure must beat (mean errors); loudness curves kept for the
+# envelope picture (this many notes, every REALISM_CURVE_STEP-th frame).
+REALISM_MUST_BEAT = {"envelope_error": ("random instrument", "mean baseline"),
+                     "centroid_error": ("random instrument", "mean baseline"),
+                     "log_mel_error": ("random instrument",)}
+REALISM_CURVE_NOTES = 8
+REALISM_CURVE_STEP = 5
+# reach: knob draws per note (a verdict needs at least REACH_MIN_DRAWS), and the pass rule: mean
+# closest draw <= REACH_MAX_RATIO x mean nearest other real instrument (log-mel distance, dB).
+REACH_DRAWS = 16
+REACH_MIN_DRAWS = 16
+REACH_NOTES = 48
+REACH_MAX_RATIO = 1.0
 
 
 def _pitch_range(text: str) -> tuple[int, int]:
@@ -173,6 +201,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated targets to run (default all: {','.join(TARGETS)})")
     parser.add_argument("--max-notes", type=int_at_least("--max-notes", 0), default=256, metavar="N",
                         help="realism: test notes compared with their generated twin (0 = all; default 256)")
+    parser.add_argument("--reach-notes", type=int_at_least("--reach-notes", 1), default=REACH_NOTES, metavar="N",
+                        help=f"reach: test notes (default {REACH_NOTES})")
+    parser.add_argument("--reach-draws", type=int_at_least("--reach-draws", 1), default=REACH_DRAWS, metavar="N",
+                        help=f"reach: random knob settings per note, and other instruments compared (default "
+                             f"{REACH_DRAWS}; fewer than {REACH_MIN_DRAWS} runs but cannot pass)")
     parser.add_argument("--recon-notes", type=int_at_least("--recon-notes", 0), default=64, metavar="N",
                         help="reconstruction: notes per split (default 64)")
     parser.add_argument("--pitch-range", type=_pitch_range, default=(24, 96), metavar="A-B",
@@ -256,6 +289,52 @@ def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     if k == 0 or k >= n:
         return np.arange(n)
     return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def key_groups(data: dict) -> dict[tuple[int, int], np.ndarray]:
+    """Indices of the split's notes per (pitch, velocity)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, key in enumerate(zip(np.asarray(data["pitch"]).tolist(), np.asarray(data["velocity"]).tolist())):
+        groups.setdefault(key, []).append(j)
+    return {k: np.asarray(v, np.int64) for k, v in groups.items()}
+
+
+def other_instruments(data: dict, groups: dict, i: int, n: int, rng: np.random.Generator) -> tuple[list[int], int]:
+    """Notes of up to n other instruments at note i's pitch and velocity, the instruments picked at
+    random (one note each, at random where an instrument has several); and how many there were."""
+    inst = np.asarray(data["instrument"])
+    pool = groups[(int(data["pitch"][i]), int(data["velocity"][i]))]
+    pool = pool[inst[pool] != inst[i]]
+    others = np.unique(inst[pool])
+    chosen = []
+    for k in rng.permutation(len(others))[:n]:
+        cand = pool[inst[pool] == others[k]]
+        chosen.append(int(cand[rng.integers(len(cand))]) if len(cand) > 1 else int(cand[0]))
+    return chosen, len(others)
+
+
+def spread_notes(data: dict, groups: dict, n: int, rng: np.random.Generator) -> list[int]:
+    """n random notes that have another instrument at their pitch and velocity, at most one per
+    instrument until every instrument has one, then a second each, and so on."""
+    inst = np.asarray(data["instrument"])
+    has_other = np.zeros(len(inst), bool)
+    for idx in groups.values():
+        if len(np.unique(inst[idx])) > 1:
+            has_other[idx] = True
+    per_inst = {int(k): list(rng.permutation(np.flatnonzero(has_other & (inst == k))))
+                for k in rng.permutation(np.unique(inst[has_other]))}
+    out: list[int] = []
+    while len(out) < n and any(per_inst.values()):
+        for notes in per_inst.values():
+            if notes and len(out) < n:
+                out.append(int(notes.pop()))
+    return out
+
+
+def at_data_scale(gen, audio: np.ndarray | None) -> np.ndarray | None:
+    """A rendered note with the output calibration's gain taken off: the model's own level, at
+    the data's scale (the data set's notes are compared with it)."""
+    return None if audio is None else np.asarray(audio, np.float64) * 10.0 ** (-gen.output_gain_db / 20.0)
 
 
 def _rounded(x: Any, digits: int = 5) -> Any:
@@ -573,6 +652,11 @@ def _baseline_subset(train: dict, keys: set[tuple[int, int]], rng: np.random.Gen
     return np.unique(np.concatenate(chosen))
 
 
+def _thin(ld) -> list[float] | None:
+    """A loudness curve (250 frames/s) at every REALISM_CURVE_STEP-th frame, to 0.1 dB."""
+    return None if ld is None else [round(float(x), 1) for x in np.asarray(ld)[::REALISM_CURVE_STEP]]
+
+
 def eval_realism(gen, test: dict, train: dict | None, rng: np.random.Generator,
                  max_notes: int) -> tuple[dict, dict]:
     from synth.fast_render import compute_loudness_db
@@ -585,45 +669,146 @@ def eval_realism(gen, test: dict, train: dict | None, rng: np.random.Generator,
     train_centroids = [metrics.spectral_centroid_hz(train["audio"][int(i)], SAMPLE_RATE) for i in sub]
     baseline = metrics.NaiveBaseline.fit(train["pitch"][sub], train["velocity"][sub],
                                          np.asarray(train["loudness_db"][sub]), train_centroids)
-    rows = []
+    groups = key_groups(test)
+    partner = {}
+    for i in idx:
+        chosen, _ = other_instruments(test, groups, int(i), 1, rng)
+        partner[int(i)] = chosen[0] if chosen else None
+    nan = float("nan")
+    rows, curves, pictured = [], [], set()
     for start in range(0, len(idx), 64):
         chunk = idx[start : start + 64]
         notes = [note_of(test, int(i)) for i in chunk]
         for i, p, a in zip(chunk, notes, render_checked(gen, notes)):
+            a, j = at_data_scale(gen, a), partner[int(i)]
             real = test["audio"][int(i)]
             ld_real = np.asarray(test["loudness_db"][int(i)])
             c_real = metrics.spectral_centroid_hz(real, SAMPLE_RATE)
+            mel_real = metrics.log_mel_db(real, SAMPLE_RATE)
             env_b, c_b = baseline.predict(p.pitch, p.velocity)
-            if a is None:
-                env_g, c_g = float("nan"), float("nan")
-            else:
-                env_g = metrics.envelope_error_db(compute_loudness_db(a, SAMPLE_RATE, frame_rate=250), ld_real)
-                c_g = metrics.centroid_error_octaves(metrics.spectral_centroid_hz(a, SAMPLE_RATE), c_real)
-            rows.append({"note_str": str(test["note_str"][int(i)]), "pitch": p.pitch, "velocity": p.velocity,
-                         "envelope_error_db": env_g, "envelope_error_db_baseline":
-                         metrics.envelope_error_db(env_b, ld_real),
-                         "centroid_error_oct": c_g,
-                         "centroid_error_oct_baseline": metrics.centroid_error_octaves(c_b, c_real)})
+            ld_g = None if a is None else compute_loudness_db(a, SAMPLE_RATE, frame_rate=250)
+            row = {"note_str": str(test["note_str"][int(i)]), "pitch": p.pitch, "velocity": p.velocity,
+                   "random_note_str": None if j is None else str(test["note_str"][j])}
+            row["envelope_error_db"] = nan if a is None else metrics.envelope_error_db(ld_g, ld_real)
+            row["envelope_error_db_baseline"] = metrics.envelope_error_db(env_b, ld_real)
+            row["envelope_error_db_random"] = nan if j is None else metrics.envelope_error_db(
+                test["loudness_db"][j], ld_real)
+            row["centroid_error_oct"] = nan if a is None else metrics.centroid_error_octaves(
+                metrics.spectral_centroid_hz(a, SAMPLE_RATE), c_real)
+            row["centroid_error_oct_baseline"] = metrics.centroid_error_octaves(c_b, c_real)
+            row["centroid_error_oct_random"] = nan if j is None else metrics.centroid_error_octaves(
+                metrics.spectral_centroid_hz(test["audio"][j], SAMPLE_RATE), c_real)
+            row["log_mel_error_db"] = nan if a is None else metrics.spectral_distance_db(
+                metrics.log_mel_db(a, SAMPLE_RATE), mel_real)
+            row["log_mel_error_db_random"] = nan if j is None else metrics.spectral_distance_db(
+                metrics.log_mel_db(test["audio"][j], SAMPLE_RATE), mel_real)
+            rows.append(row)
+            # For the envelope picture (synth.figures): one note each of the first instruments met.
+            if len(curves) < REALISM_CURVE_NOTES and int(test["instrument"][int(i)]) not in pictured:
+                pictured.add(int(test["instrument"][int(i)]))
+                curves.append({"note_str": row["note_str"], "pitch": p.pitch, "velocity": p.velocity,
+                               "random_note_str": row["random_note_str"], "frame_rate": 250 / REALISM_CURVE_STEP,
+                               "real": _thin(ld_real), "generated": _thin(ld_g),
+                               "random": _thin(None if j is None else test["loudness_db"][j])})
 
     def col(k):
         return np.array([r[k] for r in rows], np.float64)
 
-    out: dict[str, Any] = {"n_notes": len(rows), "n_baseline_train_notes": int(len(sub))}
+    paired = np.array([r["random_note_str"] is not None for r in rows], bool)
+    out: dict[str, Any] = {"n_notes": len(rows), "n_baseline_train_notes": int(len(sub)),
+                           "n_notes_without_random": int(np.sum(~paired)),
+                           "output_gain_db_removed": float(gen.output_gain_db)}
     ok = True
-    for name, unit in (("envelope_error", "db"), ("centroid_error", "oct")):
-        g, b = col(f"{name}_{unit}"), col(f"{name}_{unit}_baseline")
+    for name, unit in (("envelope_error", "db"), ("centroid_error", "oct"), ("log_mel_error", "db")):
+        g = col(f"{name}_{unit}")
         # A note the generator could not render (non-finite) counts as an infinite error.
         g_filled = np.where(np.isfinite(g), g, np.inf)
-        mean_g = float(np.mean(g_filled))
-        out[name] = {"unit": "dB" if unit == "db" else "octaves", "generated_mean": mean_g,
-                     "baseline_mean": float(np.nanmean(b)), "generated_median": float(np.median(g_filled)),
-                     "baseline_median": float(np.nanmedian(b)),
-                     "fraction_notes_beating_baseline": float(np.mean(g_filled < b)),
-                     "pass": bool(mean_g < np.nanmean(b))}
-        ok &= out[name]["pass"]
+        mean_g = float(np.mean(g_filled)) if rows else nan
+        r = {"unit": "dB" if unit == "db" else "octaves", "generated_mean": mean_g,
+             "generated_median": float(np.median(g_filled)) if rows else nan}
+        # Against the random instrument: on the notes that have one.
+        rnd, g_p = col(f"{name}_{unit}_random")[paired], g_filled[paired]
+        r.update({"random_mean": float(np.mean(rnd)) if len(rnd) else nan,
+                  "random_median": float(np.median(rnd)) if len(rnd) else nan,
+                  "generated_mean_with_random": float(np.mean(g_p)) if len(g_p) else nan,
+                  "fraction_notes_beating_random": float(np.mean(g_p < rnd)) if len(rnd) else nan,
+                  "beats_random": bool(len(rnd) and np.mean(g_p) < np.mean(rnd))})
+        passed = r["beats_random"]
+        if "mean baseline" in REALISM_MUST_BEAT[name]:
+            b = col(f"{name}_{unit}_baseline")
+            r.update({"baseline_mean": float(np.nanmean(b)) if rows else nan,
+                      "baseline_median": float(np.nanmedian(b)) if rows else nan,
+                      "fraction_notes_beating_baseline": float(np.mean(g_filled < b)) if rows else nan,
+                      "beats_baseline": bool(rows and mean_g < np.nanmean(b))})
+            passed = passed and r["beats_baseline"]
+        r["pass"] = bool(passed)
+        out[name] = r
+        ok &= r["pass"]
+    out["limits"] = {"must_beat": {k: list(v) for k, v in REALISM_MUST_BEAT.items()}}
     out["pass"] = bool(ok and rows)
     # Column-wise: one list per field (thousands of notes with the full split).
-    return out, {"notes": {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}}
+    return out, {"notes": {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}, "curves": curves}
+
+
+def _mel_vector(mel: np.ndarray) -> list[float]:
+    """A log-mel spectrogram averaged over time, rounded (for the timbre map)."""
+    return [round(float(x), 1) for x in np.mean(mel, axis=0)]
+
+
+def eval_reach(gen, test: dict, rng: np.random.Generator, n_notes: int, n_draws: int) -> tuple[dict, dict]:
+    groups = key_groups(test)
+    idx = spread_notes(test, groups, n_notes, rng)
+    if not idx:
+        return {"skipped": "no test note has another instrument at its pitch and velocity", "pass": None}, {}
+    inst = np.asarray(test["instrument"])
+    rows, mels = [], {"real": [], "nearest_real": [], "generated": []}
+    per_batch = max(1, 64 // n_draws)
+    for start in range(0, len(idx), per_batch):
+        chunk = idx[start : start + per_batch]
+        latents = [rng.uniform(LATENT_MIN, LATENT_MAX, (n_draws, LATENT_DIM)) for _ in chunk]
+        notes = [note_of(test, i, latent=[float(x) for x in lat]) for i, lats in zip(chunk, latents) for lat in lats]
+        audio = [at_data_scale(gen, a) for a in render_checked(gen, notes)]
+        for k, i in enumerate(chunk):
+            mel_real = metrics.log_mel_db(test["audio"][i], SAMPLE_RATE)
+            gen_mels = [None if a is None else metrics.log_mel_db(a, SAMPLE_RATE)
+                        for a in audio[k * n_draws : (k + 1) * n_draws]]
+            d_gen = np.array([np.inf if m is None else metrics.spectral_distance_db(m, mel_real) for m in gen_mels])
+            d_gen = np.where(np.isfinite(d_gen), d_gen, np.inf)
+            others, n_available = other_instruments(test, groups, i, n_draws, rng)
+            other_mels = [metrics.log_mel_db(test["audio"][j], SAMPLE_RATE) for j in others]
+            d_real = np.array([metrics.spectral_distance_db(m, mel_real) for m in other_mels])
+            best, nearest = int(np.argmin(d_gen)), int(np.argmin(d_real))
+            rows.append({"note_str": str(test["note_str"][i]), "instrument": int(inst[i]),
+                         "pitch": int(test["pitch"][i]), "velocity": int(test["velocity"][i]),
+                         "best_generated_db": float(d_gen[best]), "best_draw": best,
+                         "best_latent": [round(float(x), 3) for x in latents[k][best]],
+                         "nearest_real_db": float(d_real[nearest]),
+                         "nearest_real_note_str": str(test["note_str"][others[nearest]]),
+                         "n_others_available": n_available, "n_others_used": len(others),
+                         "n_non_finite_draws": int(np.sum(~np.isfinite(d_gen))),
+                         "draw_distances_db": d_gen.tolist(), "other_distances_db": d_real.tolist()})
+            mels["real"].append(_mel_vector(mel_real))
+            mels["nearest_real"].append(_mel_vector(other_mels[nearest]))
+            mels["generated"].append([None if m is None else _mel_vector(m) for m in gen_mels])
+
+    best = np.array([r["best_generated_db"] for r in rows])
+    nearest = np.array([r["nearest_real_db"] for r in rows])
+    used = np.array([r["n_others_used"] for r in rows])
+    measured_ok = bool(np.mean(best) <= REACH_MAX_RATIO * np.mean(nearest))
+    summary = {
+        "n_notes": len(rows), "n_instruments": len({r["instrument"] for r in rows}), "n_draws": n_draws,
+        "latent_range": [LATENT_MIN, LATENT_MAX],
+        "best_generated_mean_db": float(np.mean(best)), "best_generated_median_db": float(np.median(best)),
+        "nearest_real_mean_db": float(np.mean(nearest)), "nearest_real_median_db": float(np.median(nearest)),
+        "fraction_generated_at_least_as_close": float(np.mean(best <= nearest)),
+        "mean_others_used": float(np.mean(used)), "n_notes_with_fewer_others": int(np.sum(used < n_draws)),
+        "n_non_finite_draws": int(sum(r["n_non_finite_draws"] for r in rows)),
+        "output_gain_db_removed": float(gen.output_gain_db),
+        "too_few_draws": n_draws < REACH_MIN_DRAWS,
+        "limits": {"min_draws": REACH_MIN_DRAWS, "max_ratio": REACH_MAX_RATIO},
+        "pass": bool(measured_ok and n_draws >= REACH_MIN_DRAWS),
+    }
+    return summary, {"notes": {k: [r[k] for r in rows] for k in rows[0]}, "mel_mean_db": mels}
 
 
 def eval_reconstruction(checkpoint_dir: str, test: dict, train: dict | None, rng: np.random.Generator,
@@ -726,7 +911,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
                      "pitch_repeats": args.pitch_repeats,
                      "velocity_combos": args.velocity_combos, "tag_pairs": args.tag_pairs,
                      "latent_dims": list(args.latent_dims), "latent_steps": args.latent_steps,
-                     "knob_points": args.knob_points, "dynamics_notes": args.dynamics_notes},
+                     "knob_points": args.knob_points, "dynamics_notes": args.dynamics_notes,
+                     "reach_notes": args.reach_notes, "reach_draws": args.reach_draws},
         "hardware": _hardware(),
         "evaluated_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "targets": {},
@@ -738,7 +924,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
         t0 = time.perf_counter()
         # One generator per target, seeded from the run's seed: a target's sample does not
         # depend on which other targets ran.
-        rng = np.random.default_rng([args.seed, TARGETS.index(target)])
+        rng = np.random.default_rng([args.seed, RNG_STREAMS.index(target)])
         if target == "pitch":
             lo, hi = args.pitch_range
             pitches = list(range(lo, hi + 1, max(1, args.pitch_step))) * max(1, args.pitch_repeats)
@@ -759,6 +945,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict]:
             s, d = eval_releases(gen)
         elif target == "realism":
             s, d = eval_realism(gen, test, train, rng, args.max_notes)
+        elif target == "reach":
+            s, d = eval_reach(gen, test, rng, args.reach_notes, args.reach_draws)
         else:
             s, d = eval_reconstruction(checkpoint_dir, test, train, rng, args.recon_notes)
         s["seconds"] = round(time.perf_counter() - t0, 1)
@@ -809,7 +997,8 @@ def run(args: argparse.Namespace) -> int:
         per_dim = report.get("targets", {}).get("latent", {}).get("per_dim", {})
         moving = {int(d): r["endpoint_distance_db"] or 0.0 for d, r in per_dim.items()}
         dim = max(moving, key=moving.get) if moving else 0
-        pictures = figures.write_figures(args.checkpoints or report.get("checkpoints"), fig_dir, latent_dim=dim)
+        pictures = figures.write_figures(args.checkpoints or report.get("checkpoints"), fig_dir, latent_dim=dim,
+                                         details=details)
         if args.model_card:
             figures.write_model_card(report, args.model_card, pictures)
     if args.json:

@@ -9,6 +9,13 @@ log-mel spectrograms (64 mel bands, 30 Hz-8 kHz, dB re full scale) as PNGs:
 * ``velocities.png``    acoustic, pitch 60, velocities 25, 50, 75, 100, 127;
 * ``latent_sweep.png``  pitch 60, velocity 100, acoustic: one latent dimension at -7 .. +7.
 
+and, from an evaluation's per-note details (`details`, as `synth.evaluate` returns them or
+eval.json holds them; a picture whose target did not run is skipped):
+
+* ``envelopes.png``     realism: real, generated (latent 0) and random-instrument loudness curves;
+* ``timbre_map.png``    reach: the time-averaged log-mel spectra of real test notes, their nearest
+                        other instruments and the knob draws, on two principal axes.
+
 `write_model_card(report, path, pictures)` fills `MODEL_CARD_TEMPLATE` with an evaluation
 report (`synth.evaluate`), the checkpoints' training records (their config.json files) and the
 pictures, linking checkpoints/RECIPE.md for the recipe.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import time
 from typing import Sequence
@@ -29,7 +37,22 @@ from synth.report import card_rows, fmt_value
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
 from synth.units import SAMPLE_RATE
 
+log = logging.getLogger("synth.figures")
+
 BASE = NoteParams(pitch=60, velocity=100, source="acoustic")
+# The pictures drawn from an evaluation's details (from which target's), and what the model card
+# says under each.
+PICTURE_TARGETS = {"envelopes": "realism", "timbre_map": "reach"}
+CAPTIONS = {
+    "envelopes": "Loudness curves of test notes from instruments never trained on: the real note (black), "
+                 "the generator's note with the same pitch, velocity, source and tags at latent 0 (orange; the "
+                 "output calibration's gain taken off), and a random other test instrument's note at the same "
+                 "pitch and velocity (grey), the baseline it must beat.",
+    "timbre_map": "Each note's log-mel spectrum averaged over time, on the two principal axes of all the "
+                  "points: the reach target's real test notes, the nearest other test instrument at the same "
+                  "pitch and velocity, and the generator's random knob settings for the same note; lines join "
+                  "each real note to its closest draw and to its nearest other instrument.",
+}
 
 
 def _spectrogram_grid(panels: Sequence[tuple[str, np.ndarray]], path: str, title: str, ncols: int = 5) -> str:
@@ -66,8 +89,105 @@ def _spectrogram_grid(panels: Sequence[tuple[str, np.ndarray]], path: str, title
     return path
 
 
-def write_figures(checkpoint_dir: str | None, out_dir: str, latent_dim: int = 0) -> dict[str, str]:
-    """Render the example notes and write the PNGs; returns {name: path}."""
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=72)
+    _pyplot().close(fig)
+    return path
+
+
+def _instrument(note_str: str) -> str:
+    """The instrument part of an NSynth note name (name-PPP-VVV)."""
+    return note_str.rsplit("-", 2)[0]
+
+
+def draw_envelopes(realism: dict, path: str, floor_db: float = metrics.ENVELOPE_FLOOR_DB) -> str:
+    """realism details ("curves") -> envelopes.png."""
+    plt = _pyplot()
+    curves = realism["curves"]
+    ncols = min(4, len(curves))
+    nrows = -(-len(curves) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.6 * nrows), squeeze=False, sharex=True, sharey=True)
+    for ax, c in zip(axes.flat, curves):
+        t = np.arange(len(c["real"])) / c["frame_rate"]
+        if c["random"] is not None:
+            ax.plot(t, np.maximum(c["random"], floor_db), color="0.55", lw=1.0, alpha=0.7,
+                    label="random other instrument")
+        if c["generated"] is not None:
+            ax.plot(t, np.maximum(c["generated"], floor_db), color="tab:orange", lw=1.3, label="generated (latent 0)")
+        ax.plot(t, np.maximum(c["real"], floor_db), color="k", lw=1.3, label="real test note")
+        ax.axvline(metrics.NOTE_OFF_S, color="0.3", lw=0.6, ls="--")
+        ax.set_title(f"{_instrument(c['note_str'])}\npitch {c['pitch']}, velocity {c['velocity']}", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("loudness (dB)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle("Loudness envelopes, unseen test instruments: real vs generated vs a random other instrument "
+                 f"(floored at {floor_db:g} dB; note-off dashed)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return _save(fig, path)
+
+
+def draw_timbre_map(reach: dict, path: str) -> str:
+    """reach details ("mel_mean_db") -> timbre_map.png: PCA (SVD) of the time-averaged log-mel vectors."""
+    plt = _pyplot()
+    mel = reach["mel_mean_db"]
+    real, near = np.asarray(mel["real"], np.float64), np.asarray(mel["nearest_real"], np.float64)
+    draws = [[d for d in per_note if d is not None] for per_note in mel["generated"]]
+    best = reach["notes"]["best_draw"]
+    gen_all = np.asarray([d for per_note in draws for d in per_note], np.float64).reshape(-1, real.shape[1])
+    points = np.concatenate([real, near, gen_all])
+    mean = points.mean(axis=0)
+    _, sv, vt = np.linalg.svd(points - mean, full_matrices=False)
+    share = sv**2 / np.sum(sv**2)
+
+    def proj(x):
+        return (np.asarray(x, np.float64) - mean) @ vt[:2].T
+
+    p_real, p_near, p_gen = proj(real), proj(near), proj(gen_all)
+    fig, ax = plt.subplots(figsize=(8.5, 6.5))
+    ax.scatter(p_gen[:, 0], p_gen[:, 1], s=10, color="tab:orange", alpha=0.35, lw=0,
+               label=f"generated: random knob settings ({len(gen_all)})")
+    for k, per_note in enumerate(mel["generated"]):
+        b = per_note[best[k]]
+        if b is None:
+            continue
+        pb = proj([b])[0]
+        ax.plot([p_real[k, 0], pb[0]], [p_real[k, 1], pb[1]], color="tab:orange", lw=0.8, alpha=0.8)
+        ax.plot([p_real[k, 0], p_near[k, 0]], [p_real[k, 1], p_near[k, 1]], color="tab:blue", lw=0.8, alpha=0.6)
+        ax.scatter([pb[0]], [pb[1]], s=30, color="tab:orange", edgecolor="k", lw=0.5, zorder=3,
+                   label="closest draw to the real note" if k == 0 else None)
+    ax.scatter(p_near[:, 0], p_near[:, 1], s=36, marker="^", color="tab:blue", edgecolor="k", lw=0.5, zorder=3,
+               label="nearest other test instrument (same pitch, velocity)")
+    ax.scatter(p_real[:, 0], p_real[:, 1], s=40, color="k", zorder=4, label=f"real test note ({len(real)})")
+    ax.set_xlabel(f"principal axis 1 ({share[0]:.0%} of the variance)")
+    ax.set_ylabel(f"principal axis 2 ({share[1]:.0%} of the variance)")
+    ax.set_title(f"Timbre map: time-averaged log-mel spectra (64 bands, dB), {len(real)} unseen test notes, "
+                 f"{len(draws[0]) if draws else 0} knob draws each", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_figures(checkpoint_dir: str | None, out_dir: str, latent_dim: int = 0,
+                  details: dict | None = None) -> dict[str, str]:
+    """Render the example notes and write the PNGs; with an evaluation's `details`, also the
+    pictures drawn from them (`CAPTIONS`). Returns {name: path}."""
     from synth.generator import get_generator
 
     gen = get_generator(checkpoint_dir)
@@ -94,6 +214,13 @@ def write_figures(checkpoint_dir: str | None, out_dir: str, latent_dim: int = 0)
         ncols = 4 if name == "qualities" else 5
         out[name] = _spectrogram_grid(list(zip([label for label, _ in items], audio)),
                                       os.path.join(out_dir, f"{name}.png"), title, ncols)
+    details = details or {}
+    for name, key, draw in (("envelopes", "curves", draw_envelopes), ("timbre_map", "mel_mean_db", draw_timbre_map)):
+        target = PICTURE_TARGETS[name]
+        if details.get(target, {}).get(key):
+            out[name] = draw(details[target], os.path.join(out_dir, f"{name}.png"))
+        else:
+            log.info("%s.png not drawn: no %s details in this evaluation", name, target)
     return out
 
 
@@ -224,7 +351,8 @@ def _command(report: dict) -> str:
     st = report.get("settings", {})
     flags = {"--max-notes": st.get("max_notes"), "--recon-notes": st.get("recon_notes"),
              "--pitch-repeats": st.get("pitch_repeats"), "--velocity-combos": st.get("velocity_combos"),
-             "--tag-pairs": st.get("tag_pairs"), "--latent-steps": st.get("latent_steps"), "--seed": st.get("seed")}
+             "--tag-pairs": st.get("tag_pairs"), "--latent-steps": st.get("latent_steps"),
+             "--reach-notes": st.get("reach_notes"), "--reach-draws": st.get("reach_draws"), "--seed": st.get("seed")}
     data = _shown(report.get("data", "DIR"))
     parts = [f"sound-generator evaluate --data {data}"] + [f"{k} {v}" for k, v in flags.items() if v is not None]
     return " ".join(parts)
@@ -247,7 +375,12 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
         tag_section = "\n".join(lines)
     pics = []
     for name, p in (pictures or {}).items():
-        pics.append(f"**{name.replace('_', ' ')}**\n\n![{name}]({_rel(p, path)})\n")
+        caption = f"{CAPTIONS[name]}\n\n" if name in CAPTIONS else ""
+        pics.append(f"**{name.replace('_', ' ')}**\n\n{caption}![{name}]({_rel(p, path)})\n")
+    for name, target in PICTURE_TARGETS.items():
+        if pictures and name not in pictures:
+            pics.append(f"**{name.replace('_', ' ')}**: not drawn (no per-note details of the {target} target "
+                        f"in this evaluation).\n")
     for loss in sorted(glob.glob(os.path.join(checkpoint_dir, "**", "loss*.png"), recursive=True)):
         pics.append(f"**training loss: {os.path.relpath(loss, checkpoint_dir)}**\n\n![loss]({_rel(loss, path)})\n")
     text = MODEL_CARD_TEMPLATE.format(

@@ -95,15 +95,42 @@ def target_rows(t: dict) -> list[Row]:
     if "realism" in t:
         r = t["realism"]
         if "skipped" in r:
-            rows.append(Row("realism", r["skipped"], "beats the baseline", None))
+            rows.append(Row("realism", r["skipped"], "beats the baselines", None))
         else:
-            for name, label in (("envelope_error", "loudness envelope error"), ("centroid_error", "centroid error")):
-                e = r[name]
+            must_beat = r.get("limits", {}).get("must_beat", {})
+            alone = f", {r['n_notes_without_random']} notes without one" if r.get("n_notes_without_random") else ""
+            for name, label in (("envelope_error", "loudness envelope error"), ("centroid_error", "centroid error"),
+                                ("log_mel_error", "log-mel error")):
+                if name not in r:  # a report from before the measure
+                    continue
+                e, parts = r[name], []
+                if "random_mean" in e:
+                    parts.append(f"a random other test instrument {fmt_value(e['random_mean'], '.3f')} (beaten on "
+                                 f"{fmt_value(e['fraction_notes_beating_random'], '.0%')} of notes{alone})")
+                if "baseline_mean" in e:
+                    parts.append(f"the training mean {fmt_value(e['baseline_mean'], '.3f')} (beaten on "
+                                 f"{fmt_value(e['fraction_notes_beating_baseline'], '.0%')})")
                 rows.append(Row(f"realism: {label} ({r['n_notes']} notes)",
-                                f"{fmt_value(e['generated_mean'], '.3f')} {e['unit']} vs the naive baseline "
-                                f"{fmt_value(e['baseline_mean'], '.3f')} (beats it on "
-                                f"{fmt_value(e['fraction_notes_beating_baseline'], '.0%')} of notes)",
-                                "below the baseline", e["pass"]))
+                                f"generated {fmt_value(e['generated_mean'], '.3f')} {e['unit']} (median "
+                                f"{fmt_value(e['generated_median'], '.3f')}) vs " + ", ".join(parts),
+                                "mean below " + " and ".join(must_beat.get(name, ["the baseline"])), e["pass"]))
+    if "reach" in t:
+        r = t["reach"]
+        if "skipped" in r:
+            rows.append(Row("reach", r["skipped"], "closest draw as close as the nearest other instrument", None))
+        else:
+            lim = r["limits"]
+            few = f"; only {r['n_draws']} draws, fewer than {lim['min_draws']}: no verdict" if r["too_few_draws"] else ""
+            ratio = "" if lim["max_ratio"] == 1.0 else f"{lim['max_ratio']:g} x "
+            rows.append(Row(f"reach ({r['n_notes']} notes of {r['n_instruments']} instruments, {r['n_draws']} knob draws each)",
+                            f"closest draw {fmt_value(r['best_generated_mean_db'])} dB log-mel (median "
+                            f"{fmt_value(r['best_generated_median_db'])}) vs nearest of "
+                            f"{fmt_value(r['mean_others_used'], '.0f')} other test instruments "
+                            f"{fmt_value(r['nearest_real_mean_db'])} (median {fmt_value(r['nearest_real_median_db'])}); "
+                            f"as close or closer on {fmt_value(r['fraction_generated_at_least_as_close'], '.0%')} of notes"
+                            f"{few}",
+                            f"mean closest draw <= {ratio}mean nearest other instrument, >= {lim['min_draws']} draws",
+                            r["pass"]))
     if "reconstruction" in t:
         r = t["reconstruction"]
         if r["pass"] is None:

@@ -87,9 +87,11 @@ def test_cli_help_and_errors_without_tensorflow():
         "assert 'tensorflow' not in sys.modules, 'evaluate --help must not load TensorFlow'\n"
         "args = p.parse_args(['evaluate', '--data', 'D', '--only', 'pitch,latent', '--latent-dims', '0,15'])\n"
         "assert args.only == ('pitch', 'latent') and args.latent_dims == (0, 15)\n"
+        "assert (args.reach_draws, args.reach_notes) == (16, 48)\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
-    for bad in (["--only", "pitch,nonsense"], ["--latent-dims", "16"], ["--pitch-range", "96-24"]):
+    for bad in (["--only", "pitch,nonsense"], ["--latent-dims", "16"], ["--pitch-range", "96-24"],
+                ["--reach-draws", "0"]):
         r = subprocess.run([sys.executable, "-m", "synth.cli", "evaluate", "--data", "D", *bad],
                            cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 2 and bad[0] in r.stderr
@@ -189,7 +191,8 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     argv = ["evaluate", "--data", str(tiny_data), "--checkpoints", str(checkpoints), "--json", "--out", str(out),
             "--pitch-range", "36-84", "--pitch-step", "12", "--pitch-repeats", "1", "--velocity-combos", "3",
             "--tag-pairs", "2", "--latent-dims", "0,5", "--latent-steps", "9", "--max-notes", "6",
-            "--recon-notes", "4", "--knob-points", "6", "--model-card", str(card)]
+            "--recon-notes", "4", "--knob-points", "6", "--reach-notes", "3", "--reach-draws", "4",
+            "--model-card", str(card)]
     assert main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     report = json.loads(last)
@@ -226,6 +229,11 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
     for name in ("envelope_error", "centroid_error"):
         assert t["realism"][name]["baseline_mean"] >= 0.0
         assert t["realism"][name]["generated_mean"] >= 0.0
+    assert t["realism"]["n_notes_without_random"] == 0  # two test programs at every pitch and velocity
+    assert t["realism"]["log_mel_error"]["random_mean"] > 0.0
+    rc = t["reach"]
+    assert rc["n_notes"] == 3 and rc["n_instruments"] == 2 and rc["n_draws"] == 4 and rc["mean_others_used"] == 1
+    assert rc["too_few_draws"] is True and rc["pass"] is False
     r = t["reconstruction"]
     assert r["n_test_notes"] == 4 and r["n_train_notes"] == 4
     assert r["test_loss_of_silence_mean"] > 0
@@ -243,7 +251,8 @@ def test_evaluate_smoke_run(tiny_data, checkpoints, tmp_path, capsys):
         assert -80.0 < c["data_peak_dbfs"] < 0.0
     assert len(saved["details"]["latent"]["sweeps"]["0"]["step_distances_db"]) == 8
     assert len(saved["details"]["realism"]["notes"]["envelope_error_db"]) == 6
-    for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep"):
+    assert len(saved["details"]["reach"]["mel_mean_db"]["generated"]) == 3
+    for name in ("sources", "qualities", "pitches", "velocities", "latent_sweep", "envelopes", "timbre_map"):
         png = card.parent / "figures" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     text = card.read_text()
@@ -291,3 +300,169 @@ def test_evaluate_data_free_targets_need_no_data(capsys):
 
     assert main(["evaluate", "--only", "knobs,realism"]) == 2
     assert "--data DIR is required" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# realism's random-instrument baseline and the reach target, on stand-in data and generators.
+
+
+def tone(pitch: int, velocity: int, kind: int) -> np.ndarray:
+    """A 4 s test note: kind 0 a sine, 1 with two overtones, 2 with eight and a faster decay."""
+    from synth.units import SAMPLE_RATE
+
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    f = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
+    harmonics = {0: [1.0], 1: [1.0, 0.5, 0.3], 2: [1.0 / k for k in range(1, 9)]}[kind]
+    x = sum(a * np.sin(2 * np.pi * f * k * t) for k, a in enumerate(harmonics, 1))
+    env = np.exp(-t * (0.5 + 2.0 * (kind == 2))) * np.where(t < 3.0, 1.0, np.exp(-(t - 3.0) * 10.0))
+    return (0.2 * velocity / 127 * env * x / len(harmonics)).astype(np.float32)
+
+
+def fake_audio_split(rows: list[tuple[int, int, int, int]]) -> dict:
+    """A split of (instrument, pitch, velocity, kind) notes with audio and loudness curves."""
+    from synth.fast_render import compute_loudness_db
+    from synth.units import SAMPLE_RATE
+
+    data = fake_split([r[1] for r in rows], [r[2] for r in rows])
+    data["instrument"] = np.array([r[0] for r in rows], np.int32)
+    data["note_str"] = np.array([f"inst{r[0]}-{r[1]:03d}-{r[2]:03d}" for r in rows])
+    data["audio"] = np.stack([tone(r[1], r[2], r[3]) for r in rows])
+    data["loudness_db"] = np.stack([compute_loudness_db(a, SAMPLE_RATE, frame_rate=250) for a in data["audio"]])
+    return data
+
+
+class ToneGenerator:
+    """Renders `tone`: of kind `kind`, or chosen by latent[0] (-7..7 in three bands) when kind is None,
+    plus white noise of amplitude `noise`; at `gain_db` (the output calibration, which the
+    evaluation takes off)."""
+
+    def __init__(self, kind: int | None = 0, gain_db: float = 6.0, noise: float = 0.0):
+        self.kind, self.output_gain_db, self.noise = kind, gain_db, noise
+
+    def render_batch(self, notes, sample_rate):
+        out, rng = [], np.random.default_rng(0)
+        for p in notes:
+            kind = self.kind if self.kind is not None else int(np.digitize(p.latent_sample[0], [-7 / 3, 7 / 3]))
+            a = tone(p.pitch, p.velocity, kind) + self.noise * rng.uniform(-1, 1, 4 * sample_rate)
+            out.append((a * 10.0 ** (self.output_gain_db / 20.0)).astype(np.float32))
+        return out
+
+
+# Test instruments 1 (kind 0), 2 (kind 1), 3 (kind 2) at pitches 60 and 64; instrument 1 alone at 72.
+TEST_ROWS = [(i, p, 100, i - 1) for i in (1, 2, 3) for p in (60, 64)] + [(1, 72, 100, 0)]
+
+
+def test_other_instruments_never_pick_the_same_instrument():
+    rng = np.random.default_rng(3)
+    n = 300
+    data = fake_split(rng.integers(60, 63, n), rng.choice([50, 100], n))
+    data["instrument"] = rng.integers(0, 12, n).astype(np.int32)  # several notes per instrument and key
+    groups = evaluate.key_groups(data)
+    for i in rng.integers(0, n, 100):
+        same_key = (data["pitch"] == data["pitch"][i]) & (data["velocity"] == data["velocity"][i])
+        expected = set(data["instrument"][same_key].tolist()) - {int(data["instrument"][i])}
+        for k in (1, 4, 50):
+            chosen, available = evaluate.other_instruments(data, groups, int(i), k, rng)
+            insts = [int(data["instrument"][j]) for j in chosen]
+            assert available == len(expected) and len(chosen) == min(k, len(expected))
+            assert len(set(insts)) == len(insts) and set(insts) <= expected
+            assert all(same_key[j] for j in chosen)
+
+
+def test_spread_notes_one_per_instrument_first():
+    rng = np.random.default_rng(0)
+    data = fake_split([60, 60, 62, 62, 60, 62, 60, 70], [100] * 8)
+    data["instrument"] = np.array([1, 1, 1, 2, 2, 3, 4, 1], np.int32)  # the note at 70 has no other instrument
+    groups = evaluate.key_groups(data)
+    for _ in range(20):
+        four = evaluate.spread_notes(data, groups, 4, rng)
+        assert sorted(data["instrument"][four].tolist()) == [1, 2, 3, 4]
+        every = evaluate.spread_notes(data, groups, 20, rng)
+        assert sorted(every) == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_realism_random_instrument_baseline():
+    test = fake_audio_split(TEST_ROWS)
+    train = fake_audio_split([(9, p, 100, 1) for p in (60, 64, 72)])
+    summary, details = evaluate.eval_realism(ToneGenerator(kind=0), test, train, np.random.default_rng(0), 0)
+    notes = details["notes"]
+    assert summary["n_notes"] == 7 and summary["n_notes_without_random"] == 1
+    for name, rnd in zip(notes["note_str"], notes["random_note_str"]):
+        if name == "inst1-072-100":
+            assert rnd is None
+        else:  # another instrument, the same pitch and velocity
+            assert rnd.split("-")[0] != name.split("-")[0] and rnd.split("-")[1:] == name.split("-")[1:]
+    # The generator plays instrument 1 exactly once its output gain is off.
+    for k, name in enumerate(notes["note_str"]):
+        if name.startswith("inst1-"):
+            assert notes["log_mel_error_db"][k] < 0.01 and notes["envelope_error_db"][k] < 0.01
+        else:
+            assert notes["log_mel_error_db"][k] > 0.5
+    for name in ("envelope_error", "centroid_error", "log_mel_error"):
+        r = summary[name]
+        assert r["pass"] == (r["beats_random"] and r.get("beats_baseline", True))
+        assert r["random_mean"] > 0.0 and 0.0 <= r["fraction_notes_beating_random"] <= 1.0
+    assert "baseline_mean" in summary["envelope_error"] and "baseline_mean" not in summary["log_mel_error"]
+    assert summary["pass"] == all(summary[n]["pass"] for n in evaluate.REALISM_MUST_BEAT)
+    curves = details["curves"]
+    # One curve per instrument: the first note met of each.
+    assert len(curves[0]["real"]) == 1000 // evaluate.REALISM_CURVE_STEP
+    insts = [c["note_str"].split("-")[0] for c in curves]
+    assert len(insts) == len(set(insts)) == len({n.split("-")[0] for n in notes["note_str"]})
+
+
+def run_reach(gen, draws):
+    test = fake_audio_split(TEST_ROWS)
+    return evaluate.eval_reach(gen, test, np.random.default_rng(1), 6, draws)
+
+
+def test_reach_passes_when_a_draw_matches_and_fails_otherwise():
+    # Knobs that reach every instrument's timbre: some draw matches each note exactly.
+    s, d = run_reach(ToneGenerator(kind=None), 16)
+    assert s["n_notes"] == 6 and s["n_instruments"] == 3 and s["n_draws"] == 16
+    assert s["best_generated_mean_db"] < 0.01 < s["nearest_real_mean_db"]
+    assert s["pass"] is True and s["fraction_generated_at_least_as_close"] == 1.0
+    assert d["notes"]["n_others_available"] == [2] * 6 and s["n_notes_with_fewer_others"] == 6
+    assert "inst1-072-100" not in d["notes"]["note_str"]  # no other instrument there
+    mel = d["mel_mean_db"]
+    assert len(mel["real"]) == 6 and len(mel["generated"][0]) == 16 and len(mel["real"][0]) == 64
+    # A generator that hisses whatever the knobs: the other instruments are nearer.
+    s, _ = run_reach(ToneGenerator(kind=None, noise=0.01), 16)
+    assert s["best_generated_mean_db"] > s["nearest_real_mean_db"] and s["pass"] is False
+    # Too few draws: measured, but no pass.
+    s, _ = run_reach(ToneGenerator(kind=None), 4)
+    assert s["too_few_draws"] is True and s["pass"] is False
+    assert s["best_generated_mean_db"] <= s["nearest_real_mean_db"]
+
+
+def test_new_measures_in_the_report_and_pictures(tmp_path):
+    from synth import figures
+    from synth.report import format_table
+
+    test = fake_audio_split(TEST_ROWS)
+    train = fake_audio_split([(9, p, 100, 1) for p in (60, 64, 72)])
+    realism, realism_d = evaluate.eval_realism(ToneGenerator(kind=0), test, train, np.random.default_rng(0), 0)
+    reach, reach_d = run_reach(ToneGenerator(kind=None), 4)
+    report = evaluate._clean({"model_version": "abc", "data": "D", "split": "test", "n_split_notes": 7,
+                              "n_split_instruments": 3, "split_instruments_unseen_in_train": True, "seconds": 1.0,
+                              "targets": {"realism": realism, "reach": reach}, "pass": False})
+    table = format_table(report)
+    for label in ("loudness envelope error", "centroid error", "log-mel error"):
+        assert f"realism: {label} (7 notes)" in table
+    assert "[target: mean below random instrument and mean baseline]" in table
+    assert "[target: mean below random instrument]" in table  # log-mel: no mean baseline
+    assert "1 notes without one" in table
+    assert "reach (6 notes of 3 instruments, 4 knob draws each)" in table
+    assert f"only 4 draws, fewer than {evaluate.REACH_MIN_DRAWS}: no verdict" in table
+    assert f">= {evaluate.REACH_MIN_DRAWS} draws" in table
+    details = evaluate._clean({"realism": realism_d, "reach": reach_d})
+    env = figures.draw_envelopes(details["realism"], str(tmp_path / "envelopes.png"))
+    tm = figures.draw_timbre_map(details["reach"], str(tmp_path / "timbre_map.png"))
+    for path in (env, tm):
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    card = tmp_path / "MODEL_CARD.md"
+    figures.write_model_card({**report, "checkpoints": str(tmp_path / "ck")}, str(card), {"envelopes": env})
+    text = card.read_text()
+    assert "![envelopes](envelopes.png)" in text and figures.CAPTIONS["envelopes"] in text
+    assert "**timbre map**: not drawn (no per-note details of the reach target" in text
+    assert "| reach (6 notes" in text
