@@ -22,6 +22,21 @@ from synth.cli import int_list
 from synth.training.stages import DEFAULTS, STAGES
 
 
+# The tags the generators learn well enough that guidance helps (checkpoints/RECIPE.md, step 4:
+# guiding the others as well made the spectral centroids less realistic).
+GUIDED_TAGS = ("bright", "dark", "percussive", "fast_decay", "long_release")
+
+
+def _tags(text: str) -> list[str]:
+    from synth.params import QUALITIES
+
+    tags = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tags if t not in QUALITIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"--guided-tags: unknown tags {unknown}; allowed: {', '.join(QUALITIES)}")
+    return tags
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split("\n\n")[0]
     parser.epilog = "\n\n".join(__doc__.split("\n\n")[1:])
@@ -44,6 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--programs", type=lambda t: int_list("--programs", t, 0, 127), default=None,
                         help="train (and validate) only on these GM programs, e.g. 0-95,104-111 "
                              "(default: every note of the split)")
+    parser.add_argument("--pitches", type=lambda t: int_list("--pitches", t, 0, 127), default=None,
+                        help="train (and validate) only on notes of these MIDI pitches, e.g. 24-96 "
+                             "(default: every pitch)")
     parser.add_argument("--limit", type=int, default=None, help="use only this many notes per split (quick runs)")
     parser.add_argument("--cache", default=None, help="feature cache directory (default: OUT/../cache)")
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: TF's choice)")
@@ -54,8 +72,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--z-l2", type=float, default=1e-2,
                         help="autoencoder: weight of the mean square of z (keeps its scale near 1)")
     parser.add_argument("--tag-guidance", type=float, default=2.0,
-                        help="f0_ld_generator: strength of the quality tags at inference, stored in its "
-                             "config.json (1 = as trained; 2 doubles the tagged-vs-untagged difference)")
+                        help="f0_ld_generator: strength of the guided quality tags on the timbre (z) at "
+                             "inference, stored in its config.json (1 = as trained; 2 doubles the "
+                             "tagged-vs-untagged difference)")
+    parser.add_argument("--tag-guidance-loudness", type=float, default=1.0,
+                        help="f0_ld_generator: the same on the loudness curve (default 1: none; the "
+                             "envelope tags are enforced by rules, synth.envelope)")
+    parser.add_argument("--guided-tags", type=_tags, default=list(GUIDED_TAGS), metavar="LIST",
+                        help="f0_ld_generator: the tags guidance strengthens (default "
+                             f"{','.join(GUIDED_TAGS)}: the ones the model learns; the others pass as trained)")
     parser.add_argument("--reverb-decay", type=float, default=None, metavar="DB_PER_S",
                         help="autoencoder: the learned reverb's fixed decay envelope in dB/s (default "
                              "synth.models.REVERB_DECAY_DB_PER_S, 60; 0: none, as the shipped weights)")

@@ -61,11 +61,13 @@ def _take(d: dict, idx: np.ndarray, n: int) -> None:
 
 
 def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | None = None,
-         progress: bool = True, programs: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+         progress: bool = True, programs: Sequence[int] | None = None,
+         pitches: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """One split with conditioning, cents and (cached) encoder features. See the module doc.
 
     programs: keep only the notes of these GM programs (of every SoundFont set), after the features are
     loaded, so the whole split's feature cache serves every selection.
+    pitches: likewise, keep only the notes of these MIDI pitches.
     """
     from synth.data.reader import load_split
 
@@ -96,14 +98,17 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
             os.replace(tmp, path)
     else:
         d["features"] = compute_features(d["audio"], progress=progress)
-    if programs is not None:
-        # By GM program: in a multi-SoundFont data set the instrument id is unique per (set,
-        # bank, program) and the example's "program" field holds the GM program.
-        idx = np.flatnonzero(np.isin(d["program"], np.asarray(list(programs))))
+    for field, plural, values in (("program", "programs", programs), ("pitch", "pitches", pitches)):
+        if values is None:
+            continue
+        # Programs by the GM program field: in a multi-SoundFont data set the instrument id is
+        # unique per (set, bank, program).
+        idx = np.flatnonzero(np.isin(d[field], np.asarray(list(values))))
         if len(idx) == 0:
-            raise ValueError(f"{data_dir}: split {split!r} holds no notes of programs {_ranges(programs)}")
-        log.info("%s: %d of %d notes from programs %s", split, len(idx), n, _ranges(programs))
+            raise ValueError(f"{data_dir}: split {split!r} holds no notes of {plural} {_ranges(values)}")
+        log.info("%s: %d of %d notes from %s %s", split, len(idx), n, plural, _ranges(values))
         _take(d, idx, n)
+        n = len(idx)
     return d
 
 

@@ -67,7 +67,8 @@ def _cache_dir(args) -> str:
 
 def _load_split(args, split: str, cache: str, limit: int | None) -> dict:
     """One split as the stages train on it (`synth.training.data.load` with the run's options)."""
-    return D.load(args.data, split, cache, limit=limit, progress=not args.no_progress, programs=args.programs)
+    return D.load(args.data, split, cache, limit=limit, progress=not args.no_progress, programs=args.programs,
+                  pitches=args.pitches)
 
 
 def _export(args, stage_dir: str, name: str) -> None:
@@ -78,6 +79,30 @@ def _export(args, stage_dir: str, name: str) -> None:
                 shutil.rmtree(dest)
             shutil.copytree(stage_dir, dest)
             log.info("exported %s -> %s", stage_dir, dest)
+
+
+def _fit(args, title: str, models: dict, optimizer, variables, step_fn, next_batch, validate):
+    """Every stage's training loop (`synth.training.loop.train`) under the run's options."""
+    return train(out_dir=args.out, title=title, models=models, optimizer=optimizer,
+                 trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
+                 steps=args.steps, seed=args.seed, resume=args.resume,
+                 checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+                 validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
+                 time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+
+
+def _save(args, name: str, files: dict[str, Any], config: dict[str, Any]) -> None:
+    """A finished model into OUT/<name>/ in the layout of checkpoints/ (weights by file name, the
+    learned reverb by `checkpoint.SYNTH`, then config.json), copied to --export when asked."""
+    stage_dir = os.path.join(args.out, name)
+    for file, model in files.items():
+        path = os.path.join(stage_dir, file)
+        if file == CK.SYNTH:
+            M.save_synth(model, path)
+        else:
+            M.save_weights(model, path)
+    M.write_config(stage_dir, config)
+    _export(args, stage_dir, name)
 
 
 def _training_info(args, history, extra: dict | None = None) -> dict[str, Any]:
@@ -92,6 +117,8 @@ def _training_info(args, history, extra: dict | None = None) -> dict[str, Any]:
         "final_train_losses_mean_last_50": final,
         "final_valid_losses": history.valid[-1][1] if history.valid else {},
         "data": os.path.abspath(args.data),
+        "programs": args.programs,
+        "pitches": args.pitches,
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     info.update(extra or {})
@@ -187,13 +214,7 @@ def autoencoder(args) -> int:
         return {"spectral": float(np.sum(losses) / (2 * n_va))}
 
     models = {"encoder": encoder, "decoder": decoder, "synth": M.SynthSaver(synth)}
-    history = train(out_dir=args.out, title="autoencoder", models=models, optimizer=opt,
-                    trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
-                    steps=args.steps, seed=args.seed, resume=args.resume,
-                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                    validate=validate, validate_every=args.validate_every,
-                    progress=not args.no_progress,
-                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+    history = _fit(args, "autoencoder", models, opt, variables, step_fn, next_batch, validate)
 
     # Statistics of z over the training notes: the generators work on standardised z.
     z = encoder.predict(feats_tr, batch_size=256, verbose=0)
@@ -202,14 +223,9 @@ def autoencoder(args) -> int:
                     # Floor: a dimension the encoder barely uses stays ~0 after standardising
                     # instead of becoming amplified noise the generators would have to model.
                     z_std=M.as_float_list(np.maximum(z.reshape(-1, M.Z_DIM).std(0), 0.05)))
-    stage_dir = os.path.join(args.out, "ddsp_generator")
-    M.save_weights(encoder, os.path.join(stage_dir, CK.ENCODER))
-    M.save_weights(decoder, os.path.join(stage_dir, CK.DECODER))
-    M.save_synth(synth, os.path.join(stage_dir, CK.SYNTH))
-    M.write_config(stage_dir, {"model": cfg.to_dict(), "stats": asdict(stats),
-                               "training": _training_info(args, history, {"crop_frames": n_frames,
-                                                                          "z_noise": z_noise, "z_l2": z_l2})})
-    _export(args, stage_dir, "ddsp_generator")
+    _save(args, "ddsp_generator", {CK.ENCODER: encoder, CK.DECODER: decoder, CK.SYNTH: synth},
+          {"model": cfg.to_dict(), "stats": asdict(stats),
+           "training": _training_info(args, history, {"crop_frames": n_frames, "z_noise": z_noise, "z_l2": z_l2})})
     return 0
 
 
@@ -298,18 +314,11 @@ def z_generator(args) -> int:
         recon, kl, prior = eval_step(z_va, c_va)
         return {"recon": float(recon), "kl": float(kl), "recon_latent0": float(prior)}
 
-    history = train(out_dir=args.out, title="z_generator", models={"z_posterior": post, "z_decoder": zdec},
-                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
-                    steps=args.steps, seed=args.seed, resume=args.resume,
-                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
-                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
-    stage_dir = os.path.join(args.out, "z_generator")
-    M.save_weights(post, os.path.join(stage_dir, CK.Z_POSTERIOR))
-    M.save_weights(zdec, os.path.join(stage_dir, CK.Z_DECODER))
-    M.write_config(stage_dir, {"model": cfg.to_dict(), "kl_weight": kl_w, "knob_radius": M.KNOB_RADIUS,
-                               "training": _training_info(args, history)})
-    _export(args, stage_dir, "z_generator")
+    history = _fit(args, "z_generator", {"z_posterior": post, "z_decoder": zdec}, opt, variables, step_fn,
+                   next_batch, validate)
+    _save(args, "z_generator", {CK.Z_POSTERIOR: post, CK.Z_DECODER: zdec},
+          {"model": cfg.to_dict(), "kl_weight": kl_w, "knob_radius": M.KNOB_RADIUS,
+           "training": _training_info(args, history)})
     return 0
 
 
@@ -411,20 +420,16 @@ def f0_ld_generator(args) -> int:
         ld_loss, cents_loss = eval_step(va["cond"], z_va, va["loudness_db"], va["cents"])
         return {"loudness": float(ld_loss), "cents": float(cents_loss)}
 
-    history = train(out_dir=args.out, title="f0_ld_generator", models={"f0_ld_generator": net},
-                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
-                    steps=args.steps, seed=args.seed, resume=args.resume,
-                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
-                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
-    stage_dir = os.path.join(args.out, "f0_ld_generator")
-    M.save_weights(net, os.path.join(stage_dir, CK.F0_LD))
-    M.write_config(stage_dir, {"model": cfg.to_dict(), "ld_min": ld_min, "ld_max": ld_max,
-                               "tag_guidance": float(args.tag_guidance),
-                               "training": _training_info(args, history, {"z_noise": z_noise,
-                                                                          "z_source": "z_generator" if use_zgen else "encoder",
-                                                                          "p_latent0": p_latent0})})
-    _export(args, stage_dir, "f0_ld_generator")
+    history = _fit(args, "f0_ld_generator", {"f0_ld_generator": net}, opt, variables, step_fn, next_batch,
+                   validate)
+    _save(args, "f0_ld_generator", {CK.F0_LD: net},
+          {"model": cfg.to_dict(), "ld_min": ld_min, "ld_max": ld_max,
+           # Inference settings, read by synth.generator.
+           "tag_guidance_z": float(args.tag_guidance),
+           "tag_guidance_loudness": float(args.tag_guidance_loudness),
+           "guided_tags": list(args.guided_tags),
+           "training": _training_info(args, history, {"z_noise": z_noise, "p_latent0": p_latent0,
+                                                      "z_source": "z_generator" if use_zgen else "encoder"})})
     return 0
 
 
@@ -562,24 +567,12 @@ def end_to_end(args) -> int:
         return {"spectral": sums[0] / (2 * n_va), "regulariser": sums[1] / (2 * n_va),
                 "spectral_latent0": sums[2] / (2 * n_va)}
 
-    history = train(out_dir=args.out, title="end_to_end",
-                    models={"z_posterior": post, "z_decoder": zdec, "f0_ld_generator": f0ld},
-                    optimizer=opt, trainable_variables=variables, step_fn=step_fn, next_batch=next_batch,
-                    steps=args.steps, seed=args.seed, resume=args.resume,
-                    checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                    validate=validate, validate_every=args.validate_every, progress=not args.no_progress,
-                    time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
+    history = _fit(args, "end_to_end", {"z_posterior": post, "z_decoder": zdec, "f0_ld_generator": f0ld}, opt,
+                   variables, step_fn, next_batch, validate)
     info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames, "p_latent0": p_latent0,
                                           "centroid_weight": centroid_w})
-    zout = os.path.join(args.out, "z_generator")
-    M.save_weights(post, os.path.join(zout, CK.Z_POSTERIOR))
-    M.save_weights(zdec, os.path.join(zout, CK.Z_DECODER))
-    M.write_config(zout, {**zconf, "end_to_end": info})
-    fout = os.path.join(args.out, "f0_ld_generator")
-    M.save_weights(f0ld, os.path.join(fout, CK.F0_LD))
-    M.write_config(fout, {**fconf, "end_to_end": info})
-    _export(args, zout, "z_generator")
-    _export(args, fout, "f0_ld_generator")
+    _save(args, "z_generator", {CK.Z_POSTERIOR: post, CK.Z_DECODER: zdec}, {**zconf, "end_to_end": info})
+    _save(args, "f0_ld_generator", {CK.F0_LD: f0ld}, {**fconf, "end_to_end": info})
     return 0
 
 

@@ -90,6 +90,30 @@ def test_autoencoder_loss_goes_down(trained):
     assert len(conf["stats"]["z_mean"]) == 16 and conf["training"]["steps"] == 30
 
 
+def test_f0_ld_generator_writes_the_inference_settings(trained):
+    """The shipped guidance settings come from the training command, not from a hand edit."""
+    from synth.generator import Generator
+
+    with open(os.path.join(trained["models"], "f0_ld_generator", "config.json")) as f:
+        conf = json.load(f)
+    assert conf["tag_guidance_z"] == 2.0 and conf["tag_guidance_loudness"] == 1.0
+    assert conf["guided_tags"] == ["bright", "dark", "percussive", "fast_decay", "long_release"]
+    assert "tag_guidance" not in conf
+    gen = Generator(trained["models"])
+    assert (gen.tag_guidance_z, gen.tag_guidance_loudness) == (2.0, 1.0)
+    assert gen.guided_tags == conf["guided_tags"]
+
+
+def test_guided_tags_option_names_the_allowed_tags(capsys):
+    from synth.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "f0_ld_generator", "--data", "x", "--out", "y", "--guided-tags", "bright,shiny"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--guided-tags" in err and "shiny" in err and "long_release" in err
+
+
 def test_z_generator_loss_goes_down(trained):
     assert_goes_down(trained["zg"], "recon")
     assert_run_artifacts(trained["zg"])
@@ -148,6 +172,26 @@ def test_programs_filter_keeps_only_those_instruments(tiny_data, tmp_path):
     assert len(os.listdir(cache)) == 1
     with pytest.raises(ValueError, match="no notes of programs 2-4,9"):
         D.load(tiny_data, "train", cache, progress=False, programs=[2, 3, 4, 9])
+
+
+def test_pitches_filter_keeps_only_those_pitches(tiny_data, tmp_path):
+    from synth.training import data as D
+
+    cache = str(tmp_path / "cache")
+    full = D.load(tiny_data, "train", cache, progress=False)
+    pitches = sorted(set(int(p) for p in full["pitch"]))
+    assert len(pitches) >= 2
+    kept = D.load(tiny_data, "train", cache, progress=False, pitches=pitches[:1])
+    assert set(int(p) for p in kept["pitch"]) == {pitches[0]}
+    rows = np.flatnonzero(np.asarray(full["pitch"]) == pitches[0])
+    np.testing.assert_array_equal(kept["features"], full["features"][rows])
+    np.testing.assert_array_equal(kept["audio"][-1], full["audio"][rows[-1]])
+    programs = sorted(set(int(p) for p in full["program"]))
+    both = D.load(tiny_data, "train", cache, progress=False, programs=programs[:1], pitches=pitches[:1])
+    sel = (np.asarray(full["pitch"]) == pitches[0]) & (np.asarray(full["program"]) == programs[0])
+    assert len(both["pitch"]) == int(sel.sum()) > 0
+    with pytest.raises(ValueError, match="no notes of pitches 127"):
+        D.load(tiny_data, "train", cache, progress=False, pitches=[127])
 
 
 def test_programs_filter_subsets_every_per_note_array(tiny_data, tmp_path):
