@@ -288,11 +288,13 @@ Overall: **{overall}**.
 
 ## Limitations
 
-- Trained only on notes rendered from one General MIDI SoundFont (FluidR3_GM), not on recorded
-  instruments; timbres outside that palette are out of reach.
+- Trained only on notes rendered from {training_soundfonts}, not on
+  recorded instruments; timbres outside that palette are out of reach.
 - Quality tags are measured by heuristics (`synth/data/qualities.py`), so the tag conditioning
   is only as meaningful as those analyzers.
-- Notes are fixed-length (4 s, note-off at 3 s); a longer hold is not modelled.
+- The networks generate 4 s notes (note-off at 3 s). A longer hold (`render --hold`, the live
+  voices) is built in control space from those curves (`synth.hold`): its sustain is extended
+  from the generated held part, not generated anew.
 """
 
 
@@ -306,25 +308,68 @@ def _shown(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+def _build_record(data_dir: str | None) -> dict | None:
+    path = os.path.join(data_dir or "", "build.json")
+    if not data_dir or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _sets_table(b: dict) -> list[str]:
+    """The SoundFonts of a multi-set build (`dataset build --sets`), with packages and licences."""
+    per_set = b.get("counts", {}).get("per_set", {})
+    rows = ["| set | file | Debian package | licence | instruments train / valid / test | notes train / valid / test |",
+            "|---|---|---|---|---|---|"]
+    for st in b.get("sets", []):
+        c = per_set.get(st.get("tag"), {})
+        ins, notes = c.get("instruments_per_split", {}), c.get("notes_per_split", {})
+        rows.append(f"| {st.get('tag')} | {st.get('file')} | {st.get('package')} ({st.get('package_version')}) | "
+                    f"{st.get('licence')} | {' / '.join(str(ins.get(k, 0)) for k in ('train', 'valid', 'test'))} | "
+                    f"{' / '.join(str(notes.get(k, 0)) for k in ('train', 'valid', 'test'))} |")
+    return rows
+
+
 def _data_section(data_dir: str, report: dict) -> str:
-    lines = [f"Evaluation data set `{_shown(data_dir)}` (NSynth layout), split by instrument (GM program "
-             f"p: test if p % 10 == 0, valid if p % 10 == 5, else train)."]
-    build = os.path.join(data_dir, "build.json")
-    if os.path.isfile(build):
-        with open(build) as f:
-            b = json.load(f)
-        sf = b.get("soundfont", {})
-        counts = b.get("counts", {})
-        lines.append(f"Rendered with FluidSynth from `{os.path.basename(sf.get('path', '?'))}`: "
-                     f"{len(b.get('programs', []))} programs, pitches {min(b.get('pitches', [0]))}-"
-                     f"{max(b.get('pitches', [0]))}, velocities {b.get('velocities', '?')}, 16 kHz, 4 s notes.")
-        if counts:
-            lines.append(f"Notes per split: {counts.get('per_split')}; instruments per split: "
-                         f"{counts.get('instruments_per_split')}; per source: {counts.get('per_source')}.")
+    b = _build_record(data_dir)
+    if b is None:
+        return (f"Evaluation data set `{_shown(data_dir)}` (NSynth layout): {report.get('n_train_instruments')} "
+                f"training instruments; {report.get('n_split_notes')} {report.get('split')} notes of "
+                f"{report.get('n_split_instruments')} instruments.")
+    counts = b.get("counts", {})
+    pitches = b.get("pitches", [0])
+    common = (f"pitches {min(pitches)}-{max(pitches)}{' (even)' if len(pitches) < max(pitches) - min(pitches) else ''}, "
+              f"velocities {b.get('velocities', '?')}, 16 kHz, 4 s notes (3 s held + 1 s release).")
+    if b.get("kind") == "multi":
+        lines = [f"Evaluation data set `{_shown(data_dir)}` (NSynth layout), rendered with FluidSynth from "
+                 f"{len(b.get('sets', []))} freely licensed General MIDI SoundFonts that Debian ships; {common} "
+                 f"Split by instrument ({b.get('split_rule')}), so near-duplicate presets never straddle splits.", "",
+                 *_sets_table(b), ""]
     else:
-        lines.append(f"{report.get('n_train_instruments')} training instruments; {report.get('n_split_notes')} "
-                     f"{report.get('split')} notes of {report.get('n_split_instruments')} instruments.")
+        sf = b.get("soundfont", {})
+        lines = [f"Evaluation data set `{_shown(data_dir)}` (NSynth layout), split by instrument (GM program "
+                 f"p: test if p % 10 == 0, valid if p % 10 == 5, else train), rendered with FluidSynth from "
+                 f"`{os.path.basename(sf.get('path', '?'))}`: {len(b.get('programs', []))} programs, {common}"]
+    if counts:
+        lines.append(f"Notes per split: {counts.get('per_split')}; instruments per split: "
+                     f"{counts.get('instruments_per_split')}; notes per source: {counts.get('per_source')}.")
     return "\n".join(lines)
+
+
+def _training_soundfonts(checkpoint_dir: str) -> str:
+    """What the autoencoder was trained on, from its training record and that data set's build.json."""
+    path = os.path.join(checkpoint_dir, "ddsp_generator", "config.json")
+    if not os.path.isfile(path):
+        return "an unrecorded data set"
+    with open(path) as f:
+        data = json.load(f).get("training", {}).get("data")
+    b = _build_record(data)
+    if b is None:
+        return f"the data set `{_shown(data)}` (no build record found)" if data else "an unrecorded data set"
+    if b.get("kind") == "multi":
+        files = ", ".join(st.get("file", "?") for st in b.get("sets", []))
+        return f"{len(b.get('sets', []))} General MIDI SoundFonts ({files})"
+    return f"one General MIDI SoundFont ({os.path.basename(b.get('soundfont', {}).get('path', '?'))})"
 
 
 def _training_section(checkpoint_dir: str) -> str:
@@ -390,6 +435,7 @@ def write_model_card(report: dict, path: str, pictures: dict[str, str] | None = 
         checkpoints=os.path.basename(os.path.normpath(checkpoint_dir)) + "/",
         data_section=_data_section(report.get("data", ""), report),
         training_section=_training_section(checkpoint_dir),
+        training_soundfonts=_training_soundfonts(checkpoint_dir),
         split=report.get("split", "test"),
         n_split_notes=report.get("n_split_notes"),
         n_split_instruments=report.get("n_split_instruments"),
