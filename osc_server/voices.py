@@ -590,7 +590,7 @@ class VoiceEngine:
         self.networks = networks if networks is not None else NetworksThread(generator)
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
-        self._timbre_ready: list = []  # (epoch, slot, note, prepared) to apply
+        self._timbre_ready: list = []  # (epoch, slot, note, params, timbre, gain_db or None) to apply
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
@@ -815,21 +815,23 @@ class VoiceEngine:
                         continue
                     v = request.voice  # started with a proxy: move it to its own controls
                     if v is not None and self.voices[v.slot] is v and v.fade is None:
+                        # Its own level, not the stand-in's: as loud as if it had started with
+                        # its own controls.
                         self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, request.params,
-                                                      start.timbre))
+                                                      start.timbre, 20.0 * math.log10(start.peak_gain)))
             elif done[0] == "timbre":
                 _, epoch, targets, starts = done
                 if epoch == self.timbre_epoch:  # (an older change is superseded)
-                    self._timbre_ready = [(epoch, slot, note, params, start.timbre)
+                    self._timbre_ready = [(epoch, slot, note, params, start.timbre, None)
                                           for (slot, note, params), start in zip(targets, starts)]
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
         while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
-            epoch, slot, note, params, timbre = self._timbre_ready.pop(0)
+            epoch, slot, note, params, timbre, gain_db = self._timbre_ready.pop(0)
             v = self.voices[slot]
             if epoch == self.timbre_epoch and v is not None and v.note is note:
-                note.set_timbre(params, timbre)
+                note.set_timbre(params, timbre, gain_db)
                 applied += 1
         ready, self._ready = self._ready, []
         for request, start in ready:

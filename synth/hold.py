@@ -582,6 +582,10 @@ class _PlanState:
     pressure_from: float = 0.0  # loudness offsets (dB), eased like a bend
     pressure_to: float = 0.0
     pressure_at: int = 0
+    # A move of the loudness itself, this much per frame for this many frames: a note that
+    # started with a stand-in's controls joins its own loudness curve (`apply_timbre`).
+    ld_shift_db: float = 0.0
+    ld_shift_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -640,6 +644,9 @@ def _plan_frame(state: _PlanState, base_hz: float, ld_range: tuple[float, float]
         ld = sum(w * float(tb.loudness_db[0]) for w, (tb, _, _) in zip(weights, timbres))
     else:
         ld = state.loudness_db + step
+    shift_left = state.ld_shift_frames
+    if shift_left:
+        ld, shift_left = ld + state.ld_shift_db, shift_left - 1
     ld = float(min(max(ld, ld_range[0]), ld_range[1]))
     # Pressure rides on top of the planned loudness (the state keeps the loudness without it).
     pressed = ld
@@ -650,7 +657,8 @@ def _plan_frame(state: _PlanState, base_hz: float, ld_range: tuple[float, float]
     f0 = base_hz * 2.0 ** ((cents + bend) / 1200.0)
     frame = _PlannedFrame(f0, pressed, np.asarray(z, np.float64), timbres[-1][0], released_at, gain, bend,
                           pressed - ld)
-    return frame, replace(state, frame=j + 1, loudness_db=ld, timbres=timbres, z_at_release=z_at_release)
+    return frame, replace(state, frame=j + 1, loudness_db=ld, timbres=timbres, z_at_release=z_at_release,
+                          ld_shift_frames=shift_left)
 
 
 def _plan_frame_one(state: _PlanState, base_hz: float, ld_range: tuple[float, float]):
@@ -670,6 +678,9 @@ def _plan_frame_one(state: _PlanState, base_hz: float, ld_range: tuple[float, fl
         z = tb.held_z(j)
         step = tb.held_loudness_step(j) if j else 0.0
     ld = float(tb.loudness_db[0]) if j == 0 else state.loudness_db + step
+    shift_left = state.ld_shift_frames
+    if shift_left:
+        ld, shift_left = ld + state.ld_shift_db, shift_left - 1
     ld = float(min(max(ld, ld_range[0]), ld_range[1]))
     pressed = ld
     if state.pressure_to or state.pressure_from:
@@ -679,7 +690,7 @@ def _plan_frame_one(state: _PlanState, base_hz: float, ld_range: tuple[float, fl
     frame = _PlannedFrame(f0, pressed, z, tb, released_at, comp, bend, pressed - ld)
     new = object.__new__(_PlanState)  # dataclasses.replace, without its cost
     new.__dict__.update(state.__dict__)
-    new.__dict__.update(frame=j + 1, loudness_db=ld, z_at_release=z_at_release)
+    new.__dict__.update(frame=j + 1, loudness_db=ld, z_at_release=z_at_release, ld_shift_frames=shift_left)
     return frame, new
 
 
@@ -999,21 +1010,30 @@ class HeldNote:
         run for the new latent and the note cross-fades to it over LATENT_CROSSFADE_S."""
         self.set_timbre(self.params.replace(latent_sample=list(values)))
 
-    def set_timbre(self, params: NoteParams, timbre: Timbre | None = None) -> None:
+    def set_timbre(self, params: NoteParams, timbre: Timbre | None = None, gain_db: float | None = None) -> None:
         """Move the note to another timbre of the same pitch and velocity (latent, source,
         qualities): `prepare_timbre` then `apply_timbre`."""
-        self.apply_timbre(self.prepare_timbre(params, timbre))
+        self.apply_timbre(self.prepare_timbre(params, timbre, gain_db))
 
-    def prepare_timbre(self, params: NoteParams, timbre: Timbre | None = None) -> tuple:
+    def prepare_timbre(self, params: NoteParams, timbre: Timbre | None = None, gain_db: float | None = None) -> tuple:
         """The slow half of a timbre change (the networks, and the decoder for the level
         compensation, against the note's state as it is now): safe to run on another thread
-        while the note plays; `apply_timbre` then takes effect at the next frame."""
+        while the note plays; `apply_timbre` then takes effect at the next frame.
+
+        gain_db: the note's gain in the new timbre, instead of the level compensation. A note
+        started with another note's controls while its own were computed (a live voice's
+        stand-in) takes its own start's peak gain, so that it ends up as loud as it would have
+        started: keeping the stand-in's level held a synthetic C4 8 dB below its own."""
         if not isinstance(params, NoteParams) or (params.pitch, params.velocity) != (self.params.pitch,
                                                                                         self.params.velocity):
             raise ValueError(f"params: expected NoteParams of pitch {self.params.pitch} and velocity "
                              f"{self.params.velocity}, got {params!r}")
         if timbre is None:
             timbre = self._timbre(params)
+        if gain_db is not None:
+            if not math.isfinite(float(gain_db)):
+                raise ValueError(f"gain_db: expected a finite gain in dB, got {gain_db!r}")
+            return params, timbre, float(gain_db), True
         snapshots = dict(self._snapshots)  # (one C call: a consistent copy while the note plays)
         state = snapshots.get(self.frame) or snapshots[min(snapshots)]
         # The level compensation: the decoder on the old and the new z at the note's f0 and
@@ -1027,13 +1047,20 @@ class HeldNote:
                                  out["noise_magnitudes"].reshape(2 * n, -1), out["f0_hz"].reshape(-1), self._meter)
         comp = old.gain_db + float(np.clip(level[self._context] - level[n + self._context],
                                            -LATENT_LEVEL_MAX_DB, LATENT_LEVEL_MAX_DB))
-        return params, timbre, comp
+        return params, timbre, comp, False
 
     def apply_timbre(self, prepared: tuple) -> None:
-        params, timbre, comp = prepared
+        params, timbre, comp, own_level = prepared
         state = self._rewind()
         self.params = params
-        self._apply(replace(state, timbres=state.timbres + ((timbre, self.frame, comp),)))
+        state = replace(state, timbres=state.timbres + ((timbre, self.frame, comp),))
+        if own_level and state.released_at is None:
+            # Join the new timbre's own loudness curve over the cross-fade (the loudness is
+            # planned step by step, so it would otherwise stay on the stand-in's curve).
+            n = max(1, _frames(LATENT_CROSSFADE_S))
+            target = float(timbre.loudness_db[min(self.frame + n, len(timbre.loudness_db) - 1)])
+            state = replace(state, ld_shift_db=(target - state.loudness_db) / n, ld_shift_frames=n)
+        self._apply(state)
 
     # Rendering ------------------------------------------------------------------------------
 

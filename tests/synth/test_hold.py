@@ -408,3 +408,33 @@ def test_render_cli_events_need_hold(tmp_path, capsys):
     assert main(["render", "--bend", "100", "--out", str(tmp_path / "x.wav")]) == 2
     assert "--bend: needs --hold" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_note_started_with_a_stand_in_joins_its_own_level(gen):
+    """A live voice whose controls are not known yet starts with a neighbour's (another timbre's
+    note of that key) and moves to its own when they come: it must end up as loud as it would
+    have started, not keep the stand-in's level (a synthetic C4 stayed 8 dB below its own)."""
+    import math
+
+    from synth.hold import HeldNote, NoteStart, prepare_notes
+
+    own_p = NoteParams(pitch=60, velocity=127, source="synthetic")
+    own, stand_in = prepare_notes(gen, [own_p, own_p.replace(source="electronic")])
+    rate, k = 48000, 8
+    frames = int(2.0 * 125 / k)
+    ref = HeldNote(gen, own_p, rate, start=own)
+    plain = np.concatenate([ref.render_frames(k) for _ in range(frames)])
+    note = HeldNote(gen, own_p, rate, start=NoteStart(own_p, stand_in.timbre, stand_in.peak_gain))
+    pieces = [note.render_frames(k) for _ in range(3)]
+    note.set_timbre(own_p, own.timbre, 20.0 * math.log10(own.peak_gain))
+    pieces += [note.render_frames(k) for _ in range(frames - 3)]
+    moved = np.concatenate(pieces)
+    own_db, moved_db = level_at(plain, rate, 0.5, 1.9), level_at(moved, rate, 0.5, 1.9)
+    print(f"\nstarted with a stand-in: {moved_db:.1f} dB from 0.5 s, its own note {own_db:.1f} dB")
+    assert abs(moved_db - own_db) <= 1.0
+    # Without its own gain and loudness (a knob move keeps the level) it would stay off.
+    kept = HeldNote(gen, own_p, rate, start=NoteStart(own_p, stand_in.timbre, stand_in.peak_gain))
+    pieces = [kept.render_frames(k) for _ in range(3)]
+    kept.set_timbre(own_p, own.timbre)
+    pieces += [kept.render_frames(k) for _ in range(frames - 3)]
+    assert abs(level_at(np.concatenate(pieces), rate, 0.5, 1.9) - own_db) > 2.0
