@@ -372,8 +372,29 @@ def _training_soundfonts(checkpoint_dir: str) -> str:
     return f"one General MIDI SoundFont ({os.path.basename(b.get('soundfont', {}).get('path', '?'))})"
 
 
+def _runs(values: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, vals = [], sorted(values)
+    start = prev = vals[0]
+    for v in vals[1:] + [None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if v is not None:
+            start = prev = v
+    return ",".join(out)
+
+
+def _selection(info: dict) -> str:
+    """The training run's note filters (`train --programs/--pitches`), as the command took them."""
+    parts = [f"{name} {_runs(info[key])}" for key, name in (("programs", "programs"), ("pitches", "pitches"))
+             if info.get(key)]
+    return ", ".join(parts) or "all"
+
+
 def _training_section(checkpoint_dir: str) -> str:
-    rows = ["| stage | steps | batch | seconds | finished (UTC) | data |", "|---|---|---|---|---|---|"]
+    rows = ["| stage | steps | batch | seconds | finished (UTC) | data | notes of |", "|---|---|---|---|---|---|---|"]
     found = False
     for stage in ("ddsp_generator", "z_generator", "f0_ld_generator"):
         path = os.path.join(checkpoint_dir, stage, "config.json")
@@ -387,7 +408,7 @@ def _training_section(checkpoint_dir: str) -> str:
                 found = True
                 rows.append(f"| {label} | {info.get('steps', '?')} | {info.get('batch_size', '?')} | "
                             f"{info.get('seconds', '?')} | {info.get('finished_utc', '?')} | "
-                            f"`{_shown(info.get('data', '?'))}` |")
+                            f"`{_shown(info.get('data', '?'))}` | {_selection(info)} |")
     return "\n".join(rows) if found else "No training records found in the checkpoints' config.json files."
 
 

@@ -66,7 +66,7 @@ BATCH_CHUNK = 64
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
 # Bumped whenever inference code changes what the same weights render (part of model_version, so
 # the server's persisted note caches never serve a note rendered by older rules).
-INFERENCE_VERSION = "4: knobs inside the prior's ball, calibrated output gain"
+INFERENCE_VERSION = "5: knobs inside the prior's ball, calibrated output gain, long_release by rule only"
 
 
 def _hash_files(paths: Sequence[str], extra: str = "") -> str:
