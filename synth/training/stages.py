@@ -18,6 +18,7 @@ earlier one read it from `--models DIR` (default: checkpoints/).
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -91,9 +92,14 @@ def _fit(args, title: str, models: dict, optimizer, variables, step_fn, next_bat
                  time_limit_s=args.time_limit * 60 if args.time_limit else None, stop_at=args.stop_at)
 
 
-def _save(args, name: str, files: dict[str, Any], config: dict[str, Any]) -> None:
+def _save(args, name: str, files: dict[str, Any], config: dict[str, Any], logs_from: str | None = None,
+          suffix: str = "") -> None:
     """A finished model into OUT/<name>/ in the layout of checkpoints/ (weights by file name, the
-    learned reverb by `checkpoint.SYNTH`, then config.json), copied to --export when asked."""
+    learned reverb by `checkpoint.SYNTH`, then config.json), copied to --export when asked.
+
+    The run's loss curve and log go with it as `loss{suffix}.png` and `training_log{suffix}.txt`,
+    after those of the model it fine-tuned (`logs_from`, the model directory it started from),
+    so the shipped directory shows every stage that made it."""
     stage_dir = os.path.join(args.out, name)
     for file, model in files.items():
         path = os.path.join(stage_dir, file)
@@ -102,6 +108,13 @@ def _save(args, name: str, files: dict[str, Any], config: dict[str, Any]) -> Non
         else:
             M.save_weights(model, path)
     M.write_config(stage_dir, config)
+    if logs_from and os.path.abspath(logs_from) != os.path.abspath(stage_dir):
+        for pattern in ("loss*.png", "training_log*.txt"):
+            for path in glob.glob(os.path.join(logs_from, pattern)):
+                shutil.copy2(path, stage_dir)
+    for src, dest in (("loss.png", f"loss{suffix}.png"), ("train.log", f"training_log{suffix}.txt")):
+        if os.path.isfile(os.path.join(args.out, src)):
+            shutil.copy2(os.path.join(args.out, src), os.path.join(stage_dir, dest))
     _export(args, stage_dir, name)
 
 
@@ -571,8 +584,10 @@ def end_to_end(args) -> int:
                    variables, step_fn, next_batch, validate)
     info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames, "p_latent0": p_latent0,
                                           "centroid_weight": centroid_w})
-    _save(args, "z_generator", {CK.Z_POSTERIOR: post, CK.Z_DECODER: zdec}, {**zconf, "end_to_end": info})
-    _save(args, "f0_ld_generator", {CK.F0_LD: f0ld}, {**fconf, "end_to_end": info})
+    _save(args, "z_generator", {CK.Z_POSTERIOR: post, CK.Z_DECODER: zdec}, {**zconf, "end_to_end": info},
+          logs_from=zdir, suffix="_end_to_end")
+    _save(args, "f0_ld_generator", {CK.F0_LD: f0ld}, {**fconf, "end_to_end": info}, logs_from=fdir,
+          suffix="_end_to_end")
     return 0
 
 

@@ -129,6 +129,13 @@ def test_end_to_end_loss_goes_down_and_changes_the_generators(trained):
     before = trained["root"] / "before_e2e" / "f0_ld_generator" / "model.weights.h5"
     after = os.path.join(trained["models"], "f0_ld_generator", "model.weights.h5")
     assert open(before, "rb").read() != open(after, "rb").read()
+    # Each shipped model directory carries the loss curves and logs of every stage that made it.
+    for name in ("z_generator", "f0_ld_generator"):
+        files = set(os.listdir(os.path.join(trained["models"], name)))
+        assert {"loss.png", "training_log.txt", "loss_end_to_end.png", "training_log_end_to_end.txt"} <= files
+        with open(os.path.join(trained["models"], name, "training_log_end_to_end.txt")) as f:
+            assert "end_to_end: done at step 20" in f.read()
+    assert {"loss.png", "training_log.txt"} <= set(os.listdir(os.path.join(trained["models"], "ddsp_generator")))
 
 
 def test_resume_continues_a_stopped_run(trained, tmp_path):
