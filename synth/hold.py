@@ -146,8 +146,12 @@ LATENT_CROSSFADE_S = 0.05
 LATENT_LEVEL_MAX_DB = 24.0
 BEND_EASE_S = 0.016
 # Pressure (breath, bow, aftertouch) drives the model's loudness input: 0 is the note as played,
-# 1 this much louder (the decoder makes louder notes brighter too), eased like a bend.
-PRESSURE_DB = 12.0
+# 1 this much louder (the decoder makes louder notes brighter too), eased like a bend. The
+# decoder answers its loudness input with a smaller change of level: with the weights of
+# 2026-12-01, at C4 velocity 100 held, +24 dB of loudness raises the sound 5.0-5.9 dB
+# (electronic, acoustic, synthetic); +12 dB gave -0.3 to 2.1 dB, +36 dB runs into the loudness
+# ceiling (ld_max) for some timbres.
+PRESSURE_DB = 24.0
 MAX_BEND_CENTS = 4800.0  # MPE's default per-note range, +-48 semitones
 # Level used to start a cap: the loudest of the last frames played (dB), so a cap never bites
 # into the level it starts from.

@@ -209,11 +209,25 @@ def test_the_sustain_pedal_holds_released_notes_until_it_lifts(voices):
     voices.client.send_msg("/sustain", 0)
     time.sleep(3.0)
     audio = voices.record(f, 6.0)
+    from synth.generator import get_generator
+    from synth.hold import render_held
+    from synth.params import NoteParams
+
     held = rms_db(audio[int(0.6 * SR) : int(0.9 * SR)])
     pedalled = rms_db(audio[int(2.6 * SR) : int(2.9 * SR)])
     after = rms_db(audio[int(5.5 * SR) : int(6.0 * SR)])
-    print(f"pedal: held {held:.1f} dB, 1.6 s after key-up {pedalled:.1f} dB, 2.5 s after the pedal {after:.1f} dB")
-    assert pedalled > held - 10.0, (held, pedalled)
+    # The same note with its key held all along, and released at key-up without the pedal
+    # (offline renders of what the server plays).
+    key_held = render_held(get_generator(), NoteParams(64, 100, "electronic"), 3.0, SR)
+    by_key = rms_db(key_held[int(2.6 * SR) : int(2.9 * SR)].astype(np.float64))
+    released = render_held(get_generator(), NoteParams(64, 100, "electronic"), 1.0, SR)
+    unpedalled = rms_db(released[int(2.6 * SR) : int(2.9 * SR)].astype(np.float64))
+    print(f"pedal: held {held:.1f} dB, 1.6 s after key-up {pedalled:.1f} dB (key held: {by_key:.1f} dB, "
+          f"released without the pedal: {unpedalled:.1f} dB), 2.5 s after the pedal {after:.1f} dB")
+    # Held by the pedal: far above the same note released without it, and at least as loud as
+    # with its key held (a decaying timbre measured 6 dB above the key-held render here: noted
+    # on the live-voices issue, not explained yet).
+    assert pedalled > unpedalled + 20.0 and pedalled > by_key - 3.0, (pedalled, by_key, unpedalled)
     assert after < held - 50.0, (held, after)
 
 

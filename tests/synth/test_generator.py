@@ -337,7 +337,9 @@ def test_knob_cube_stays_audible_and_on_pitch(gen):
     for p, a, r in zip(notes, audio, ref_audio):
         assert np.all(np.isfinite(a)) and np.max(np.abs(a)) <= 1.0
         assert _peak_db(a) >= max(-50.0, _peak_db(r) - 24.0), (p.to_dict(), _peak_db(a), _peak_db(r))
-        if "fast_decay" not in p.qualities:  # a decayed note has too little held part to measure
+        # A decayed note has too little held part to measure; a multiphonic one is asked for
+        # more than one pitch (the evaluate target counts these too and needs 99 % on pitch).
+        if not {"fast_decay", "multiphonic"} & set(p.qualities):
             assert abs(cents_error(measure_f0(a, 16000, midi_to_hz(p.pitch), 0.1, 1.0), p.pitch)) <= 25.0, p.to_dict()
 
 

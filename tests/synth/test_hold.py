@@ -273,7 +273,9 @@ def test_latent_change_moves_the_timbre_without_a_level_dip(gen):
     dip = min(before, after) - during
     print(f"\nlatent change: centroid {c0:.0f} -> {c1:.0f} Hz, level {before:.1f} -> {after:.1f} dB, "
           f"deepest 20 ms {dip:.2f} dB below the lower of the two")
-    assert c1 >= 1.5 * c0
+    # The timbre moves (which way depends on the weights: brighter on the earlier ones, darker
+    # on today's), by half an octave or more, with no dip.
+    assert abs(np.log2(c1 / c0)) >= np.log2(1.5)
     assert dip <= 6.0 and abs(after - before) <= 6.0
 
 
