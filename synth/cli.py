@@ -56,6 +56,19 @@ def int_list(option: str, text: str, lo: int, hi: int) -> list[int]:
     return sorted(values)
 
 
+def int_ranges(values) -> str:
+    """The inverse of `int_list`: [0, 1, 2, 5, 5] -> '0-2,5' (sorted, unique)."""
+    v = sorted(set(int(x) for x in values))
+    out, i = [], 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
+            j += 1
+        out.append(f"{v[i]}-{v[j]}" if j > i else str(v[i]))
+        i = j + 1
+    return ",".join(out)
+
+
 def int_at_least(option: str, minimum: int, allowed: str | None = None):
     """An argparse `type` for an integer >= `minimum` whose error names the option and what is allowed."""
     allowed = allowed or f"an integer >= {minimum}"

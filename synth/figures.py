@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from synth import metrics
+from synth.cli import int_ranges
 from synth.report import card_rows, fmt_value
 from synth.params import LATENT_DIM, QUALITIES, SOURCES, VELOCITY_LAYERS, NoteParams
 from synth.units import SAMPLE_RATE
@@ -372,24 +373,9 @@ def _training_soundfonts(checkpoint_dir: str) -> str:
     return f"one General MIDI SoundFont ({os.path.basename(b.get('soundfont', {}).get('path', '?'))})"
 
 
-def _runs(values: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    out, vals = [], sorted(values)
-    start = prev = vals[0]
-    for v in vals[1:] + [None]:
-        if v is not None and v == prev + 1:
-            prev = v
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if v is not None:
-            start = prev = v
-    return ",".join(out)
-
-
 def _selection(info: dict) -> str:
     """The training run's note filters (`train --programs/--pitches`), as the command took them."""
-    parts = [f"{name} {_runs(info[key])}" for key, name in (("programs", "programs"), ("pitches", "pitches"))
-             if info.get(key)]
+    parts = [f"{key} {int_ranges(info[key])}" for key in ("programs", "pitches") if info.get(key)]
     return ", ".join(parts) or "all"
 
 

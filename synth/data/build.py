@@ -45,6 +45,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import soundfile as sf
 
+from synth.cli import int_ranges
 from synth.data import gm, render
 from synth.data.features import MIN_VOICED_FRACTION, voiced_fraction
 from synth.data.qualities import NOTE_OFF_S, fit_thresholds, score_note
@@ -233,7 +234,7 @@ def build_dataset(
     if missing:
         raise ValueError(
             f"--programs: {missing} not in {sf_path.name} (it has bank-0 programs "
-            f"{_ranges(sorted(available))})"
+            f"{int_ranges(sorted(available))})"
         )
 
     out.mkdir(parents=True, exist_ok=True)
@@ -355,17 +356,6 @@ def _stale_drops(rec: dict) -> bool:
 
 def _velocities(rec: dict) -> set[int]:
     return {n["velocity"] for n in rec["notes"]}
-
-
-def _ranges(values: list[int]) -> str:
-    out, start = [], None
-    for i, v in enumerate(values):
-        if start is None:
-            start = v
-        if i + 1 == len(values) or values[i + 1] != v + 1:
-            out.append(f"{start}" if start == v else f"{start}-{v}")
-            start = None
-    return ",".join(out)
 
 
 def _run(groups: list[Group], workers: int):

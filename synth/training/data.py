@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from synth import models as M
+from synth.cli import int_ranges
 
 log = logging.getLogger("synth.training")
 
@@ -105,24 +106,11 @@ def load(data_dir: str, split: str, cache_dir: str | None = None, limit: int | N
         # unique per (set, bank, program).
         idx = np.flatnonzero(np.isin(d[field], np.asarray(list(values))))
         if len(idx) == 0:
-            raise ValueError(f"{data_dir}: split {split!r} holds no notes of {plural} {_ranges(values)}")
-        log.info("%s: %d of %d notes from %s %s", split, len(idx), n, plural, _ranges(values))
+            raise ValueError(f"{data_dir}: split {split!r} holds no notes of {plural} {int_ranges(values)}")
+        log.info("%s: %d of %d notes from %s %s", split, len(idx), n, plural, int_ranges(values))
         _take(d, idx, n)
         n = len(idx)
     return d
-
-
-def _ranges(values: Sequence[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
-    v = sorted(set(int(x) for x in values))
-    out, i = [], 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
-            j += 1
-        out.append(f"{v[i]}-{v[j]}" if j > i else str(v[i]))
-        i = j + 1
-    return ",".join(out)
 
 
 def note_cents(pitch: np.ndarray, f0_hz: np.ndarray, confidence: np.ndarray | None) -> np.ndarray:
