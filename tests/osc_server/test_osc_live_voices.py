@@ -142,9 +142,19 @@ def test_a_held_note_sustains_for_its_whole_hold_then_releases_smoothly_to_silen
     assert np.max(np.abs(audio[-SR // 2 :])) < SILENT  # it ended
 
 
+def median_pitch_hz(audio: np.ndarray, near_hz: float, window_s: float = 0.1) -> float:
+    """The median of `pitch_hz` over consecutive windows: one block the ring did not cover (its
+    gap jumps the phase, which moves one long window's peak by a few cents) moves one window only."""
+    n = int(window_s * SR)
+    return float(np.median([pitch_hz(audio[i : i + n], near_hz) for i in range(0, len(audio) - n + 1, n)]))
+
+
 def test_bend_moves_a_sounding_note_by_its_cents(voices):
+    from osc_server.audio import Stat
+
     voices.reset("synthetic")
     voices.warm(57)
+    late = int(voices.server.mixer.stats[Stat.STREAM_LATE])
     f = voices.now()
     voices.client.send_msg("/note", 57, 100)
     time.sleep(1.0)
@@ -152,11 +162,12 @@ def test_bend_moves_a_sounding_note_by_its_cents(voices):
     time.sleep(1.0)
     audio = voices.record(f, 2.0)
     voices.client.send_msg("/note", 57, 0)
-    before = pitch_hz(audio[int(0.5 * SR) : int(0.95 * SR)], midi_hz(57))
-    after = pitch_hz(audio[int(1.4 * SR) : int(1.95 * SR)], midi_hz(59))
+    late = int(voices.server.mixer.stats[Stat.STREAM_LATE]) - late
+    before = median_pitch_hz(audio[int(0.45 * SR) : int(0.95 * SR)], midi_hz(57))
+    after = median_pitch_hz(audio[int(1.45 * SR) : int(1.95 * SR)], midi_hz(59))
     moved = 1200.0 * np.log2(after / before)
-    print(f"bend 200: {before:.2f} Hz -> {after:.2f} Hz = {moved:+.1f} cents")
-    assert abs(moved - 200.0) <= 5.0, moved
+    print(f"bend 200: {before:.2f} Hz -> {after:.2f} Hz = {moved:+.1f} cents ({late} late blocks)")
+    assert abs(moved - 200.0) <= 5.0, (moved, f"{late} blocks the voice process was late for")
     voices.client.send_msg("/bend", 0.0)
 
 
@@ -245,9 +256,9 @@ def test_mono_mode_plays_legato_without_a_new_attack(voices):
     time.sleep(1.0)
     audio = voices.record(f, 3.0)
     voices.client.send_msg("/note", 60, 0)
-    p1 = pitch_hz(audio[int(0.5 * SR) : int(0.95 * SR)], midi_hz(60))
-    p2 = pitch_hz(audio[int(1.4 * SR) : int(1.95 * SR)], midi_hz(64))
-    p3 = pitch_hz(audio[int(2.4 * SR) : int(2.95 * SR)], midi_hz(60))
+    p1 = median_pitch_hz(audio[int(0.5 * SR) : int(0.95 * SR)], midi_hz(60))
+    p2 = median_pitch_hz(audio[int(1.4 * SR) : int(1.95 * SR)], midi_hz(64))
+    p3 = median_pitch_hz(audio[int(2.4 * SR) : int(2.95 * SR)], midi_hz(60))
     print(f"legato: {p1:.1f} -> {p2:.1f} -> {p3:.1f} Hz")
     assert abs(1200 * np.log2(p2 / p1) - 400.0) < 10.0, (p1, p2)
     assert abs(1200 * np.log2(p3 / p1)) < 10.0, (p1, p3)
