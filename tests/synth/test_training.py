@@ -75,7 +75,8 @@ def trained(tiny_data, tmp_path_factory):
     shutil.copytree(models, root / "before_e2e")
     # --programs as the recipe uses it (here it keeps both programs of the tiny set).
     train("end_to_end", tiny_data, e2e, "--steps", "20", "--batch-size", "4", "--lr", "1e-3",
-          "--models", str(models), "--export", str(models), "--programs", "1,5")
+          "--models", str(models), "--export", str(models), "--programs", "1,5", "--centroid-weight", "4",
+          "--level-weight", "4")
     return {"data": tiny_data, "root": root, "models": str(models), "ae": ae, "zg": zg, "fl": fl, "e2e": e2e}
 
 
@@ -135,7 +136,26 @@ def test_end_to_end_loss_goes_down_and_changes_the_generators(trained):
         assert {"loss.png", "training_log.txt", "loss_end_to_end.png", "training_log_end_to_end.txt"} <= files
         with open(os.path.join(trained["models"], name, "training_log_end_to_end.txt")) as f:
             assert "end_to_end: done at step 20" in f.read()
+        with open(os.path.join(trained["models"], name, "config.json")) as f:
+            assert json.load(f)["end_to_end"]["level_weight"] == 4.0
     assert {"loss.png", "training_log.txt"} <= set(os.listdir(os.path.join(trained["models"], "ddsp_generator")))
+
+
+def test_end_to_end_level_term_is_the_level_difference_per_10_db():
+    import tensorflow as tf
+
+    from synth.training.stages import LEVEL_FLOOR_DB, _crop_level_error
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((3, 16000)).astype(np.float32)
+    real[1, 8000:] *= 1e-5  # its second half 100 dB down: under the floor in both
+    pred = 2.0 * real
+    pred[2, 12000:] = 0.0  # the last stretch silent where the real one sounds
+    err = _crop_level_error(tf.constant(real), tf.constant(pred)).numpy()
+    assert err[0] == pytest.approx(0.602, abs=0.002)  # 2x = +6.02 dB in all four stretches
+    assert err[1] == pytest.approx(0.301, abs=0.002)  # two stretches match at the floor
+    assert err[2] == pytest.approx((3 * 0.602 + LEVEL_FLOOR_DB / 10.0) / 4, abs=0.01)
+    assert _crop_level_error(tf.constant(real), tf.constant(real)).numpy() == pytest.approx([0, 0, 0], abs=1e-6)
 
 
 def test_resume_continues_a_stopped_run(trained, tmp_path):
