@@ -55,6 +55,7 @@ import scipy.signal
 
 from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
+from synth.models import DECODER_FRAME_RATE as FRAME_RATE
 
 log = logging.getLogger("osc_server.voices")
 
@@ -117,7 +118,7 @@ class LiveVoices:
                  lead_samples: int | None = None, realtime: bool = False, threads: int = WORKER_THREADS):
         self.sample_rate = int(sample_rate)
         self.max_voices = int(max_voices)
-        frame = self.sample_rate / 125.0
+        frame = self.sample_rate / FRAME_RATE
         self.lead_samples = int(lead_samples if lead_samples is not None else math.ceil(LEAD_FRAMES * frame) + blocksize)
         self._shm = shared_memory.SharedMemory(create=True, size=RING_SAMPLES * 4 + N_CONTROL * 8)
         self.ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=self._shm.buf)
@@ -358,10 +359,14 @@ class RingWriter:
             read = int(control[C_READ])
             if self.write < read:  # late: skip ahead (what was not written is not played)
                 control[C_LATE] += 1
-                frames = math.ceil((read + self.lead - self.write) / engine.frame_samples)
-                self.write += frames * engine.frame_samples
+                # The first frame that starts at or after read + lead (frames differ in length at
+                # 44.1 kHz: the frame clock, not a multiple of a frame's samples).
+                j = -(-(read + self.lead - self.origin) * FRAME_RATE // engine.sample_rate)
+                frames = max(1, j - engine.bank.frame_index)
+                skipped = self.origin + engine.frame_start(engine.bank.frame_index + frames) - self.write
+                self.write += skipped
                 engine.skip_frames(frames)
-                self.pending = self.pending[frames * engine.frame_samples:]
+                self.pending = self.pending[skipped:]
             if self.write - read >= self.lead:
                 conn.poll(POLL_S)  # (wakes at once for a command: a note-on does not wait the poll out)
                 continue
@@ -564,10 +569,10 @@ class VoiceEngine:
         self.meter = constants["meter"]
         self.ir = self.reverb.impulse_response
         self._frame_start = frame_start_sample
-        if self.sample_rate % 125:
-            raise ValueError(f"sample_rate: live voices need a whole number of samples per 8 ms frame "
-                             f"(44100 is not yet supported; use 48000), got {sample_rate}")
-        self.frame_samples = self.sample_rate // 125
+        # Frame j covers samples [frame_start(j), frame_start(j + 1)) from the writer's origin:
+        # 384 each at 48 kHz; at 44.1 kHz (352.8) four of 353 and one of 352 in every five.
+        # frame_samples is the longest.
+        self.frame_samples = -(-self.sample_rate // FRAME_RATE)
         self.voices: list[_Voice | None] = [None] * self.n_slots
         self._order = 0
         self.report = lambda text: log.warning("%s", text)
@@ -594,6 +599,14 @@ class VoiceEngine:
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
+
+    def frame_start(self, j: int) -> int:
+        """First sample of frame j, counted from the writer's origin."""
+        return int(self._frame_start(j, self.sample_rate, FRAME_RATE))
+
+    def frame_at(self, offset: int) -> int:
+        """The frame that sample `offset` (from the writer's origin, >= 0) falls in."""
+        return int(offset) * FRAME_RATE // self.sample_rate
 
     # ---- the networks (z and f0/loudness generators): in another process --------------------
     def _started(self, starts: list) -> None:
@@ -892,7 +905,7 @@ class VoiceEngine:
         # The work first (from the earliest block it could start in), then where it starts: the
         # later the callback's position is read, the less likely a block starts while we write.
         earliest = max(int(control[C_READ]), voice.target)
-        first = max(0, (earliest - writer.origin) // self.frame_samples)
+        first = self.frame_at(max(0, earliest - writer.origin))
         frames = self.bank.frame_index - first
         key = voice.note.params.key
         if frames <= 0:
@@ -918,7 +931,7 @@ class VoiceEngine:
         read = int(control[C_READ])
         # The next block the callback has not started (it publishes C_READ before it reads).
         begin = max(read + (writer.blocksize if control[C_IN_CALLBACK] else 0), voice.target)
-        at = writer.origin + first * self.frame_samples
+        at = writer.origin + self.frame_start(first)
         lead_in = max(0, begin - at)
         if lead_in >= dry.size:  # (slow: the callback has passed these frames) from the main bank on
             self.bank.copy_voice(bank, 0, voice.slot)
@@ -978,9 +991,10 @@ class VoiceEngine:
                 note.put_block(b, {k: v[row, offset:] for k, v in out.items()})
 
     def render_frame(self) -> np.ndarray:
-        """One frame of every voice, mixed, with the reverb: float32 [frame_samples]."""
+        """One frame of every voice, mixed, with the reverb: float32 [its samples]."""
         active = [v for v in self.voices if v is not None]
-        n = self.frame_samples
+        j = self.bank.frame_index
+        n = self.frame_start(j + 1) - self.frame_start(j)
         if not active:
             self.bank.frame_index += 1
             if self.reverb.is_silent():

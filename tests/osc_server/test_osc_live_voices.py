@@ -30,15 +30,15 @@ def levels_db(x: np.ndarray, window_s: float = 0.01) -> np.ndarray:
     return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
 
 
-def pitch_hz(audio: np.ndarray, near_hz: float) -> float:
+def pitch_hz(audio: np.ndarray, near_hz: float, sample_rate: int = SR) -> float:
     """The strongest peak within 10 % of `near_hz` (Hann, 8x zero padding, parabolic)."""
     n_fft = 8 * len(audio)
     spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n_fft))
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / SR)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     band = np.flatnonzero((freqs > 0.9 * near_hz) & (freqs < 1.1 * near_hz))
     k = band[np.argmax(spectrum[band])]
     a, b, c = np.log(spectrum[k - 1 : k + 2] + 1e-20)
-    return float((k + 0.5 * (a - c) / (a - 2 * b + c)) * SR / n_fft)
+    return float((k + 0.5 * (a - c) / (a - 2 * b + c)) * sample_rate / n_fft)
 
 
 def centroid_hz(audio: np.ndarray) -> float:
@@ -142,11 +142,12 @@ def test_a_held_note_sustains_for_its_whole_hold_then_releases_smoothly_to_silen
     assert np.max(np.abs(audio[-SR // 2 :])) < SILENT  # it ended
 
 
-def median_pitch_hz(audio: np.ndarray, near_hz: float, window_s: float = 0.1) -> float:
+def median_pitch_hz(audio: np.ndarray, near_hz: float, window_s: float = 0.1, sample_rate: int = SR) -> float:
     """The median of `pitch_hz` over consecutive windows: one block the ring did not cover (its
     gap jumps the phase, which moves one long window's peak by a few cents) moves one window only."""
-    n = int(window_s * SR)
-    return float(np.median([pitch_hz(audio[i : i + n], near_hz) for i in range(0, len(audio) - n + 1, n)]))
+    n = int(window_s * sample_rate)
+    return float(np.median([pitch_hz(audio[i : i + n], near_hz, sample_rate)
+                            for i in range(0, len(audio) - n + 1, n)]))
 
 
 def test_bend_moves_a_sounding_note_by_its_cents(voices):
@@ -219,7 +220,7 @@ def test_the_sustain_pedal_holds_released_notes_until_it_lifts(voices):
     time.sleep(2.0)
     voices.client.send_msg("/sustain", 0)
     time.sleep(3.0)
-    audio = voices.record(f, 6.0)
+    audio = voices.record(f, 6.0) / 2  # (the capture port sums the stream's two channels)
     from synth.generator import get_generator
     from synth.hold import render_held
     from synth.params import NoteParams
@@ -235,10 +236,8 @@ def test_the_sustain_pedal_holds_released_notes_until_it_lifts(voices):
     unpedalled = rms_db(released[int(2.6 * SR) : int(2.9 * SR)].astype(np.float64))
     print(f"pedal: held {held:.1f} dB, 1.6 s after key-up {pedalled:.1f} dB (key held: {by_key:.1f} dB, "
           f"released without the pedal: {unpedalled:.1f} dB), 2.5 s after the pedal {after:.1f} dB")
-    # Held by the pedal: far above the same note released without it, and at least as loud as
-    # with its key held (a decaying timbre measured 6 dB above the key-held render here: noted
-    # on the live-voices issue, not explained yet).
-    assert pedalled > unpedalled + 20.0 and pedalled > by_key - 3.0, (pedalled, by_key, unpedalled)
+    # Held by the pedal: as if its key were held, far above the same note released without it.
+    assert abs(pedalled - by_key) <= 3.0 and pedalled > unpedalled + 20.0, (pedalled, by_key, unpedalled)
     assert after < held - 50.0, (held, after)
 
 
