@@ -92,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level-weight", type=float, default=0.0,
                         help="end_to_end: weight of the level loss on latent-0 notes (L1 of 250 ms levels, "
                              "per 10 dB, against the real note's; 0: none, as before)")
+    parser.add_argument("--peak-weight", type=float, default=0.0,
+                        help="end_to_end: weight of the peak loss on latent-0 notes (L1 of 125 ms peak levels, "
+                             "per 10 dB, against the real note's; 0: none)")
     parser.add_argument("--reg-weight", type=float, default=1.0, help="end_to_end: weight of the stage losses")
     parser.add_argument("--fixed-batch", action="store_true",
                         help="always train on the same batch (smoke tests: the loss must go down)")

@@ -452,17 +452,23 @@ def f0_ld_generator(args) -> int:
 
 
 LEVEL_WINDOWS = 4  # end_to_end level term: stretches of a 1 s crop (250 ms each)
+PEAK_WINDOWS = 8  # end_to_end peak term: 125 ms stretches
 LEVEL_FLOOR_DB = 50.0
 
 
-def _crop_level_error(real, pred):
+def _crop_level_error(real, pred, peak: bool = False):
     """[batch] mean over LEVEL_WINDOWS equal stretches of |level(pred) - level(real)| / 10 dB,
-    levels (mean square, dB) floored at the real crop's loudest stretch - LEVEL_FLOOR_DB."""
+    levels (mean square, dB) floored at the real crop's loudest stretch - LEVEL_FLOOR_DB.
+    peak True: over PEAK_WINDOWS stretches, of their peak levels (largest |sample|, dB)."""
     import tensorflow as tf
 
+    windows = PEAK_WINDOWS if peak else LEVEL_WINDOWS
+
     def levels(x):
-        n = x.shape[-1] // LEVEL_WINDOWS
-        w = tf.reshape(x[:, : n * LEVEL_WINDOWS], [-1, LEVEL_WINDOWS, n])
+        n = x.shape[-1] // windows
+        w = tf.reshape(x[:, : n * windows], [-1, windows, n])
+        if peak:
+            return 20.0 * tf.math.log(tf.reduce_max(tf.abs(w), axis=-1) + 1e-5) / math.log(10.0)
         return 10.0 * tf.math.log(tf.reduce_mean(tf.square(w), axis=-1) + 1e-10) / math.log(10.0)
 
     lr, lp = levels(real), levels(pred)
@@ -499,6 +505,7 @@ def end_to_end(args) -> int:
     p_latent0 = float(args.p_latent0)
     centroid_w = float(args.centroid_weight)
     level_w = float(args.level_weight)
+    peak_w = float(args.peak_weight)
 
     def forward(c, z_real, pitch, start, keep):
         mu, logvar = post([z_real, c])
@@ -551,8 +558,13 @@ def end_to_end(args) -> int:
         # velocity layers came out compressed (21 dB from velocity 25 to 127 against the data's
         # 28). Levels under the crop's real peak - LEVEL_FLOOR_DB count as that floor (a faded
         # tail is not matched down to its noise).
-        level = _crop_level_error(audio, pred) * sounding
-        spectral = tf.reduce_mean(k * (mag + logmag) + (1.0 - k) * (mag + centroid_w * centroid + level_w * level))
+        level = level_w * _crop_level_error(audio, pred) * sounding
+        # And, with --peak-weight, their peaks the same way (125 ms stretches): the dynamics
+        # target measures a note's peak, and at the quietest layer the level term alone left
+        # generated notes peaking late in a held part that real notes do not have.
+        if peak_w:
+            level += peak_w * _crop_level_error(audio, pred, peak=True) * sounding
+        spectral = tf.reduce_mean(k * (mag + logmag) + (1.0 - k) * (mag + centroid_w * centroid + level))
         ld_loss, cents_loss = f0_ld_losses(ld, cents, ld_true, cents_true)
         # The z regulariser only for posterior rows: for latent-0 rows it would pull z to the
         # conditional mean, and a mean z decodes to a dull, dark note that no instrument plays
@@ -612,7 +624,8 @@ def end_to_end(args) -> int:
     history = _fit(args, "end_to_end", {"z_posterior": post, "z_decoder": zdec, "f0_ld_generator": f0ld}, opt,
                    variables, step_fn, next_batch, validate)
     info = _training_info(args, history, {"reg_weight": reg_w, "crop_frames": n_frames, "p_latent0": p_latent0,
-                                          "centroid_weight": centroid_w, "level_weight": level_w})
+                                          "centroid_weight": centroid_w, "level_weight": level_w,
+                                          "peak_weight": peak_w})
     _save(args, "z_generator", {CK.Z_POSTERIOR: post, CK.Z_DECODER: zdec}, {**zconf, "end_to_end": info},
           logs_from=zdir, suffix="_end_to_end")
     _save(args, "f0_ld_generator", {CK.F0_LD: f0ld}, {**fconf, "end_to_end": info}, logs_from=fdir,

@@ -76,7 +76,7 @@ def trained(tiny_data, tmp_path_factory):
     # --programs as the recipe uses it (here it keeps both programs of the tiny set).
     train("end_to_end", tiny_data, e2e, "--steps", "20", "--batch-size", "4", "--lr", "1e-3",
           "--models", str(models), "--export", str(models), "--programs", "1,5", "--centroid-weight", "4",
-          "--level-weight", "4")
+          "--level-weight", "4", "--peak-weight", "4")
     return {"data": tiny_data, "root": root, "models": str(models), "ae": ae, "zg": zg, "fl": fl, "e2e": e2e}
 
 
@@ -137,7 +137,8 @@ def test_end_to_end_loss_goes_down_and_changes_the_generators(trained):
         with open(os.path.join(trained["models"], name, "training_log_end_to_end.txt")) as f:
             assert "end_to_end: done at step 20" in f.read()
         with open(os.path.join(trained["models"], name, "config.json")) as f:
-            assert json.load(f)["end_to_end"]["level_weight"] == 4.0
+            conf = json.load(f)["end_to_end"]
+            assert conf["level_weight"] == 4.0 and conf["peak_weight"] == 4.0
     assert {"loss.png", "training_log.txt"} <= set(os.listdir(os.path.join(trained["models"], "ddsp_generator")))
 
 
@@ -156,6 +157,26 @@ def test_end_to_end_level_term_is_the_level_difference_per_10_db():
     assert err[1] == pytest.approx(0.301, abs=0.002)  # two stretches match at the floor
     assert err[2] == pytest.approx((3 * 0.602 + LEVEL_FLOOR_DB / 10.0) / 4, abs=0.01)
     assert _crop_level_error(tf.constant(real), tf.constant(real)).numpy() == pytest.approx([0, 0, 0], abs=1e-6)
+
+
+def test_end_to_end_peak_term_is_the_peak_difference_per_10_db():
+    import tensorflow as tf
+
+    from synth.training.stages import PEAK_WINDOWS, _crop_level_error
+
+    rng = np.random.default_rng(1)
+    real = (0.1 * rng.standard_normal((2, 16000))).astype(np.float32)
+    pred = real.copy()
+    n = 16000 // PEAK_WINDOWS
+    pred[0, 5] = 1.0  # one click in the first 125 ms: that stretch's peak up 20 log10(1 / its old peak)
+    pred[1] *= 0.5  # everything 6.02 dB down
+    err = _crop_level_error(tf.constant(real), tf.constant(pred), peak=True).numpy()
+    click_db = 20 * np.log10(1.0 / np.max(np.abs(real[0, :n])))
+    assert err[0] == pytest.approx(click_db / 10 / PEAK_WINDOWS, rel=1e-3)
+    assert err[1] == pytest.approx(0.602, abs=0.002)
+    # The level term barely sees the click (one sample in 2,000), the peak term does.
+    level = _crop_level_error(tf.constant(real), tf.constant(pred)).numpy()
+    assert level[0] < 0.1 * err[0]
 
 
 def test_resume_continues_a_stopped_run(trained, tmp_path):
