@@ -70,7 +70,9 @@ LOOP_ENDS = 12                 # candidate end positions per length, spread over
 SEAM_WINDOW_PERIODS = 3        # correlation window around the seam: this many periods ...
 SEAM_WINDOW_MIN_S = 0.01       # ... and at least this long
 CROSSFADE_S = 0.02             # crossfade length (at least 2 periods, at most half the loop)
-LEVEL_FRAME_S = 0.05           # level frames for the loop's level checks
+LEVEL_FRAME_S = 0.02           # level frames for the loop's level checks
+FLATTEN_WINDOW_S = 0.01        # the loop's level is held from its start: RMS over whole periods
+FLATTEN_MAX_DB = 3.0           # ... of at least this, gain within +-this
 # A note whose held level before note-off is this far below its peak has decayed: no loop.
 DECAYED_DB = 40.0
 # Cost of a candidate loop: (1 - seam correlation) * SEAM_WEIGHT + level range inside the loop
@@ -228,11 +230,35 @@ def crossfade_gains(n: int, correlation: float) -> tuple[np.ndarray, np.ndarray]
     return (1 - t) / norm, t / norm
 
 
-def loop_sample(audio: np.ndarray, loop: Loop, tail_s: float, sample_rate: int) -> np.ndarray:
+def flatten_loop(x: np.ndarray, loop: Loop, sample_rate: int, f0_hz: float) -> None:
+    """Hold the level inside the loop at its level where the loop starts (in place): the loop
+    repeats, so whatever the level does inside it becomes a periodic wobble (the model's held
+    notes move by about a dB within 0.1 s). Levels are RMS over whole periods (at least
+    FLATTEN_WINDOW_S), every half window; the gain is interpolated between them and kept within
+    +-FLATTEN_MAX_DB."""
+    s, e = loop.start, loop.end
+    period = sample_rate / f0_hz
+    w = int(round(max(1, math.ceil(FLATTEN_WINDOW_S * f0_hz)) * period))
+    hop = max(1, w // 2)
+    starts = np.arange(s, max(s + 1, e - w + 1), hop)
+    if len(starts) < 2:
+        return
+    rms = np.array([math.sqrt(float(np.mean(x[i : i + w] ** 2)) + 1e-30) for i in starts])
+    centres = starts + w / 2.0
+    level = np.interp(np.arange(s, e), centres, rms)
+    limit = 10.0 ** (FLATTEN_MAX_DB / 20.0)
+    x[s:e] *= np.clip(level[0] / level, 1.0 / limit, limit)
+
+
+def loop_sample(audio: np.ndarray, loop: Loop, tail_s: float, sample_rate: int,
+                f0_hz: float | None = None) -> np.ndarray:
     """The sample data: the note up to the loop's end with the end of the loop crossfaded into
     the audio just before its start (so end-1 -> start continues the waveform exactly), then
-    copies of the loop for `tail_s` (played under the release envelope after note-off)."""
+    copies of the loop for `tail_s` (played under the release envelope after note-off).
+    f0_hz given: the loop's level is held first (`flatten_loop`)."""
     x = np.asarray(audio, np.float64).copy()
+    if f0_hz is not None:
+        flatten_loop(x, loop, sample_rate, f0_hz)
     s, e, c = loop.start, loop.end, loop.crossfade
     a, b = x[e - c : e], x[s - c : s]
     r = float(np.dot(a, b) / max(math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b))), 1e-30))
@@ -382,7 +408,7 @@ def make_sample(key: int, layer: int, audio: np.ndarray, sample_rate: int) -> Re
     if loop is None:
         data = np.asarray(audio, np.float32)
     else:
-        data = loop_sample(audio, loop, min(amp_release, RELEASE_TAIL_MAX_S), sample_rate)
+        data = loop_sample(audio, loop, min(amp_release, RELEASE_TAIL_MAX_S), sample_rate, float(midi_to_hz(key)))
     buf = io.BytesIO()
     sf.write(buf, data, sample_rate, subtype=WAV_SUBTYPE, format="WAV")
     return RenderedSample(int(key), int(layer), buf.getvalue(), loop, release, float(amp_release))
