@@ -75,9 +75,11 @@ sequencer (on Linux the default), which is what a machine without ``/dev/snd/seq
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import json
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -697,6 +699,9 @@ def open_input(midi: mido.Backend, fragment: str | None, virtual_name: str = DEF
     return midi.open_input((exact or matches)[0])
 
 
+CLOSE_TIMEOUT_S = 5.0  # closing the port and the senders after Ctrl-C takes at most this
+
+
 def bridge(port: Iterable[mido.Message], translator: Translator, sender: OscSender | Coalescer) -> None:
     """Forward every message from `port` until it ends (or Ctrl-C)."""
     for msg in port:
@@ -762,14 +767,20 @@ def run(args: argparse.Namespace) -> int:
     coalescer = Coalescer(sender.send).start()
     zone = f", MPE lower zone (master channel {MPE_MASTER_CHANNEL})" if args.mpe else ""
     log.info("MIDI %r -> OSC %s:%d%s", port.name, *args.to, zone)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr (a hang's diagnosis)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         bridge(port, Translator(mapping, mpe=args.mpe), coalescer)
     except KeyboardInterrupt:
         log.info("stopped")
     finally:
+        # Closing talks to the MIDI system (a JACK client's close waits for the server): if it
+        # hangs, say where and exit anyway rather than ignore Ctrl-C.
+        faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
         port.close()
         coalescer.close()
         sender.close()
+        faulthandler.cancel_dump_traceback_later()
     return 0
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -553,6 +554,19 @@ def start_bridge_cli(catcher, name: str, *options: str) -> tuple[subprocess.Pope
     return bridge, next(n for n in midi.get_output_names() if name in n)
 
 
+def stop_bridge(bridge: subprocess.Popen) -> str:
+    """Ctrl-C: the bridge closes its port and exits 0 within 10 s; its output. If it does not,
+    its threads' stacks (SIGUSR1, faulthandler) go into the failure."""
+    bridge.send_signal(signal.SIGINT)
+    try:
+        return bridge.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        bridge.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        bridge.kill()
+        raise AssertionError(f"the bridge did not exit within 10 s of Ctrl-C:\n{bridge.communicate()[0]}") from None
+
+
 @pytest.mark.jack
 @pytest.mark.slow
 def test_cli_bridges_a_virtual_midi_port_to_osc(jack_server, osc_catcher) -> None:
@@ -584,8 +598,7 @@ def test_cli_bridges_a_virtual_midi_port_to_osc(jack_server, osc_catcher) -> Non
         ]
         assert osc_catcher.nothing_more()
     finally:
-        bridge.send_signal(2)  # Ctrl-C: the bridge closes its port and exits 0
-        out, _ = bridge.communicate(timeout=10)
+        out = stop_bridge(bridge)
     assert bridge.returncode == 0, out
     assert "note 7 dropped" in out
 
@@ -638,7 +651,6 @@ def test_cli_mpe_with_a_map_file(jack_server, osc_catcher, tmp_path: Path) -> No
             assert osc_catcher.nothing_more()
         assert len(swept) < len(burst), swept
     finally:
-        bridge.send_signal(2)
-        out, _ = bridge.communicate(timeout=10)
+        out = stop_bridge(bridge)
     assert bridge.returncode == 0, out
     assert "MPE lower zone" in out
