@@ -702,6 +702,10 @@ def open_input(midi: mido.Backend, fragment: str | None, virtual_name: str = DEF
 CLOSE_TIMEOUT_S = 5.0  # closing the port and the senders after Ctrl-C takes at most this
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def bridge(port: Iterable[mido.Message], translator: Translator, sender: OscSender | Coalescer) -> None:
     """Forward every message from `port` until it ends (or Ctrl-C)."""
     for msg in port:
@@ -767,8 +771,14 @@ def run(args: argparse.Namespace) -> int:
     coalescer = Coalescer(sender.send).start()
     zone = f", MPE lower zone (master channel {MPE_MASTER_CHANNEL})" if args.mpe else ""
     log.info("MIDI %r -> OSC %s:%d%s", port.name, *args.to, zone)
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr (a hang's diagnosis)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and SIGTERM stop the bridge, even when it was started with SIGINT ignored (a
+        # background job of a script inherits that, and Python then installs no Ctrl-C handler:
+        # `kill -INT` did nothing and the bridge read on until killed).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
+        if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack to stderr
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         bridge(port, Translator(mapping, mpe=args.mpe), coalescer)
     except KeyboardInterrupt:

@@ -532,9 +532,9 @@ def test_mpe_over_udp_two_member_channels_get_their_own_note_bend(osc_catcher) -
         ("/bend", [0.0])]
 
 
-def start_bridge_cli(catcher, name: str, *options: str) -> tuple[subprocess.Popen, str]:
+def start_bridge_cli(catcher, name: str, *options: str, ignore_sigint: bool = False) -> tuple[subprocess.Popen, str]:
     """`sound-generator -v midi-bridge --api jack` sending to `catcher`, and its virtual port's name
-    once it is there."""
+    once it is there. ignore_sigint: started as a script's background job is (SIGINT ignored)."""
     bridge = subprocess.Popen(
         [sys.executable, "-m", "synth.cli", "-v", "midi-bridge", "--api", "jack",
          "--to", f"127.0.0.1:{catcher.port}", "--name", name, *options],
@@ -543,6 +543,7 @@ def start_bridge_cli(catcher, name: str, *options: str) -> tuple[subprocess.Pope
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
     )
     midi = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
     deadline = time.monotonic() + 20
@@ -565,6 +566,23 @@ def stop_bridge(bridge: subprocess.Popen) -> str:
         time.sleep(1.0)
         bridge.kill()
         raise AssertionError(f"the bridge did not exit within 10 s of Ctrl-C:\n{bridge.communicate()[0]}") from None
+
+
+@pytest.mark.jack
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_stops_on_ctrl_c_or_sigterm_even_started_with_sigint_ignored(jack_server, osc_catcher, sig) -> None:
+    """A script's background job inherits SIGINT ignored; the bridge still stops on it (and on
+    SIGTERM), closing its port, exit status 0."""
+    bridge, _ = start_bridge_cli(osc_catcher, f"sg-test-sig{int(sig)}", ignore_sigint=True)
+    bridge.send_signal(sig)
+    try:
+        out = bridge.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        bridge.kill()
+        raise AssertionError(f"signal {sig.name} did not stop the bridge: {bridge.communicate()[0]}") from None
+    assert bridge.returncode == 0, out
+    assert "stopped" in out
 
 
 @pytest.mark.jack
