@@ -93,12 +93,19 @@ class Voices:
 
 @pytest.fixture(scope="module")
 def voices(jack_dummy):
+    yield from open_voices(jack_dummy, SR, 40)
+
+
+def open_voices(jack_name: str, sample_rate: int, seconds: float):
+    """`serve --voice-mode live` (8 voices) on that JACK server, its output wired to a capture:
+    yields `Voices`, then closes everything."""
     from osc_server.server import LiveServer, ServerConfig
 
     device = portaudio_jack_device()
-    cap = Capture(jack_dummy, seconds=40)
+    cap = Capture(jack_name, seconds=seconds)
+    assert cap.sample_rate == sample_rate
     before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
-    server = LiveServer(ToneGenerator(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
+    server = LiveServer(ToneGenerator(), ServerConfig(port=0, device=device, sample_rate=sample_rate, blocksize=BLOCK,
                                                       cache_mb=64, jack_fallback=False, voice_mode="live",
                                                       live_voices=8)).start()
     for p in [p.name for p in cap.client.get_ports(is_audio=True, is_output=True) if p.name not in before]:

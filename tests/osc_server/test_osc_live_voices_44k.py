@@ -10,9 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from bench.jack import Capture, JackDummy, portaudio_jack_device
-from test_osc_live_voices import Voices, median_pitch_hz, midi_hz
-from tone import Client, ToneGenerator
+from bench.jack import JackDummy
+from test_osc_live_voices import median_pitch_hz, midi_hz, open_voices
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -21,23 +20,8 @@ SR, BLOCK = 44100, 256
 
 @pytest.fixture(scope="module")
 def voices44():
-    from osc_server.server import LiveServer, ServerConfig
-
     with JackDummy(SR, BLOCK, prefix="sg-44k") as name:
-        device = portaudio_jack_device()
-        cap = Capture(name, seconds=20)
-        assert cap.sample_rate == SR
-        before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
-        server = LiveServer(ToneGenerator(), ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
-                                                          cache_mb=64, jack_fallback=False, voice_mode="live",
-                                                          live_voices=8)).start()
-        for p in [p.name for p in cap.client.get_ports(is_audio=True, is_output=True) if p.name not in before]:
-            cap.client.connect(p, cap.port)
-        client = Client(server.address)
-        yield Voices(server, cap, client)
-        client.close()
-        server.close()
-        cap.close()
+        yield from open_voices(name, SR, 20)
 
 
 def test_a_held_note_at_44_1_khz_is_the_offline_note(voices44):
