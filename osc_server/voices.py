@@ -359,9 +359,9 @@ class RingWriter:
             read = int(control[C_READ])
             if self.write < read:  # late: skip ahead (what was not written is not played)
                 control[C_LATE] += 1
-                # The first frame that starts at or after read + lead (frames differ in length at
-                # 44.1 kHz: the frame clock, not a multiple of a frame's samples).
-                j = -(-(read + self.lead - self.origin) * FRAME_RATE // engine.sample_rate)
+                # The first frame that starts at or after read + lead: the one after the frame
+                # holding the sample before it (frames differ in length at 44.1 kHz).
+                j = engine.frame_at(read + self.lead - self.origin - 1) + 1
                 frames = max(1, j - engine.bank.frame_index)
                 skipped = self.origin + engine.frame_start(engine.bank.frame_index + frames) - self.write
                 self.write += skipped

@@ -59,8 +59,15 @@ class Voices:
         return self.capture.end_frame
 
     def record(self, f0: int, seconds: float) -> np.ndarray:
-        self.capture.wait_until(f0 + int(seconds * SR), timeout=seconds + 10)
-        return self.capture.read(f0, f0 + int(seconds * SR))
+        n = int(seconds * self.capture.sample_rate)
+        self.capture.wait_until(f0 + n, timeout=seconds + 10)
+        return self.capture.read(f0, f0 + n)
+
+    def late_blocks(self) -> int:
+        """Blocks the voice process has not filled in time so far (Stat.STREAM_LATE)."""
+        from osc_server.audio import Stat
+
+        return int(self.server.mixer.stats[Stat.STREAM_LATE])
 
     def wait_silence(self, max_s: float = 15.0) -> None:
         deadline = time.monotonic() + max_s
@@ -157,12 +164,22 @@ def median_pitch_hz(audio: np.ndarray, near_hz: float, window_s: float = 0.1, sa
                             for i in range(0, len(audio) - n + 1, n)]))
 
 
-def test_bend_moves_a_sounding_note_by_its_cents(voices):
-    from osc_server.audio import Stat
+def aligned_residual(live: np.ndarray, offline: np.ndarray, sample_rate: int) -> tuple:
+    """The live note starts inside its first frame, at the block after the message: align it
+    with the offline render (cross-correlation over the first second). Returns (lag in samples,
+    the live and the offline 0.1-1.9 s, the residual of one against the other in dB)."""
+    n = sample_rate
+    spectrum = np.fft.rfft(live[:n], 2 * n) * np.conj(np.fft.rfft(offline[:n], 2 * n))
+    lag = int(np.argmax(np.fft.irfft(spectrum)[:n]))
+    i, j = int(0.1 * sample_rate), int(1.9 * sample_rate)
+    a, b = live[lag + i : lag + j], offline[i:j]
+    return lag, a, b, float(10 * np.log10(np.mean((a - b) ** 2) / np.mean(b**2)))
 
+
+def test_bend_moves_a_sounding_note_by_its_cents(voices):
     voices.reset("synthetic")
     voices.warm(57)
-    late = int(voices.server.mixer.stats[Stat.STREAM_LATE])
+    late = voices.late_blocks()
     f = voices.now()
     voices.client.send_msg("/note", 57, 100)
     time.sleep(1.0)
@@ -170,7 +187,7 @@ def test_bend_moves_a_sounding_note_by_its_cents(voices):
     time.sleep(1.0)
     audio = voices.record(f, 2.0)
     voices.client.send_msg("/note", 57, 0)
-    late = int(voices.server.mixer.stats[Stat.STREAM_LATE]) - late
+    late = voices.late_blocks() - late
     before = median_pitch_hz(audio[int(0.45 * SR) : int(0.95 * SR)], midi_hz(57))
     after = median_pitch_hz(audio[int(1.45 * SR) : int(1.95 * SR)], midi_hz(59))
     moved = 1200.0 * np.log2(after / before)
@@ -328,17 +345,11 @@ def test_the_live_note_is_the_note_render_hold_writes(voices):
     voices.client.send_msg("/note", 60, 0)
     live = voices.record(f, 2.2).astype(np.float64) / 2  # (the capture port sums the stream's two channels)
     offline = render_held(get_generator(), NoteParams(60, 100, "synthetic"), 2.5, SR).astype(np.float64)
-    # The live note starts inside its first frame, at the block after the message: align them.
-    n = SR
-    spectrum = np.fft.rfft(live[:n], 2 * n) * np.conj(np.fft.rfft(offline[:n], 2 * n))
-    lag = int(np.argmax(np.fft.irfft(spectrum)[:n]))
-    b = offline[int(0.1 * SR) : int(1.9 * SR)]
+    lag, a, b, residual_db = aligned_residual(live, offline, SR)
     for segment in ((0.1, 0.5), (0.5, 1.0), (1.0, 1.9)):
         i, j = int(segment[0] * SR), int(segment[1] * SR)
         d = live[lag + i : lag + j] - offline[i:j]
         print(segment, round(10 * np.log10(np.mean(d**2) / np.mean(offline[i:j] ** 2)), 1))
-    a = live[lag + int(0.1 * SR) : lag + int(1.9 * SR)]
-    residual_db = 10 * np.log10(np.mean((a - b) ** 2) / np.mean(b**2))
     print(f"live vs render --hold: lag {lag} samples, residual {residual_db:.1f} dB (live {10 * np.log10(np.mean(a**2) + 1e-20):.1f} dB, offline {10 * np.log10(np.mean(b**2)):.1f} dB)")
     # The issue asks for -40 dB. Measured through the server: -25 to -51 dB from run to run (the
     # same engine fed directly, without the server, matches to -45 dB; what varies is not found

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.jack import JackDummy
-from test_osc_live_voices import median_pitch_hz, midi_hz, open_voices
+from test_osc_live_voices import aligned_residual, median_pitch_hz, midi_hz, open_voices
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -25,7 +25,6 @@ def voices44():
 
 
 def test_a_held_note_at_44_1_khz_is_the_offline_note(voices44):
-    from osc_server.audio import Stat
     from synth.generator import get_generator
     from synth.hold import render_held
     from synth.params import NoteParams
@@ -33,21 +32,15 @@ def test_a_held_note_at_44_1_khz_is_the_offline_note(voices44):
     v = voices44
     v.reset("synthetic")
     v.warm(60)
-    late = int(v.server.mixer.stats[Stat.STREAM_LATE])
+    late = v.late_blocks()
     f = v.now()
     v.client.send_msg("/note", 60, 100)
     time.sleep(2.2)
     v.client.send_msg("/note", 60, 0)
-    v.capture.wait_until(f + int(2.2 * SR), timeout=15)  # (Voices.record counts 48 kHz samples)
-    live = v.capture.read(f, f + int(2.2 * SR)).astype(np.float64) / 2  # (the port sums both channels)
-    late = int(v.server.mixer.stats[Stat.STREAM_LATE]) - late
+    live = v.record(f, 2.2).astype(np.float64) / 2  # (the capture port sums the stream's two channels)
+    late = v.late_blocks() - late
     offline = render_held(get_generator(), NoteParams(60, 100, "synthetic"), 2.5, SR).astype(np.float64)
-    n = SR
-    spectrum = np.fft.rfft(live[:n], 2 * n) * np.conj(np.fft.rfft(offline[:n], 2 * n))
-    lag = int(np.argmax(np.fft.irfft(spectrum)[:n]))
-    a = live[lag + int(0.1 * SR) : lag + int(1.9 * SR)]
-    b = offline[int(0.1 * SR) : int(1.9 * SR)]
-    residual_db = 10 * np.log10(np.mean((a - b) ** 2) / np.mean(b**2))
+    lag, a, b, residual_db = aligned_residual(live, offline, SR)
     pitch = median_pitch_hz(a, midi_hz(60), sample_rate=SR)
     cents = 1200 * np.log2(pitch / midi_hz(60))
     # A frame-length slip (a frame of the wrong length, a sample dropped or doubled at a frame
