@@ -117,8 +117,10 @@ def _stream_figures(quick: bool) -> dict[str, float]:
 
 def run(quick: bool) -> dict[str, float]:
     from synth import core
+    from synth.fast_render import single_threaded_blas
     from synth.processors import DDSPSynth
 
+    single_threaded_blas()  # as in every process of the server that renders
     repeats = 15 if quick else 101
     figures: dict[str, float] = {}
     for frame_rate, suffix in ((core.FRAME_RATE, ""), (125, "_125fps")):

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from osc_server.audio import normal_priority
+from synth.fast_render import single_threaded_blas
 
 log = logging.getLogger("osc_server.render")
 
@@ -100,6 +101,7 @@ def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: in
     out = np.ndarray((slot_samples,), dtype=np.float32, buffer=slot.buf)
     for name in THREAD_ENV:  # before the factory imports TensorFlow
         os.environ.setdefault(name, str(threads))
+    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
     try:
         generator = load_factory(factory)()
         conn.send(("hello", str(generator.model_version), os.getpid()))

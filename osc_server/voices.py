@@ -55,6 +55,7 @@ import scipy.signal
 
 from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
+from synth.fast_render import single_threaded_blas
 from synth.models import DECODER_FRAME_RATE as FRAME_RATE
 
 log = logging.getLogger("osc_server.voices")
@@ -255,6 +256,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
     normal_priority()
     for name in THREAD_ENV:  # before the factory imports TensorFlow
         os.environ.setdefault(name, str(threads))
+    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
     control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
@@ -439,6 +441,7 @@ def _networks_main(conn, factory: str, threads: int) -> None:
     normal_priority()
     for name in THREAD_ENV:
         os.environ.setdefault(name, str(threads))
+    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
     try:
         generator = load_factory(factory)()
         conn.send(("hello",))

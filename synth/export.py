@@ -48,7 +48,8 @@ import numpy as np
 from scipy.signal import correlate
 
 from synth.envelope import NOTE_OFF_S, level_db
-from synth.fast_render import midi_to_hz
+# BLAS threads while rendering samples: fixed, because the sums of a matrix product depend on it.
+from synth.fast_render import BLAS_THREADS, midi_to_hz
 from synth.params import PITCH_MAX, PITCH_MIN, VELOCITY_LAYERS, VELOCITY_MAX, VELOCITY_MIN
 from synth.presets import Preset
 
@@ -307,8 +308,6 @@ def ampeg_release_for(release: Release) -> float:
 # What a sample's bytes depend on besides the note, the sample rate and the model: bump it whenever
 # the code here changes what a sample holds (loop search, crossfade, release fit, WAV format), so a
 # resumed bulk export (synth.export_bank) renders such samples again instead of reusing them.
-# BLAS threads while rendering samples: fixed, because the sums of a matrix product depend on it.
-BLAS_THREADS = 1
 SAMPLE_FORMAT = "1: 24-bit WAV, loop_sustain crossfaded into the data, tail of loop copies, fitted release"
 
 

@@ -45,6 +45,26 @@ LOUDNESS_FLOOR_DB = -120.0
 _TABLE_OVERSAMPLING = 16
 
 
+BLAS_THREADS = 1  # see single_threaded_blas
+
+
+def single_threaded_blas() -> None:
+    """Run this process's BLAS (numpy's OpenBLAS) on one thread, for good.
+
+    The synthesis' matrix products are small ([frames, 65 bands] @ [65, bins]); OpenBLAS splits
+    them over one thread per core, and its threads then spin while they wait. On the 2-core
+    machine a 4 s note took the same wall-clock time on one thread as on two but twice the CPU,
+    and two notes rendered at once (the pre-render's thread pool) took no less time than one
+    after the other (measured: 440 notes 6.6 s with two BLAS threads, 4.7 s with one). In the
+    server that spinning core is the one the audio and the live voices need.
+    Setting OMP_NUM_THREADS does not help once numpy is imported, so the pool is resized
+    through threadpoolctl (an installable library made for exactly this).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
 def n_samples_for(n_frames: int, sample_rate: int, frame_rate: int = FRAME_RATE) -> int:
     """Number of audio samples covered by `n_frames` control frames at `sample_rate`."""
     return int(n_frames) * int(sample_rate) // int(frame_rate)

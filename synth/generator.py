@@ -53,6 +53,7 @@ import numpy as np
 from synth import checkpoint as CK
 from synth import models as M
 from synth.envelope import apply_envelope_tags
+from synth.fast_render import single_threaded_blas
 from synth.params import LATENT_DIM, QUALITIES, NoteParams
 
 log = logging.getLogger("synth.generator")
@@ -91,6 +92,7 @@ class Generator:
     def __init__(self, checkpoint_dir: str | None = None, jit: bool = JIT_DEFAULT):
         import tensorflow as tf
 
+        single_threaded_blas()
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
         ddsp_dir, z_dir, f_dir = CK.stage_dirs(self.checkpoint_dir)
         ddsp_conf, f_conf = M.read_config(ddsp_dir), M.read_config(f_dir)

@@ -6,6 +6,7 @@ by the spawned worker processes, which get the test's sys.path).
                $FAULTY_MARKER, remembers it across the restart)
     pitch 15   the render hangs for 30 s
     pitch 16   the generator raises ValueError
+    pitch 17   a 4 s "note" whose every sample is the number of BLAS threads in the worker
     any other  ToneGenerator's tone
 """
 
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import os
 import time
+
+import numpy as np
+from threadpoolctl import threadpool_info
 
 from tone import ToneGenerator
 
@@ -32,6 +36,9 @@ class FaultyGenerator(ToneGenerator):
             time.sleep(30)
         if params.pitch == 16:
             raise ValueError("pitch 16 is out of this model's range")
+        if params.pitch == 17:
+            blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+            return np.full(4 * sample_rate, float(max(blas)), np.float32)
         return super().render(params, sample_rate)
 
 

@@ -52,6 +52,19 @@ def test_a_worker_renders_what_the_generator_renders_in_process(pool):
     assert all(pid != os.getpid() for pid in pool.pids)
 
 
+def test_a_worker_runs_blas_on_one_thread_whatever_the_environment_asks(tmp_path, monkeypatch):
+    # OpenBLAS's threads spin on the synthesis' small matrix products and take the core the
+    # audio needs; the worker imports numpy before it can set any variable, so it limits the
+    # pool itself (synth.fast_render.single_threaded_blas).
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    p = RenderPool("faulty:make", workers=1, render_timeout_s=10.0, nice=0)
+    try:
+        audio = p.render(NoteParams(pitch=17), SR)
+    finally:
+        p.close()
+    assert set(np.unique(audio)) == {1.0}
+
+
 def test_a_crash_is_retried_once_on_a_restarted_worker(pool):
     audio = pool.render(NoteParams(pitch=14), SR)  # the first try kills the worker
     assert audio.shape == (4 * SR,) and np.max(np.abs(audio)) > 0.1

@@ -237,3 +237,22 @@ def test_render_numpy_from_several_threads_at_once():
             results = list(pool.map(lambda note: synth.render_numpy(note, 48000), notes))
             for got, want in zip(results, expected):
                 np.testing.assert_array_equal(got, want)
+
+
+
+def test_single_threaded_blas_resizes_a_pool_numpy_has_already_started():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, numpy\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from synth.fast_render import single_threaded_blas\n"
+            "blas = lambda: max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas')\n"
+            "before = blas()\n"
+            "single_threaded_blas()\n"
+            "print(json.dumps([before, blas()]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [2, 1]
