@@ -18,9 +18,14 @@
                                     PLAYING_S seconds, then playing 12- to 32-note chords every
                                     100 ms (another process sends them) while a new timbre is
                                     pre-rendered every 10 s, as many seconds: output under-runs per
-                                    minute. Renders run in the render processes (RenderPool); the
-                                    `_inprocess` figures are the same with the generator in the audio
-                                    process, as before them. `_busy` figures repeat both while
+                                    minute. The server runs as `sound-generator serve` in a process
+                                    of its own (renders in its render processes), as a performer
+                                    runs it, and the capture client in the bench's process: a
+                                    capture in the server's process takes the server's GIL every
+                                    cycle, and doubled the figure on the 2-core machine (22 against
+                                    11 a minute). The `_inprocess` figures are the server in the
+                                    bench's process with the generator in the audio process, as
+                                    before the render processes. `_busy` figures repeat both while
                                     another process keeps one core busy. `zero_blocks_playing`:
                                     256-sample runs of exact zeros inside sounding notes in the
                                     capture. Target: playing <= idle.
@@ -41,7 +46,9 @@ import json
 import os
 import socket
 import subprocess
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -205,31 +212,84 @@ def _http_client(port: int, requests: int) -> None:
     print(json.dumps({"requests": requests}), flush=True)
 
 
-def _http_underruns(server, requests: int) -> int:
-    """Under-runs while `requests` sequential POST /sound (new notes, 16 kHz JSON) are served by
-    the HTTP API in the server's process, sent by another process."""
-    from osc_server.cli import start_http
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    start_http(server.engine, "127.0.0.1", port, realtime=True)
-    time.sleep(1.0)
+        return s.getsockname()[1]
+
+
+class _Served:
+    """`sound-generator serve` (shipped weights) in a process of its own on the JACK server
+    `jack_name`, with its HTTP API; its figures come back over OSC (`/status`)."""
+
+    def __init__(self, jack_name: str, workers: int, gain_db: float = -12.0):
+        self.port, self.http_port = _free_port(), _free_port(socket.SOCK_STREAM)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "JACK_DEFAULT_SERVER": jack_name, "JACK_NO_START_SERVER": "1",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), "--render-workers", str(workers),
+             "--gain-db", str(gain_db), "--http-port", str(self.http_port), "--no-jack-fallback"],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        if not self._ready.wait(START_TIMEOUT_S) or self.proc.poll() is not None:
+            self.close()
+            raise RuntimeError("serve did not start:\n" + "".join(self.lines[-30:]))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "ready" in line:
+                self._ready.set()
+
+    def send(self, address: str, *args) -> None:
+        self.sock.sendto(_msg(address, *args), ("127.0.0.1", self.port))
+
+    def underruns(self) -> int:
+        from pythonosc.osc_message import OscMessage
+
+        self.send("/status")
+        while True:
+            data = self.sock.recv(65536)
+            if data.startswith(b"/status"):
+                return int(OscMessage(data).params[6])  # (voices cache_notes cache_mb hits misses renders_queued underruns ...)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.sock.close()
+
+
+START_TIMEOUT_S = 240.0  # two render processes loading TensorFlow and the weights on a busy 2-core box
+
+
+def _http_underruns(underruns, port: int, requests: int) -> int:
+    """Under-runs (`underruns()`: the server's count so far) while `requests` sequential POST /sound
+    (new notes, 16 kHz JSON) are served by the server's HTTP API on `port`, sent by another process."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+    u0 = underruns()
     out = subprocess.run([sys.executable, "-c", f"from bench.server import _http_client; _http_client({port}, {requests})"],
                          capture_output=True, text=True, timeout=300, cwd=root)
     if out.returncode:
         raise RuntimeError(out.stderr)
-    return int(server.mixer.stats[Stat.UNDERRUNS]) - u0
+    return underruns() - u0
 
 
 def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), http: bool = True,
                     workers: int = 2) -> dict[str, float]:
-    """Under-runs per minute idle and playing, renders in processes and (before) in-process."""
+    """Under-runs per minute idle and playing: `serve` in its own process ("") and the server in
+    the bench's process with the generator in the audio process ("_inprocess")."""
     from bench.jack import Capture, JackDummy, portaudio_jack_device
-    from osc_server.render_pool import RenderPool
-    from osc_server.server import LiveServer, ServerConfig
 
     seconds = 10.0 if quick else PLAYING_S
     figures: dict[str, float] = {}
@@ -237,40 +297,50 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
     for mode in modes:
         jack = JackDummy(SR, BLOCK, prefix="sg-bench-play")
         name = jack.start()
-        pool = None
+        served = server = None
         try:
-            if mode:
-                from synth.generator import get_generator
-
-                generator = get_generator()
-            else:
-                generator = pool = RenderPool(workers=workers)
-            device = portaudio_jack_device()
             cap = Capture(name, seconds=CAPTURE_S, name="bench-capture")
             before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
-            server = LiveServer(generator, ServerConfig(port=0, device=device, sample_rate=SR, blocksize=BLOCK,
-                                                        jack_fallback=False, workers=workers)).start()
-            server.engine.set_gain_db(-12.0)
+            if mode:
+                from osc_server.server import LiveServer, ServerConfig
+                from synth.generator import get_generator
+
+                server = LiveServer(get_generator(), ServerConfig(port=0, device=portaudio_jack_device(), sample_rate=SR,
+                                                                  blocksize=BLOCK, jack_fallback=False)).start()
+                server.engine.set_gain_db(-12.0)
+                osc_port = server.address[1]
+
+                def underruns() -> int:
+                    return int(server.mixer.stats[Stat.UNDERRUNS])
+
+                def panic() -> None:
+                    server.engine.panic()
+            else:
+                served = _Served(name, workers)
+                osc_port = served.port
+                underruns = served.underruns
+
+                def panic() -> None:
+                    served.send("/panic")
             for p in cap.client.get_ports(is_audio=True, is_output=True):
                 if p.name not in before:
                     cap.client.connect(p, cap.port)
-            osc_port = server.address[1]
             for busy in loads:
                 hog = None
                 if busy:
                     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
                 time.sleep(1.0)
-                u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+                u0 = underruns()
                 time.sleep(seconds)
-                idle = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
-                u0 = int(server.mixer.stats[Stat.UNDERRUNS])
+                idle = underruns() - u0
+                u0 = underruns()
                 f0, glitches = cap.now(), cap.glitches
                 code = f"from bench.server import _chord_player; _chord_player({osc_port}, {seconds})"
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      timeout=seconds + 60, cwd=root)
                 if out.returncode:
                     raise RuntimeError(out.stderr)
-                playing = int(server.mixer.stats[Stat.UNDERRUNS]) - u0
+                playing = underruns() - u0
                 f1 = cap.now()
                 zeros = zero_blocks_inside_sound(cap.read(max(f0, f1 - 9 * SR), f1))
                 if hog is not None:
@@ -279,21 +349,22 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
                 figures[f"underruns_per_min_idle{mode}{busy}"] = 60.0 * idle / seconds
                 figures[f"underruns_per_min_playing{mode}{busy}"] = 60.0 * playing / seconds
                 figures[f"zero_blocks_playing{mode}{busy}"] = float(zeros)
-                print(f"  renders {'in the audio process' if mode else f'in {workers} processes'}"
+                print(f"  {'renders in the audio process' if mode else f'serve, {workers} render processes'}"
                       f"{', one core busy' if busy else ''}: idle {idle}, playing {playing} under-runs in "
                       f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s; {cap.glitches - glitches} "
                       f"capture glitches, whose missed cycles read as zeros)", flush=True)
-                server.engine.panic()
+                panic()
                 time.sleep(0.5)
-            if not mode and http:
-                figures["http_underruns_20_requests"] = float(_http_underruns(server, 20))
+            if served is not None and http:
+                figures["http_underruns_20_requests"] = float(_http_underruns(underruns, served.http_port, 20))
                 print(f"  20 sequential POST /sound: {figures['http_underruns_20_requests']:.0f} under-runs",
                       flush=True)
-            server.close()
             cap.close()
         finally:
-            if pool is not None:
-                pool.close()
+            if server is not None:
+                server.close()
+            if served is not None:
+                served.close()
             jack.stop()
     return figures
 
