@@ -4,6 +4,9 @@
   warm process (`Generator.render`; each repetition changes the latent so nothing can be reused).
 * `prerender_s`    one timbre over the whole keyboard: pitches 21..108 x the five velocity layers
   (440 notes) at 48 kHz through `Generator.render_batch` (the neural part batched).
+* `prerender_warm_s` the same keyboard again in the same process: `prerender_s` includes compiling
+  the network's batch shape, which only the first batch of a process pays (about 3 s on the
+  2-core machine).
 * `render_neural_ms_48k` / `render_dsp_ms_48k`: the two halves of one note (for diagnosis).
 * `generator_load_s`: loading the checkpoints and tracing the graph (first use in a process).
 """
@@ -49,13 +52,18 @@ def run(quick: bool = False) -> dict[str, float]:
     t = time.perf_counter()
     gen.render_batch(notes, 48000)
     prerender = time.perf_counter() - t
-    if quick:
-        prerender *= len(PRERENDER_PITCHES) / len(pitches)  # extrapolated to the whole keyboard
+    t = time.perf_counter()
+    gen.render_batch([p.replace(latent_sample=[-0.5] * 16) for p in notes], 48000)
+    prerender_warm = time.perf_counter() - t
+    if quick:  # extrapolated to the whole keyboard
+        prerender *= len(PRERENDER_PITCHES) / len(pitches)
+        prerender_warm *= len(PRERENDER_PITCHES) / len(pitches)
 
     return {
         "render_ms_48k": float(np.median(times) * 1000),
         "render_neural_ms_48k": float(np.median(neural) * 1000),
         "render_dsp_ms_48k": float(np.median(dsp) * 1000),
         "prerender_s": float(prerender),
+        "prerender_warm_s": float(prerender_warm),
         "generator_load_s": float(load_s),
     }
