@@ -413,19 +413,17 @@ class NetworksThread:
         self._thread = threading.Thread(target=self._run, name="voice-networks", daemon=True)
         self._thread.start()
 
-    def submit(self, notes: list, peak_gain: bool, done) -> None:
-        self._jobs.put((list(notes), peak_gain, done))
+    def submit(self, notes: list, peak_gain: bool, done, levels: list | None = None) -> None:
+        self._jobs.put((list(notes), peak_gain, done, levels))
 
     def _run(self) -> None:
-        from synth.hold import prepare_notes
-
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            notes, peak_gain, done = job
+            notes, peak_gain, done, levels = job
             try:
-                done(prepare_notes(self.generator, notes, peak_gain))
+                done(_networks_job(self.generator, notes, peak_gain, levels))
             except Exception:  # noqa: BLE001 - one job fails, the thread goes on
                 log.exception("networks")
 
@@ -433,10 +431,20 @@ class NetworksThread:
         self._jobs.put(None)
 
 
+def _networks_job(generator, notes: list, peak_gain: bool, levels: list | None):
+    """NoteStarts for `notes`; with `levels` (one `TimbreChangeInputs` per note: a timbre change
+    of sounding notes), (NoteStarts, the level compensation of each note into its new timbre), so
+    that the voice process's playing thread only applies them (`HeldNote.apply_timbre`)."""
+    from synth.hold import level_compensations, prepare_notes
+
+    starts = prepare_notes(generator, notes, peak_gain)
+    if levels is None:
+        return starts
+    return starts, level_compensations(generator, levels, [start.timbre for start in starts])
+
+
 def _networks_main(conn, factory: str, threads: int) -> None:
     """The voice process's networks process: NoteParams in, NoteStarts out."""
-    from synth.hold import prepare_notes
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
     for name in THREAD_ENV:
@@ -455,9 +463,9 @@ def _networks_main(conn, factory: str, threads: int) -> None:
             return
         if msg is None:
             return
-        job_id, notes, peak_gain = msg
+        job_id, notes, peak_gain, levels = msg
         try:
-            conn.send((job_id, prepare_notes(generator, notes, peak_gain), None))
+            conn.send((job_id, _networks_job(generator, notes, peak_gain, levels), None))
         except Exception as e:  # noqa: BLE001
             conn.send((job_id, None, f"{type(e).__name__}: {e}"))
 
@@ -483,11 +491,11 @@ class NetworksProcess:
         self._reader = threading.Thread(target=self._read, name="networks-reader", daemon=True)
         self._reader.start()
 
-    def submit(self, notes: list, peak_gain: bool, done) -> None:
+    def submit(self, notes: list, peak_gain: bool, done, levels: list | None = None) -> None:
         with self._lock:
             job_id = next(self._ids)
             self._done[job_id] = done
-            self._conn.send((job_id, list(notes), bool(peak_gain)))
+            self._conn.send((job_id, list(notes), bool(peak_gain), levels))
 
     def _read(self) -> None:
         while True:
@@ -598,7 +606,8 @@ class VoiceEngine:
         self.networks = networks if networks is not None else NetworksThread(generator)
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
-        self._timbre_ready: list = []  # (epoch, slot, note, params, timbre, gain_db or None) to apply
+        # (epoch, slot, note, params, timbre, gain_db or None, level compensation or None) to apply
+        self._timbre_ready: list = []
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
@@ -811,8 +820,12 @@ class VoiceEngine:
                 targets.append((v.slot, v.note, new))
         if targets:
             epoch = self.timbre_epoch
+            # Each note's level compensation is computed with the networks, from the note as it is
+            # now (the decoder on its old and new z; 2-5 ms a note on the 2-core machine), not in
+            # the playing thread when the change is applied a few frames later.
             self.networks.submit([p for _, _, p in targets], False,
-                                 lambda starts: self._done.put(("timbre", epoch, targets, starts)))
+                                 lambda out: self._done.put(("timbre", epoch, targets, *out)),
+                                 levels=[note.timbre_change_inputs() for _, note, _ in targets])
 
     # ---- starting voices ---------------------------------------------------------------------
     def start_ready(self, writer: RingWriter) -> None:
@@ -834,20 +847,23 @@ class VoiceEngine:
                         # Its own level, not the stand-in's: as loud as if it had started with
                         # its own controls.
                         self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, request.params,
-                                                      start.timbre, 20.0 * math.log10(start.peak_gain)))
+                                                      start.timbre, 20.0 * math.log10(start.peak_gain), None))
             elif done[0] == "timbre":
-                _, epoch, targets, starts = done
+                _, epoch, targets, starts, comps = done
                 if epoch == self.timbre_epoch:  # (an older change is superseded)
-                    self._timbre_ready = [(epoch, slot, note, params, start.timbre, None)
-                                          for (slot, note, params), start in zip(targets, starts)]
+                    self._timbre_ready = [(epoch, slot, note, params, start.timbre, None, comp)
+                                          for (slot, note, params), start, comp in zip(targets, starts, comps)]
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
         while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
-            epoch, slot, note, params, timbre, gain_db = self._timbre_ready.pop(0)
+            epoch, slot, note, params, timbre, gain_db, comp = self._timbre_ready.pop(0)
             v = self.voices[slot]
             if epoch == self.timbre_epoch and v is not None and v.note is note:
-                note.set_timbre(params, timbre, gain_db)
+                if comp is None:  # (a stand-in moving to its own controls: its own gain)
+                    note.set_timbre(params, timbre, gain_db)
+                else:
+                    note.apply_timbre((params, timbre, comp, False))
                 applied += 1
         ready, self._ready = self._ready, []
         for request, start in ready:

@@ -819,6 +819,48 @@ def prepare_notes(generator, notes: Sequence[NoteParams], peak_gain: bool = True
     return out
 
 
+@dataclass(frozen=True)
+class TimbreChangeInputs:
+    """A held note's part of the level compensation of a timbre change (`HeldNote.timbre_change_inputs`)."""
+
+    state: _PlanState  # the plan state now, without its timbres
+    f0_hz: float  # the frame planned now: f0, loudness, z and gain in the old timbre
+    loudness_db: float
+    z: np.ndarray
+    gain_db: float
+    base_hz: float
+    ld_range: tuple
+
+
+def level_compensations(generator, inputs: Sequence[TimbreChangeInputs], timbres: Sequence[Timbre]) -> list[float]:
+    """The gain (dB) each note takes into its new timbre, so that a latent change moves the
+    timbre, not the level: the decoder on the old and the new z at the note's f0 and loudness
+    now, each held constant over the decoder's context, compared by level (at most
+    LATENT_LEVEL_MAX_DB either way), on top of the note's gain now. All notes in one decoder call."""
+    if len(inputs) != len(timbres):
+        raise ValueError(f"timbres: expected one per note ({len(inputs)}), got {len(timbres)}")
+    if not inputs:
+        return []
+    constants = model_constants(generator)
+    context = constants["context"]
+    n = 2 * context + 1
+    f0, ld, z = [], [], []
+    for note, timbre in zip(inputs, timbres):
+        new, _ = _plan_frame(replace(note.state, timbres=((timbre, 0, 0.0),)), note.base_hz, note.ld_range)
+        f0 += [note.f0_hz] * 2
+        ld += [note.loudness_db] * 2
+        z += [note.z, new.z]
+    k = len(f0)
+    out = decode_controls_batch(generator, np.repeat(np.asarray(f0)[:, None], n, axis=1),
+                                np.repeat(np.asarray(ld)[:, None], n, axis=1),
+                                np.repeat(np.stack(z)[:, None], n, axis=1))
+    level = control_level_db(out["amplitude"].reshape(-1), out["harmonic_distribution"].reshape(k * n, -1),
+                             out["noise_magnitudes"].reshape(k * n, -1), out["f0_hz"].reshape(-1),
+                             constants["meter"]).reshape(k, n)[:, context]
+    return [note.gain_db + float(np.clip(level[2 * i] - level[2 * i + 1], -LATENT_LEVEL_MAX_DB, LATENT_LEVEL_MAX_DB))
+            for i, note in enumerate(inputs)]
+
+
 class HeldNote:
     """One held note, rendered k frames at a time (see the module doc).
 
@@ -1038,20 +1080,19 @@ class HeldNote:
             if not math.isfinite(float(gain_db)):
                 raise ValueError(f"gain_db: expected a finite gain in dB, got {gain_db!r}")
             return params, timbre, float(gain_db), True
+        comp = level_compensations(self.generator, [self.timbre_change_inputs()], [timbre])[0]
+        return params, timbre, comp, False
+
+    def timbre_change_inputs(self) -> "TimbreChangeInputs":
+        """What the level compensation of a timbre change needs of this note as it is now (small
+        and picklable: a live engine has it computed in its networks process, with the new
+        timbre, by `level_compensations`, and then only applies it)."""
         snapshots = dict(self._snapshots)  # (one C call: a consistent copy while the note plays)
         state = snapshots.get(self.frame) or snapshots[min(snapshots)]
-        # The level compensation: the decoder on the old and the new z at the note's f0 and
-        # loudness now, each held constant over the decoder's context.
         old, _ = _plan_frame(state, self._base_hz, self._ld_range)
-        new, _ = _plan_frame(replace(state, timbres=((timbre, 0, 0.0),)), self._base_hz, self._ld_range)
-        n = 2 * self._context + 1
-        out = decode_controls_batch(self.generator, np.full((2, n), old.f0_hz), np.full((2, n), old.loudness_db),
-                                    np.repeat(np.stack([old.z, new.z])[:, None], n, axis=1))
-        level = control_level_db(out["amplitude"].reshape(-1), out["harmonic_distribution"].reshape(2 * n, -1),
-                                 out["noise_magnitudes"].reshape(2 * n, -1), out["f0_hz"].reshape(-1), self._meter)
-        comp = old.gain_db + float(np.clip(level[self._context] - level[n + self._context],
-                                           -LATENT_LEVEL_MAX_DB, LATENT_LEVEL_MAX_DB))
-        return params, timbre, comp, False
+        # The state without its timbres (large), which the new one replaces.
+        return TimbreChangeInputs(replace(state, timbres=()), old.f0_hz, old.loudness_db,
+                                  np.array(old.z), old.gain_db, self._base_hz, self._ld_range)
 
     def apply_timbre(self, prepared: tuple) -> None:
         params, timbre, comp, own_level = prepared

@@ -443,3 +443,74 @@ def test_a_note_started_with_a_stand_in_joins_its_own_level(gen):
     kept.set_timbre(own_p, own.timbre)
     pieces += [kept.render_frames(k) for _ in range(frames - 3)]
     assert abs(level_at(np.concatenate(pieces), rate, 0.5, 1.9) - own_db) > 2.0
+
+
+def test_level_compensations_of_many_notes_at_once_are_each_notes_own(gen):
+    """A live engine computes the level compensation of a timbre change for all its sounding
+    notes in one call, with the networks, from `timbre_change_inputs` taken when the change
+    comes: each note's figure is the one `prepare_timbre` gives that note alone."""
+    import pickle
+
+    from synth.hold import HeldNote, level_compensations, prepare_notes
+
+    notes = [HeldNote(gen, p, SR) for p in (SUSTAIN, FAST_RELEASE.replace(pitch=55), LONG_RELEASE.replace(pitch=67))]
+    for i, note in enumerate(notes):
+        note.render_frames(20 + 10 * i)
+    notes[1].note_off()
+    notes[1].render_frames(5)
+    moved = [note.params.replace(latent_sample=BRIGHTER) for note in notes]
+    starts = prepare_notes(gen, moved, peak_gain=False)
+    # (They cross a process boundary: pickled.)
+    inputs = pickle.loads(pickle.dumps([note.timbre_change_inputs() for note in notes]))
+    together = level_compensations(gen, inputs, [s.timbre for s in starts])
+    alone = [note.prepare_timbre(p, s.timbre)[2] for note, p, s in zip(notes, moved, starts)]
+    print(f"\nlevel compensations, together {np.round(together, 3)} dB, alone {np.round(alone, 3)} dB")
+    np.testing.assert_allclose(together, alone, atol=0.05)
+    assert max(abs(c) for c in alone) > 0.5  # (a latent this far does move the level)
+    with pytest.raises(ValueError, match="timbres"):
+        level_compensations(gen, inputs, [s.timbre for s in starts[:2]])
+
+
+def test_a_live_timbre_change_runs_no_decoder_in_the_playing_thread(gen, monkeypatch):
+    """`/latent` on sounding live voices: the level compensation (a decoder call per note, 2-5 ms
+    on the 2-core machine) runs with the networks, and the playing thread only applies it."""
+    import threading
+    import time
+
+    import synth.hold as hold
+    from osc_server.voices import N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine
+
+    engine = VoiceEngine(gen, 48000, 8)
+    ring, control = np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64)
+    writer = RingWriter(engine, ring, control, 640, 256)
+    engine.set_timbre(SUSTAIN)
+    for p in (55, 60, 64):
+        engine.note_on(p, SUSTAIN.replace(pitch=p), 1.0)
+    for _ in range(400):
+        engine.start_ready(writer)
+        writer.write += engine.render_frame().size
+        if engine.n_sounding == 3:
+            break
+        threading.Event().wait(0.005)
+    assert engine.n_sounding == 3
+    callers = []
+    real = hold.level_compensations
+
+    def spy(*args, **kwargs):
+        callers.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hold, "level_compensations", spy)
+    before = [v.note.params.latent_sample for v in engine.voices if v is not None]
+    engine.set_timbre(SUSTAIN.replace(latent_sample=BRIGHTER))
+    for _ in range(400):
+        engine.frame_started = time.perf_counter()  # (the frame begins: its optional work is done)
+        engine.start_ready(writer)
+        writer.write += engine.render_frame().size
+        if all(v.note.params.latent_sample == tuple(BRIGHTER) for v in engine.voices if v is not None):
+            break
+        threading.Event().wait(0.005)
+    after = [v.note.params.latent_sample for v in engine.voices if v is not None]
+    engine.stop()
+    assert before != after and all(a == tuple(BRIGHTER) for a in after)
+    assert callers and threading.current_thread().name not in callers, callers
