@@ -79,7 +79,11 @@ PREFETCH_FRAMES = 20
 PREFETCH_PER_FRAME = 2
 # Decoder windows of live voices: small, so that a note-off replans and re-decodes little.
 LIVE_DECODE_BLOCK = 16
-TIMBRE_APPLY_PER_FRAME = 1
+# Timbre changes applied per frame: applying one replans the note (0.2 ms; its level compensation
+# comes computed from the networks process), and its re-decoding is spread like any urgent one
+# (URGENT_PER_FRAME). One a frame made a 6-note chord's knob move take 180 ms to reach every
+# note on the slow host; four, 143 ms.
+TIMBRE_APPLY_PER_FRAME = 4
 URGENT_PER_FRAME = 4
 # Work that can wait a frame (timbre changes, planning and decoding ahead) is done only while the
 # frame's work so far has taken less than this, and not at all while the ring is short of its
