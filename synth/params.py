@@ -38,6 +38,7 @@ run, quality order does not matter, and float noise well below the quantum (for 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -195,9 +196,11 @@ class NoteParams:
         """A copy with some fields changed (validated like `from_dict`)."""
         return NoteParams.from_dict({**self.to_dict(), **changes})
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """Stable hash of the canonical form (same in every process; see the module docstring)."""
+        """Stable hash of the canonical form (same in every process; see the module docstring).
+        Computed once per instance (the instance is immutable): a live note-on reads it several
+        times, and JSON + SHA-256 cost 0.1 ms each time on the 2-core machine."""
         canonical = {
             "pitch": self.pitch,
             "velocity": self.velocity,

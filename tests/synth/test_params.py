@@ -158,3 +158,22 @@ def test_round_trip_and_quality_vector():
     assert NoteParams.from_dict(p.to_dict()) == p
     assert p.quality_vector == tuple(1.0 if q in ("bright", "percussive") else 0.0 for q in QUALITIES)
     assert hash(p) == hash(NoteParams.from_dict(dict(SEED_INPUTS)))
+
+
+def test_a_notes_key_is_computed_once_and_survives_pickling(monkeypatch):
+    import hashlib
+    import pickle
+
+    import synth.params as P
+
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(P.hashlib, "sha256", lambda blob: calls.append(blob) or real(blob))
+    p = NoteParams(pitch=60, velocity=100, source="synthetic", latent_sample=(0.5,) + (0.0,) * 15)
+    key = p.key
+    assert p.key == key and len(calls) == 1  # (a live note-on reads it several times)
+    copy = pickle.loads(pickle.dumps(p))
+    assert copy == p and copy.key == key and hash(copy) == hash(p)
+    moved = p.replace(latent_sample=(0.25,) + (0.0,) * 15)
+    assert moved.key != key and len(calls) == 2
+    assert NoteParams(pitch=60, velocity=100, source="synthetic", latent_sample=(0.5,) + (0.0,) * 15).key == key
