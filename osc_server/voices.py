@@ -51,7 +51,7 @@ from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
-import scipy.signal
+import scipy.fft
 
 from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
@@ -580,6 +580,7 @@ class VoiceEngine:
         self._bank_args = dict(n_voices=1, sample_rate=self.sample_rate, n_harmonics=cfg.n_harmonics,
                                n_noise_bands=cfg.n_noise_bands)
         self._head_bank = StreamingSynthBank(**self._bank_args)  # renders new voices' first frames
+        self._ir_spectra: dict[int, np.ndarray] = {}  # FFT size -> the catch-up reverb's spectrum
         self.reverb = StreamingReverb(constants["ir"], self.sample_rate)
         self.meter = constants["meter"]
         self.ir = self.reverb.impulse_response
@@ -962,12 +963,26 @@ class VoiceEngine:
         dry[:lead_in] = 0.0
         fade = min(dry.size - lead_in, max(1, int(FADE_IN_S * self.sample_rate)))
         dry[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
-        wet = scipy.signal.fftconvolve(dry, self.ir[:CATCH_UP_IR_TAPS]).astype(np.float32)
+        wet = self._catch_up_reverb(dry)
         wet[: dry.size] += dry
         writer.catch_up(at, wet[: dry.size], wet[dry.size:])
         if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
             control[C_TORN] += 1
         self.bank.copy_voice(bank, 0, voice.slot)
+
+    def _catch_up_reverb(self, dry: np.ndarray) -> np.ndarray:
+        """dry convolved with the impulse response's first CATCH_UP_IR_TAPS taps (float32,
+        dry.size + taps - 1 samples). The response's spectrum is kept per FFT size: a note-on
+        takes one FFT each way, not scipy.signal.fftconvolve's three and its checks."""
+        ir = self.ir[:CATCH_UP_IR_TAPS]
+        n = dry.size + ir.size - 1
+        size = scipy.fft.next_fast_len(n, real=True)
+        spectrum = self._ir_spectra.get(size)
+        if spectrum is None:
+            if len(self._ir_spectra) > 16:  # (a few sizes: 1-3 frames of 352-384 samples)
+                self._ir_spectra.clear()
+            spectrum = self._ir_spectra[size] = scipy.fft.rfft(ir.astype(np.float64), size).astype(np.complex64)
+        return scipy.fft.irfft(scipy.fft.rfft(dry, size) * spectrum, size)[:n].astype(np.float32)
 
     def _retire(self, slot: int) -> None:
         self.voices[slot] = None

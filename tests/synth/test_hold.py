@@ -514,3 +514,19 @@ def test_a_live_timbre_change_runs_no_decoder_in_the_playing_thread(gen, monkeyp
     engine.stop()
     assert before != after and all(a == tuple(BRIGHTER) for a in after)
     assert callers and threading.current_thread().name not in callers, callers
+
+
+def test_a_new_voices_catch_up_reverb_is_the_convolution_with_the_responses_first_taps(gen):
+    from osc_server.voices import CATCH_UP_IR_TAPS, VoiceEngine
+
+    engine = VoiceEngine(gen, 48000, 4)
+    rng = np.random.default_rng(3)
+    try:
+        for n in (352, 384, 768, 1152, 384):  # (the last: a spectrum kept from before)
+            dry = (0.1 * rng.normal(size=n)).astype(np.float32)
+            expected = np.convolve(dry.astype(np.float64), engine.ir[:CATCH_UP_IR_TAPS].astype(np.float64))
+            got = engine._catch_up_reverb(dry)
+            assert got.dtype == np.float32 and got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, atol=1e-6 * np.max(np.abs(expected)) + 1e-7)
+    finally:
+        engine.stop()
