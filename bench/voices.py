@@ -92,8 +92,9 @@ BRIGHTER = [0.0] * 4 + [7.0] + [0.0] * 11
 
 
 def _centroid_hz(x: np.ndarray) -> float:
-    power = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-    return float(np.sum(power * np.fft.rfftfreq(x.size, 1.0 / SR)) / (np.sum(power) + 1e-30))
+    from synth.metrics import spectral_centroid_hz
+
+    return spectral_centroid_hz(x, SR, 0.0, x.size / SR)
 
 
 def _centroid_move_s(cap, f: int, t_sent: float, fraction: float) -> float:

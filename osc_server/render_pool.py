@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from osc_server.audio import normal_priority
-from synth.fast_render import single_threaded_blas
+from synth.fast_render import limit_compute_threads
 
 log = logging.getLogger("osc_server.render")
 
@@ -57,7 +57,6 @@ STOP_TIMEOUT_S = 5.0
 # wins). TensorFlow's default, one per core in each worker, kept both cores of the 2-core box busy
 # during pre-renders and cost audio blocks (see BENCHMARKS.md).
 WORKER_THREADS = 1
-THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 
 
 class RenderError(RuntimeError):
@@ -99,9 +98,7 @@ def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: in
     # Attaching registers the segment with the resource tracker again; spawned children share
     # the parent's tracker, so that is a no-op, and the parent unlinks it at close.
     out = np.ndarray((slot_samples,), dtype=np.float32, buffer=slot.buf)
-    for name in THREAD_ENV:  # before the factory imports TensorFlow
-        os.environ.setdefault(name, str(threads))
-    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
+    limit_compute_threads(threads)  # before the factory imports TensorFlow
     try:
         generator = load_factory(factory)()
         conn.send(("hello", str(generator.model_version), os.getpid()))

@@ -54,8 +54,8 @@ import numpy as np
 import scipy.fft
 
 from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
-from osc_server.render_pool import THREAD_ENV, WORKER_THREADS, load_factory
-from synth.fast_render import single_threaded_blas
+from osc_server.render_pool import WORKER_THREADS, load_factory
+from synth.fast_render import limit_compute_threads
 from synth.models import DECODER_FRAME_RATE as FRAME_RATE
 
 log = logging.getLogger("osc_server.voices")
@@ -258,9 +258,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
                 blocksize: int, realtime: bool, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
-    for name in THREAD_ENV:  # before the factory imports TensorFlow
-        os.environ.setdefault(name, str(threads))
-    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
+    limit_compute_threads(threads)  # before the factory imports TensorFlow
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
     control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
@@ -451,9 +449,7 @@ def _networks_main(conn, factory: str, threads: int) -> None:
     """The voice process's networks process: NoteParams in, NoteStarts out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
-    for name in THREAD_ENV:
-        os.environ.setdefault(name, str(threads))
-    single_threaded_blas()  # numpy is imported already: the variables above come too late for it
+    limit_compute_threads(threads)  # before the factory imports TensorFlow
     try:
         generator = load_factory(factory)()
         conn.send(("hello",))
@@ -611,8 +607,7 @@ class VoiceEngine:
         self.networks = networks if networks is not None else NetworksThread(generator)
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
-        # (epoch, slot, note, params, timbre, gain_db or None, level compensation or None) to apply
-        self._timbre_ready: list = []
+        self._timbre_ready: list = []  # (epoch, slot, note, HeldNote.prepare_timbre's result) to apply
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
@@ -851,24 +846,23 @@ class VoiceEngine:
                     if v is not None and self.voices[v.slot] is v and v.fade is None:
                         # Its own level, not the stand-in's: as loud as if it had started with
                         # its own controls.
-                        self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, request.params,
-                                                      start.timbre, 20.0 * math.log10(start.peak_gain), None))
+                        prepared = v.note.prepare_timbre(request.params, start.timbre,
+                                                         gain_db=20.0 * math.log10(start.peak_gain))
+                        self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, prepared))
             elif done[0] == "timbre":
                 _, epoch, targets, starts, comps = done
                 if epoch == self.timbre_epoch:  # (an older change is superseded)
-                    self._timbre_ready = [(epoch, slot, note, params, start.timbre, None, comp)
+                    self._timbre_ready = [(epoch, slot, note, note.prepare_timbre(params, start.timbre,
+                                                                                  compensation_db=comp))
                                           for (slot, note, params), start, comp in zip(targets, starts, comps)]
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
         while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
-            epoch, slot, note, params, timbre, gain_db, comp = self._timbre_ready.pop(0)
+            epoch, slot, note, prepared = self._timbre_ready.pop(0)
             v = self.voices[slot]
             if epoch == self.timbre_epoch and v is not None and v.note is note:
-                if comp is None:  # (a stand-in moving to its own controls: its own gain)
-                    note.set_timbre(params, timbre, gain_db)
-                else:
-                    note.apply_timbre((params, timbre, comp, False))
+                note.apply_timbre(prepared)
                 applied += 1
         ready, self._ready = self._ready, []
         for request, start in ready:

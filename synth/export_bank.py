@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from synth import export
 from synth.export import SAMPLES_DIR, ExportOptions, Region, RenderedSample, sample_from_meta, sample_id, sfz_text
+from synth.fast_render import limit_compute_threads
 from synth.generator import model_version_of
 from synth.presets import Preset, PresetError, PresetStore
 
@@ -59,7 +60,6 @@ JOURNAL = ".export-journal.jsonl"
 DEFAULT_BATCH = 16      # notes per task: one network call serves up to 64, the rest is numpy per note
 IN_FLIGHT = 2           # Ray: batches queued per actor (one rendering, one waiting)
 WORKER_THREADS = 1      # compute threads per worker process (TensorFlow's and OpenMP's pools)
-THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 RAY_EXTRA_HINT = "pip install '.[ray]' (or: pip install 'ray>=2.31')"
 
 
@@ -119,8 +119,7 @@ def _init_worker(checkpoint_dir: str | None, threads: int | None, ignore_sigint:
     if ignore_sigint:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the driver stops us
     if threads:
-        for name in THREAD_ENV:  # before TensorFlow is imported
-            os.environ.setdefault(name, str(threads))
+        limit_compute_threads(threads)  # before TensorFlow is imported
     t0 = time.perf_counter()
     try:
         from synth.generator import get_generator

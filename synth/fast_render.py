@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import numpy as np
 import scipy.fft
@@ -46,6 +47,17 @@ _TABLE_OVERSAMPLING = 16
 
 
 BLAS_THREADS = 1  # see single_threaded_blas
+# The compute pools of TensorFlow and OpenMP, sized by these variables when TensorFlow is imported.
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
+def limit_compute_threads(threads: int) -> None:
+    """A rendering process's thread pools: `threads` for TensorFlow and OpenMP (a variable already
+    set wins; call it before TensorFlow is imported) and one for numpy's BLAS
+    (`single_threaded_blas`: numpy is imported already, so the variables come too late for it)."""
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, str(threads))
+    single_threaded_blas()
 
 
 def single_threaded_blas() -> None:

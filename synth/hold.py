@@ -1061,7 +1061,8 @@ class HeldNote:
         qualities): `prepare_timbre` then `apply_timbre`."""
         self.apply_timbre(self.prepare_timbre(params, timbre, gain_db))
 
-    def prepare_timbre(self, params: NoteParams, timbre: Timbre | None = None, gain_db: float | None = None) -> tuple:
+    def prepare_timbre(self, params: NoteParams, timbre: Timbre | None = None, gain_db: float | None = None,
+                       compensation_db: float | None = None) -> tuple:
         """The slow half of a timbre change (the networks, and the decoder for the level
         compensation, against the note's state as it is now): safe to run on another thread
         while the note plays; `apply_timbre` then takes effect at the next frame.
@@ -1069,7 +1070,9 @@ class HeldNote:
         gain_db: the note's gain in the new timbre, instead of the level compensation. A note
         started with another note's controls while its own were computed (a live voice's
         stand-in) takes its own start's peak gain, so that it ends up as loud as it would have
-        started: keeping the stand-in's level held a synthetic C4 8 dB below its own."""
+        started: keeping the stand-in's level held a synthetic C4 8 dB below its own.
+        compensation_db: the level compensation, computed already (`level_compensations` on this
+        note's `timbre_change_inputs`, as a live engine's networks process does)."""
         if not isinstance(params, NoteParams) or (params.pitch, params.velocity) != (self.params.pitch,
                                                                                         self.params.velocity):
             raise ValueError(f"params: expected NoteParams of pitch {self.params.pitch} and velocity "
@@ -1080,8 +1083,9 @@ class HeldNote:
             if not math.isfinite(float(gain_db)):
                 raise ValueError(f"gain_db: expected a finite gain in dB, got {gain_db!r}")
             return params, timbre, float(gain_db), True
-        comp = level_compensations(self.generator, [self.timbre_change_inputs()], [timbre])[0]
-        return params, timbre, comp, False
+        if compensation_db is None:
+            compensation_db = level_compensations(self.generator, [self.timbre_change_inputs()], [timbre])[0]
+        return params, timbre, float(compensation_db), False
 
     def timbre_change_inputs(self) -> "TimbreChangeInputs":
         """What the level compensation of a timbre change needs of this note as it is now (small
