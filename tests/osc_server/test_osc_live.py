@@ -78,36 +78,40 @@ def cache_note(live, pitch: int, velocity: int = 100) -> None:
     live.client.send_msg("/note/off", pitch)
 
 
-def test_cached_note_has_its_pitch_and_sounds_within_one_block(live):
+# How fast a note sounds is the benchmark's to hold (`bench --only server`: osc_to_audio_ms, one
+# block); a timed test of it fails whenever the CI host is busy. The tests below hold what a slow
+# machine cannot blur: with every render made to take RENDER_S, a note that sounds much sooner did
+# not wait for one.
+RENDER_S = 0.5
+SOON_S = 0.06  # a dozen blocks: far from RENDER_S on any machine, far above a block on a busy one
+
+
+def test_cached_note_has_its_pitch_and_sounds_without_waiting_for_a_render(live):
     live.reset()
     cache_note(live, 69)
     live.wait_silence()
+    live.generator.delay_s = RENDER_S
+    renders, misses = sum(live.generator.renders.values()), live.server.cache.misses
     undo = note_off_and_silence(live, 69)
-    for _ in range(2):  # warm-up plays (first touches of the new note's memory), not measured
-        take(live, lambda: live.client.send_msg("/note", 69, 100), 0.1, undo)
-        undo()
     latencies = []
-    for _ in range(6):
+    for _ in range(4):
         t = take(live, lambda: live.client.send_msg("/note", 69, 100), 0.1, undo)
         latencies.append(t.latency_s(onset(t.audio)))
         undo()
-    # "Within one audio block of the message": the note is in the next JACK cycle.
-    block_s = BLOCK / SR
-    assert np.median(latencies) <= block_s, latencies
-    # The 2-block maximum is the benchmark's target (bench/server.py); here the capture client
-    # is Python in the same process, so a late capture cycle can add a few ms on a loaded machine.
-    assert max(latencies) <= 4 * block_s, latencies
+    assert np.median(latencies) <= SOON_S, latencies
     assert min(latencies) > 0, latencies  # never before it was sent
+    assert sum(live.generator.renders.values()) == renders and live.server.cache.misses == misses
     # The pitch (in cents) of what came out.
     t = take(live, lambda: live.client.send_msg("/note", 69, 100), 0.5, undo)
     cents = 1200 * np.log2(peak_hz(t.audio[onset(t.audio) + 480:]) / midi_hz(69))
     assert abs(cents) < 5, cents
     undo()
+    live.generator.delay_s = 0.02
 
 
 def test_missing_note_sounds_when_its_render_lands_and_is_rendered_once(live):
     live.reset()
-    live.generator.delay_s = 0.1
+    live.generator.delay_s = RENDER_S
     pitches = iter(range(120 - MAX_ATTEMPTS, 121))  # a new, uncached note for every try
     state = {}
 
@@ -117,16 +121,15 @@ def test_missing_note_sounds_when_its_render_lands_and_is_rendered_once(live):
         live.client.send_msg("/note", pitch, 100)
         live.client.send_msg("/note", pitch, 101)  # same layer (100): same render, a second voice
 
-    t = take(live, send, 0.7, lambda: (live.client.send_msg("/panic"), live.wait_silence()))
+    t = take(live, send, RENDER_S + 0.6, lambda: (live.client.send_msg("/panic"), live.wait_silence()))
     pitch = state["pitch"]
     live.client.wait_for("/ready", lambda a: a == [pitch, 100])
     live.generator.delay_s = 0.02
     start = onset(t.audio)
-    assert t.latency_s(start) >= 0.1, t.latency_s(start)  # not before the render could land
-    # ... but as soon as it did: the render, its hand-over from the render process and a block or two.
-    # (Measured 0.150-0.161 s on the 2-vCPU box on 2026-12-01, at this and at older commits alike:
-    # 50 ms of slack had become a coin toss. How fast it lands is bench/server.py's to hold.)
-    assert t.latency_s(start) <= 0.1 + 0.08, t.latency_s(start)
+    assert t.latency_s(start) >= RENDER_S, t.latency_s(start)  # not before the render could land
+    # ... but when it did, not a second render later (the render, its hand-over from the render
+    # process and a few blocks: 50-60 ms over the render on the 2-vCPU box, 2026-12-01).
+    assert t.latency_s(start) <= RENDER_S + 0.25, t.latency_s(start)
     assert sum(live.generator.renders.values()) - state["renders"] == 1
     cents = 1200 * np.log2(peak_hz(t.audio[start + 480:start + 480 + SR // 2]) / midi_hz(pitch))
     assert abs(cents) < 5, cents
@@ -207,8 +210,9 @@ def test_note_off_fades_to_silence_without_a_click(live):
     sustained = t.audio[:int(0.1 * SR)]
     assert np.min(np.abs(sustained).reshape(-1, 480).max(axis=1)) > 0.1  # sounding before the note-off
     end = int(np.flatnonzero(np.abs(t.audio) > 1e-5)[-1])
-    # Silent within the 20 ms fade of the cycle after the message (plus a block of slack).
-    assert t.latency_s(end) <= 0.020 + 2 * BLOCK / SR, t.latency_s(end)
+    # Silent after the 20 ms fade that starts in the cycle after the message (how soon that cycle
+    # comes is the benchmark's to hold; SOON_S of slack here, against a 4 s note left ringing).
+    assert t.latency_s(end) <= 0.020 + SOON_S, t.latency_s(end)
     assert np.max(np.abs(t.audio[end + 1:])) < 1e-5
     fade = t.audio[int(0.1 * SR):end + 2]
     # No click: the fade's steepest sample-to-sample step is no larger than the note's own.
@@ -325,9 +329,12 @@ def test_flood_of_random_and_mutated_packets_is_answered_and_the_server_keeps_pl
     live.reset()
     cache_note(live, 72)
     live.wait_silence()
+    live.generator.delay_s = RENDER_S
+    misses = live.server.cache.misses
     t = take(live, lambda: c.send_msg("/note", 72, 100), 0.5, note_off_and_silence(live, 72))
     start = onset(t.audio)
-    assert t.latency_s(start) <= 2 * BLOCK / SR
+    assert t.latency_s(start) <= SOON_S and live.server.cache.misses == misses, t.latency_s(start)
+    live.generator.delay_s = 0.02
     cents = 1200 * np.log2(peak_hz(t.audio[start + 480:]) / midi_hz(72))
     assert abs(cents) < 5
     c.send_msg("/note/off", 72)
@@ -344,9 +351,9 @@ def test_prerender_reports_progress_and_fills_the_cache(live):
     assert progress[0] == [0, 20] and progress[-1] == [20, 20]
     assert len(c.take("/ready")) == 20
     misses = live.server.cache.misses
-    # Velocity 64 -> the 75 layer, already there: it sounds in the next cycle.
+    # Velocity 64 -> the 75 layer, already there: it sounds at once, without a render.
     t = take(live, lambda: c.send_msg("/note", 61, 64), 0.1, note_off_and_silence(live, 61))
-    assert t.latency_s(onset(t.audio)) <= 2 * BLOCK / SR
+    assert t.latency_s(onset(t.audio)) <= SOON_S
     assert live.server.cache.misses == misses
     c.send_msg("/note/off", 61)
     live.generator.delay_s = 0.02

@@ -300,7 +300,7 @@ def test_mono_mode_plays_legato_without_a_new_attack(voices):
     voices.client.send_msg("/mode", "poly")
 
 
-def test_a_known_note_starts_within_a_block_or_two(voices):
+def test_a_known_note_starts_at_once(voices):
     voices.reset("synthetic")
     voices.warm(67)
     latencies = []
@@ -315,7 +315,10 @@ def test_a_known_note_starts_within_a_block_or_two(voices):
         assert above.size, "no sound"
         latencies.append(voices.capture.wall_time_of(f + int(above[0])) - t_sent)
     print("first sound (ms):", [round(1e3 * x, 1) for x in latencies])
-    assert np.median(latencies) <= 2 * BLOCK / SR + 0.002, latencies
+    # How soon (a block or two) is the benchmark's to hold (`bench --only voices`:
+    # cached_first_sound_ms); a timed test of it fails whenever the CI host is busy. Here: the
+    # note starts at once, not after a render of its 4 s (~100 ms) or a wait for a later block.
+    assert np.median(latencies) <= 0.03, latencies
     assert min(latencies) > -0.001, latencies
 
 
