@@ -5,6 +5,9 @@ shipped weights, measured at the sound card (a JACK dummy server and a capture c
                         a note whose controls the voice process keeps (played before): UDP message
                         sent -> the JACK cycle carrying its first sample (> 1e-4), wall time.
                         Target: median <= 5.3 ms (one 256-frame block), max <= 10.7 ms.
+    cached_started_by_head
+                        how many of those tries the mixer started from the note's head (the
+                        voice process took over after 32 ms; osc_server.voices, "Heads").
     uncached_first_sound_ms_median / _max
                         the first note after a timbre change (a new latent each time): the networks
                         run first. Target: median <= 15 ms, max <= 30 ms.
@@ -137,6 +140,7 @@ def live_figures(quick: bool, blocksize: int = BLOCK, full: bool = True) -> dict
     from bench.tone import ToneGenerator
     from osc_server.audio import Stat
     from osc_server.server import LiveServer, ServerConfig
+    from osc_server.voices import C_HEADS
 
     def msg(address, *args) -> bytes:
         b = OscMessageBuilder(address=address)
@@ -190,6 +194,7 @@ def live_figures(quick: bool, blocksize: int = BLOCK, full: bool = True) -> dict
             send("/note", 67, 0)
             silence()
             cached = []
+            heads = int(server.voices.control[C_HEADS])
             for _ in range(5 if quick else 15):
                 silence()
                 f = cap.end_frame
@@ -198,6 +203,8 @@ def live_figures(quick: bool, blocksize: int = BLOCK, full: bool = True) -> dict
                 send("/note", 67, 0)
             figures["cached_first_sound_ms_median" + suffix] = round(1e3 * float(np.nanmedian(cached)), 2)
             figures["cached_first_sound_ms_max" + suffix] = round(1e3 * float(np.nanmax(cached)), 2)
+            # How many of them the mixer started from the note's head (osc_server.voices, "Heads").
+            figures["cached_started_by_head" + suffix] = int(server.voices.control[C_HEADS]) - heads
             if not full:
                 return figures
             # Uncached: a new latent before each note.

@@ -39,7 +39,8 @@ IMMEDIATE = -1
 NEVER = np.iinfo(np.int64).max // 4
 
 # Event kinds posted to the mixer.
-EV_ON, EV_OFF, EV_PANIC, EV_GAIN, EV_ONS = 0, 1, 2, 3, 4
+EV_ON, EV_OFF, EV_PANIC, EV_GAIN, EV_ONS, EV_HEAD = 0, 1, 2, 3, 4, 5
+HEAD_FADE_IN_S = 0.001  # a head (see `Mixer.head_on`) fades in over its first millisecond
 
 # Room in the event table for immediate (and late) events on top of `max_pending` scheduled ones:
 # they run within the block that takes them, so they never accumulate, and a schedule full of
@@ -92,6 +93,7 @@ class Mixer:
         self.fade = np.ones(slots, dtype=np.int64)
         self.vgain = np.zeros(slots, dtype=np.float32)
         self.order = np.zeros(slots, dtype=np.int64)
+        self.fade_in_at = np.full(slots, -NEVER, dtype=np.int64)  # heads: where their fade-in starts
         self.audio: list = [None] * slots
         self._order_seq = 0
 
@@ -116,6 +118,8 @@ class Mixer:
         # Release envelopes, 1 -> 0 as a raised cosine (0.5 + 0.5 cos(pi k / fade)), by length.
         self._fades = {n: (0.5 + 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
                        for n in (self.release_len, self.steal_len)}
+        self.fade_in_len = max(1, int(HEAD_FADE_IN_S * sample_rate))
+        self._fade_in = np.linspace(0.0, 1.0, self.fade_in_len, endpoint=False, dtype=np.float32)
 
         # Scratch.
         self._mix = np.zeros(max_block, dtype=np.float32)
@@ -124,6 +128,7 @@ class Mixer:
         self._tmp = np.zeros(max_block, dtype=np.float32)
 
         self.block_start = 0
+        self.block_frames = 0  # the last block's length
         self.busy = False
         self._gain = 1.0
         self._gain_target = 1.0
@@ -144,6 +149,13 @@ class Mixer:
         self._ring_control = control
         self._ring = ring
 
+    def add_fade(self, n: int) -> None:
+        """Make release fades of `n` samples available (before the stream starts: the callback
+        only looks them up)."""
+        n = int(n)
+        if n not in self._fades:
+            self._fades[n] = (0.5 + 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
+
     STAT_NAMES = tuple(s.name.lower() for s in Stat)
 
     # ---- producer side (any thread) -----------------------------------------------------
@@ -158,6 +170,14 @@ class Mixer:
     def note_on(self, audio: np.ndarray, gain: float, pitch: int, target: int = IMMEDIATE,
                 release_at: int = NEVER) -> None:
         self.post(EV_ON, target, (audio, float(gain), int(pitch), int(release_at)))
+
+    def head_on(self, audio: np.ndarray, gain: float, pitch: int, start: int, release_at: int,
+                fade: int) -> None:
+        """Play `audio` from absolute sample `start` (the next block, or one already begun: a late
+        event then skips what it missed), fading in over HEAD_FADE_IN_S from the first sample it
+        plays, and out over `fade` samples (`add_fade`) from `release_at`. The live voices' known
+        notes start like this (`osc_server.voices`): the voice process takes over at the fade."""
+        self.post(EV_HEAD, start, (audio, float(gain), int(pitch), int(start), int(release_at), int(fade)))
 
     def notes_on(self, notes: list) -> None:
         """Start several voices in the same block, immediately: [(audio, gain, pitch, release_at)]
@@ -218,6 +238,13 @@ class Mixer:
                 a0 = t0 + j0 - start
                 seg = seg_all[j0:j1]
                 np.multiply(audio[a0:a0 + (j1 - j0)], self.vgain[v], out=seg)
+                fade_in = int(self.fade_in_at[v])
+                if fade_in + self.fade_in_len > t0 + j0:  # a head fading in
+                    k0 = max(j0, fade_in - t0)
+                    pos = t0 + k0 - fade_in
+                    m = min(self.fade_in_len - pos, j1 - k0)
+                    if m > 0:
+                        seg[k0 - j0:k0 - j0 + m] *= self._fade_in[pos:pos + m]
                 rel = int(self.release[v])
                 if rel < t0 + j1:
                     # Raised-cosine fade from `rel` over `fade` samples, from a precomputed table.
@@ -283,6 +310,7 @@ class Mixer:
         for c in range(out.shape[1]):
             out[:, c] = mix
         self.block_start = t1
+        self.block_frames = n
         dt = time.perf_counter() - t_cpu
         self.cpu[0] += dt
         if dt > self.cpu[1]:
@@ -353,6 +381,13 @@ class Mixer:
                     if self.active[v]:
                         self._release_voice(v, target, self.steal_len)
                 # (the events posted before it were cleared when it was taken)
+            elif kind == EV_HEAD:
+                audio, gain, pitch, start, release_at, fade = payload
+                v = self._start_voice(target, audio, gain, pitch, release_at)
+                if v >= 0:
+                    self.start[v] = start  # (before `target` when late: it plays on from there)
+                    self.fade[v] = fade
+                    self.fade_in_at[v] = target
             elif kind == EV_GAIN:
                 self._gain_target = payload
         # What is left lies beyond this block: the schedule.
@@ -379,10 +414,11 @@ class Mixer:
         self._n_ev = j
         self._n_sched = j  # what is left was posted after the panic (a race): count it as scheduled
 
-    def _start_voice(self, target: int, audio, gain: float, pitch: int, release_at: int) -> None:
+    def _start_voice(self, target: int, audio, gain: float, pitch: int, release_at: int) -> int:
+        """Start a voice at `target`; its slot (-1 if skipped)."""
         if release_at <= target:
             self.stats[Stat.SKIPPED_NOTES] += 1
-            return
+            return -1
         sounding = 0
         oldest, oldest_order = -1, NEVER
         free = -1
@@ -409,7 +445,9 @@ class Mixer:
         self.release[free] = release_at
         self.fade[free] = self.release_len
         self.order[free] = self._order_seq
+        self.fade_in_at[free] = -NEVER
         self.stats[Stat.NOTES_STARTED] += 1
+        return free
 
     def _release_voice(self, v: int, at: int, fade: int) -> None:
         at = max(at, int(self.start[v]))

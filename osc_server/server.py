@@ -209,7 +209,7 @@ class LiveServer:
                                              config.live_voices, config.blocksize, realtime=config.realtime)
                 except (VoiceProcessError, ValueError) as e:
                     raise SetupError(f"--voice-mode live: {e}") from None
-                self.mixer.attach_ring(self.voices.ring, self.voices.control)
+                self.voices.attach(self.mixer)
             elif config.voice_mode != "oneshot":
                 raise SetupError(f"--voice-mode: expected live or oneshot, got {config.voice_mode!r}")
             self.output, self.fallback, self._jackd = open_output(

@@ -23,6 +23,18 @@ block once its controls are known. They are kept per note (`NoteStart`, an LRU o
 START_CACHE notes): a note played before starts without the networks; a new one waits for them
 (tens of ms) on a worker thread, while the other voices play on.
 
+Heads. Even a known note's start crosses two processes (the server's OSC thread, the pipe, the
+voice process's next turn) before its samples are in the ring. So the voice process also keeps,
+for the HEAD_SLOTS notes played last, the note's first HEAD_FRAMES frames (32 ms, dry, gain 1)
+in a second shared-memory table, and tells the server which row holds which note. At a note-on
+of such a note the server has the mixer play that row itself from its next block (`play_head`,
+`Mixer.head_on`), from the sample within the first frame where the block falls, and sends the
+voice process that start. The voice process renders the voice from the same sample, as it would
+have anyway: the reverb hears all of it, and its dry samples come in as the head goes out
+(complementary raised cosines over HEAD_XFADE_S), so the sum is the note the voice process alone
+would have played, sample for sample, and a knob or note-off in those 32 ms is cross-faded in.
+At 48 kHz only (a frame of a whole number of samples), in poly mode, with no bend or pressure on.
+
 Control changes (bend, pressure, timbre) take effect at the next frame the voice process
 renders: within LEAD + one frame. A timbre change runs the networks for every sounding note on the
 worker thread, then cross-fades each note into it (`HeldNote.prepare_timbre`/`apply_timbre`).
@@ -64,7 +76,8 @@ RING_SAMPLES = 1 << 16  # 1.4 s at 48 kHz: far more than the lead
 # Control words shared with the callback (int64): where the voice process has written up to,
 # where the callback reads up to (set before it reads), whether the voice process runs, and
 # figures for /status and the bench.
-C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_IN_CALLBACK, C_TORN = range(10)
+C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_IN_CALLBACK, C_TORN, C_ORIGIN, \
+    C_HEADS = range(12)
 N_CONTROL = 16
 # Default lead: the samples the voice process keeps written ahead of the callback.
 LEAD_FRAMES = 1.0
@@ -102,6 +115,26 @@ CATCH_UP_IR_TAPS = 4096
 SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
 RT_PRIORITY_VOICES = 55  # between the OSC thread (60) and the other helpers (50)
 START_TIMEOUT_S = 120.0
+# Heads: a known note's first HEAD_FRAMES frames (dry, gain 1), kept in shared memory, which the
+# audio process's mixer plays itself at a note-on, in the next block, while the voice process
+# starts the voice; the voice process's own samples of it come in over HEAD_XFADE_S before the
+# head ends (complementary raised cosines, so that the sum is the voice as it would have been).
+# Only where a frame is a whole number of samples (48 kHz: the head then does not depend on the
+# frame it starts in); at most HEAD_SLOTS notes, the most recently played.
+HEAD_FRAMES = 4
+HEAD_XFADE_S = 0.004
+HEAD_SLOTS = 512
+HEAD_REUSE_S = 1.0  # a dropped head's slot is reused after this (a note-on may still be reading it)
+WET_FADE_S = 0.002  # a head voice's reverb, when the voice process starts it late, fades in
+
+
+def heads_supported(sample_rate: int) -> bool:
+    return int(sample_rate) % FRAME_RATE == 0
+
+
+def head_geometry(sample_rate: int) -> tuple[int, int]:
+    """(samples a head holds, samples of its cross-fade) at this rate."""
+    return HEAD_FRAMES * (int(sample_rate) // FRAME_RATE), max(1, int(round(HEAD_XFADE_S * sample_rate)))
 
 
 class VoiceProcessError(RuntimeError):
@@ -130,9 +163,19 @@ class LiveVoices:
         self.ring.fill(0.0)
         self.control = np.ndarray((N_CONTROL,), np.int64, buffer=self._shm.buf, offset=RING_SAMPLES * 4)
         self.control.fill(0)
+        # Heads (see HEAD_FRAMES): the table the voice process fills, and which note is in which row.
+        self.heads: dict[str, int] = {}
+        self.head_table = None
+        self._head_shm = None
+        if heads_supported(self.sample_rate):
+            self.head_samples, self.head_xfade = head_geometry(self.sample_rate)
+            self._head_shm = shared_memory.SharedMemory(create=True, size=HEAD_SLOTS * self.head_samples * 4)
+            self.head_table = np.ndarray((HEAD_SLOTS, self.head_samples), np.float32, buffer=self._head_shm.buf)
+        self._mixer = None
+        self._plain = {"bend": 0.0, "pressure": 0.0, "mono": False}  # what a head assumes
         self._lock = threading.Lock()
         self._args = (self._shm.name, factory, self.sample_rate, self.max_voices, self.lead_samples, blocksize,
-                      bool(realtime), int(threads))
+                      bool(realtime), int(threads), self._head_shm.name if self._head_shm is not None else None)
         self.errors: deque = deque(maxlen=64)
         self.restarts = 0
         self._closing = False
@@ -148,6 +191,7 @@ class LiveVoices:
         """Start the voice process and wait for its hello (VoiceProcessError if none comes)."""
         ctx = mp.get_context("spawn")
         conn, child = ctx.Pipe()
+        self.heads.clear()  # (a new process has none yet)
         # Not a daemon: it starts the networks process; it ends when our end of the pipe closes,
         # whatever ends this process.
         process = ctx.Process(target=_voice_main, name="sound-generator-voices", args=(child, *self._args),
@@ -184,7 +228,11 @@ class LiveVoices:
                     return
                 self.restarts += 1
                 continue
-            if msg[0] == "error":
+            if msg[0] == "head":
+                self.heads[msg[1]] = msg[2]
+            elif msg[0] == "head_drop":
+                self.heads.pop(msg[1], None)
+            elif msg[0] == "error":
                 log.warning("voice process: %s", msg[1])
                 self.errors.append(msg[1])
 
@@ -195,20 +243,37 @@ class LiveVoices:
             except (BrokenPipeError, OSError):
                 log.error("the voice process is gone")
 
+    def attach(self, mixer) -> None:
+        """Play through `mixer`: it mixes the ring into every block, and plays known notes' heads."""
+        mixer.attach_ring(self.ring, self.control)
+        if self.head_table is not None:
+            mixer.add_fade(self.head_xfade)
+        self._mixer = mixer
+
     # Commands (pitch ints, values already range-checked by the address table).
     def note_on(self, pitch: int, params, gain: float, target: int = -1) -> None:
-        self.send("on", int(pitch), params, float(gain), int(target))
+        head = None
+        if target < 0 and self._mixer is not None and not any(self._plain.values()):
+            row = self.heads.get(params.key)
+            if row is not None:
+                head = self._play_head(row, pitch, gain)
+        self.send("on", int(pitch), params, float(gain), int(target), head)
+
+    def _play_head(self, row: int, pitch: int, gain: float) -> tuple[int, int] | None:
+        return play_head(self._mixer, self.control, self.head_table[row], pitch, gain)
 
     def note_off(self, pitch: int, target: int = -1) -> None:
         self.send("off", int(pitch), int(target))
 
     def bend(self, cents: float) -> None:
+        self._plain["bend"] = float(cents)
         self.send("bend", float(cents))
 
     def note_bend(self, pitch: int, cents: float) -> None:
         self.send("nbend", int(pitch), float(cents))
 
     def pressure(self, value: float) -> None:
+        self._plain["pressure"] = float(value)
         self.send("pressure", float(value))
 
     def note_pressure(self, pitch: int, value: float) -> None:
@@ -218,6 +283,7 @@ class LiveVoices:
         self.send("sustain", bool(down))
 
     def mode(self, mode: str) -> None:
+        self._plain["mono"] = mode == "mono"
         self.send("mode", str(mode))
 
     def glide(self, ms: float) -> None:
@@ -243,11 +309,33 @@ class LiveVoices:
         _stop(self.process, self._conn, self._lock)
         self._conn.close()
         del self.ring, self.control
-        self._shm.close()
-        try:
-            self._shm.unlink()
-        except FileNotFoundError:
-            pass
+        self.head_table = None
+        for shm in (self._shm, self._head_shm):
+            if shm is None:
+                continue
+            shm.close()
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def play_head(mixer, control: np.ndarray, head: np.ndarray, pitch: int, gain: float) -> tuple[int, int] | None:
+    """Have `mixer` play a known note's `head` (a row of the head table) from its next block;
+    (start, end) of the head in absolute samples, for the voice process, or None (no head now)."""
+    if not control[C_RUNNING]:
+        return None
+    busy = mixer.busy  # (first: a block that ends between the two reads only costs a block)
+    start = mixer.block_start + (mixer.block_frames if busy else 0)
+    origin = int(control[C_ORIGIN])
+    if start < origin:
+        return None
+    frame = mixer.sample_rate // FRAME_RATE
+    xfade = head_geometry(mixer.sample_rate)[1]
+    at = start - (start - origin) % frame  # the start of the voice's first frame
+    end = at + head.size
+    mixer.head_on(head[start - at:], gain, pitch, start, end - xfade, xfade)
+    return start, end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,17 +343,21 @@ class LiveVoices:
 
 
 def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices: int, lead: int,
-                blocksize: int, realtime: bool, threads: int) -> None:
+                blocksize: int, realtime: bool, threads: int, head_shm_name: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
     limit_compute_threads(threads)  # before the factory imports TensorFlow
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
     control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
+    head_shm = shared_memory.SharedMemory(name=head_shm_name) if head_shm_name else None
     try:
         generator = load_factory(factory)()
         networks = NetworksProcess(factory, threads)
         engine = VoiceEngine(generator, sample_rate, max_voices, networks=networks)
+        if head_shm is not None:
+            engine.head_table = np.ndarray((HEAD_SLOTS, head_geometry(sample_rate)[0]), np.float32,
+                                           buffer=head_shm.buf)
         engine.warm_up()
         conn.send(("hello", str(generator.model_version), os.getpid()))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses to start
@@ -275,14 +367,15 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
         try_realtime(RT_PRIORITY_VOICES)
     send_lock = threading.Lock()
 
-    def report(text: str) -> None:
+    def notify(*message) -> None:
         with send_lock:
             try:
-                conn.send(("error", text))
+                conn.send(message)
             except (BrokenPipeError, OSError):
                 pass
 
-    engine.report = report
+    engine.report = lambda text: notify("error", text)
+    engine.notify = notify
     # The generator and TensorFlow are long-lived: out of the collector's full scans, which hold
     # the GIL for milliseconds (as the server process does, server.LiveServer.start).
     gc.collect()
@@ -295,8 +388,11 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
         writer.run(conn)
     finally:
         engine.stop()
+        engine.head_table = None
         del ring, control
         shm.close()
+        if head_shm is not None:
+            head_shm.close()
 
 
 class RingWriter:
@@ -337,10 +433,7 @@ class RingWriter:
     def run(self, conn) -> None:
         control = self.control
         engine = self.engine
-        read = int(control[C_READ])
-        self.write = self.origin = read + self.lead
-        control[C_WRITE] = self.write
-        control[C_RUNNING] = 1
+        self.start()
         while True:
             # Commands first: a note-on may start in the part of the ring not yet read.
             t_commands = time.perf_counter()
@@ -375,16 +468,7 @@ class RingWriter:
                 conn.poll(POLL_S)  # (wakes at once for a command: a note-on does not wait the poll out)
                 continue
             t0 = time.perf_counter()
-            audio = engine.render_frame()
-            if self.pending.size:
-                k = min(audio.size, self.pending.size)
-                audio[:k] += self.pending[:k]
-                self.pending = self.pending[k:]
-            self._put(self.write, audio, add=False)
-            self.write += audio.size
-            control[C_WRITE] = self.write  # after the samples: the callback reads up to here
-            control[C_VOICES] = engine.n_sounding
-            control[C_FRAMES] += 1
+            self.write_frame()
             t_end = time.perf_counter()
             us = int((t_end - t0) * 1e6)
             control[C_BUSY_US] += us
@@ -396,6 +480,28 @@ class RingWriter:
                               f"{1e3 * (t_starts - t_commands):.1f}, note starts and timbre changes "
                               f"{1e3 * (t_render - t_starts):.1f}, rendering {1e3 * (t_end - t0):.1f}) with "
                               f"{engine.n_sounding} voices")
+
+    def start(self) -> None:
+        """Begin writing `lead` samples ahead of where the callback reads now."""
+        control = self.control
+        self.write = self.origin = int(control[C_READ]) + self.lead
+        control[C_ORIGIN] = self.origin
+        control[C_WRITE] = self.write
+        control[C_RUNNING] = 1
+
+    def write_frame(self) -> None:
+        """Render the next frame of every voice into the ring."""
+        audio = self.engine.render_frame()
+        if self.pending.size:
+            k = min(audio.size, self.pending.size)
+            audio[:k] += self.pending[:k]
+            self.pending = self.pending[k:]
+        self._put(self.write, audio, add=False)
+        self.write += audio.size
+        control = self.control
+        control[C_WRITE] = self.write  # after the samples: the callback reads up to here
+        control[C_VOICES] = self.engine.n_sounding
+        control[C_FRAMES] += 1
 
     def catch_up(self, audio_from: int, audio: np.ndarray, tail: np.ndarray) -> None:
         """A new voice's first frames, rendered at once: `audio` from absolute sample
@@ -542,6 +648,7 @@ class _Voice:
     timbre_epoch: int = 0
     target: int = -1
     proxy: bool = False
+    head_end: int | None = None  # started by the mixer's head: where it ends (from the writer's origin)
 
 
 @dataclass
@@ -554,6 +661,7 @@ class _StartRequest:
     target: int = -1  # absolute sample to start at (a timetag), or -1: at once
     proxy: bool = False  # started with a neighbour's controls, moved to its own when they come
     voice: Any = None  # the _Voice, once started
+    head: tuple[int, int] | None = None  # (start, end), absolute samples: the mixer plays its head
 
 
 class VoiceEngine:
@@ -611,6 +719,18 @@ class VoiceEngine:
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
+        # Heads (HEAD_FRAMES): the table in shared memory (set by `_voice_main`; None: no heads),
+        # note key -> its row (least recently played first), free rows, rows dropped lately
+        # (time, row), and the notes that want one (key -> NoteStart).
+        self.head_table: np.ndarray | None = None
+        self.notify = lambda *message: None  # tells the server which rows hold which notes
+        self.head_samples, self.head_xfade = head_geometry(self.sample_rate)
+        self._head_rise = (0.5 - 0.5 * np.cos(np.pi * np.arange(self.head_xfade) / self.head_xfade)).astype(np.float32)
+        self._head_rows: OrderedDict = OrderedDict()
+        self._head_free = list(range(HEAD_SLOTS - 1, -1, -1))
+        self._head_cooling: deque = deque()
+        self._heads_wanted: OrderedDict = OrderedDict()
+        self._spare_bank = StreamingSynthBank(**self._bank_args)
 
     def frame_start(self, j: int) -> int:
         """First sample of frame j, counted from the writer's origin."""
@@ -674,14 +794,70 @@ class VoiceEngine:
         self._starts[start.params.key] = start
         self._starts.move_to_end(start.params.key)
         while len(self._starts) > START_CACHE:
-            self._starts.popitem(last=False)
+            self._drop_head(self._starts.popitem(last=False)[0])
+
+    # ---- heads ---------------------------------------------------------------------------------
+    def _drop_head(self, key: str) -> None:
+        row = self._head_rows.pop(key, None)
+        if row is not None:
+            self.notify("head_drop", key)
+            self._head_cooling.append((time.monotonic(), row))
+
+    def _head_row(self) -> int | None:
+        """A free row: never used, or dropped HEAD_REUSE_S ago; else the least recently played
+        note's is dropped (free later) and None."""
+        if self._head_free:
+            return self._head_free.pop()
+        if self._head_cooling and time.monotonic() - self._head_cooling[0][0] >= HEAD_REUSE_S:
+            return self._head_cooling.popleft()[1]
+        if self._head_rows:
+            self._drop_head(next(iter(self._head_rows)))
+        return None
+
+    def _make_head(self) -> None:
+        """Render the head of one note that wants one (its first HEAD_FRAMES frames, dry, gain 1,
+        as `_catch_up` and the main bank render them) into a row, and tell the server."""
+        from synth.hold import HeldNote
+
+        key, start = next(iter(self._heads_wanted.items()))
+        if key in self._head_rows or key not in self._starts:
+            del self._heads_wanted[key]
+            return
+        row = self._head_row()
+        if row is None:
+            return
+        del self._heads_wanted[key]
+        note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
+                        decode_block=LIVE_DECODE_BLOCK)
+        block = self._first_blocks.get(key)
+        if block is not None:
+            note.put_block(0, block)
+        self._decode([note], HEAD_FRAMES)
+        c = note.controls_frames(HEAD_FRAMES)
+        bank = self._spare_bank
+        bank.reset(0, seeds=[int(key[:16], 16)])
+        dry = bank.render_chunk(c["f0_hz"][None], c["amplitude"][None], c["harmonic_distribution"][None],
+                                c["noise_magnitudes"][None])[0]
+        self.head_table[row] = dry[: self.head_samples]
+        self._head_rows[key] = row
+        self.notify("head", key, row)
+
+    def _head_gain(self, v: _Voice, begin: int, n: int) -> np.ndarray:
+        """The voice process's share of a head voice's samples [begin, begin + n) (from the
+        writer's origin): 0 while the mixer plays the head, rising over its fade-out, then 1."""
+        k = np.arange(begin, begin + n) - (v.head_end - self.head_xfade)
+        gain = np.ones(n, np.float32)
+        gain[k < 0] = 0.0
+        inside = (k >= 0) & (k < self.head_xfade)
+        gain[inside] = self._head_rise[k[inside]]
+        return gain
 
     # ---- commands ----------------------------------------------------------------------------
     def command(self, msg: tuple) -> None:
         kind = msg[0]
         if kind == "on":
-            _, pitch, params, gain, target = msg
-            self.note_on(pitch, params, gain, target)
+            _, pitch, params, gain, target, *head = msg
+            self.note_on(pitch, params, gain, target, head[0] if head else None)
         elif kind == "off":
             if msg[2] >= 0:
                 self._offs.append((msg[2], msg[1]))  # at its sample's frame (`start_ready`)
@@ -731,7 +907,9 @@ class VoiceEngine:
         cents = max(-MAX_BEND_CENTS, min(MAX_BEND_CENTS, self.global_bend + v.bend + v.legato))
         v.note.set_bend(cents, BEND_EASE_S if ease_s is None else ease_s, replan=False)
 
-    def note_on(self, pitch: int, params, gain: float, target: int = -1) -> None:
+    def note_on(self, pitch: int, params, gain: float, target: int = -1, head=None) -> None:
+        if head is not None and params.key in self._head_rows:
+            self._head_rows.move_to_end(params.key)
         if self.mono:
             held = [v for v in self._sounding() if v.key_down]
             if held:  # legato: the sounding voice moves to the new key, no new attack
@@ -741,7 +919,7 @@ class VoiceEngine:
                 self._apply_bend(v, ease_s=max(self.glide_s, 0.0) or None)
                 return
             self.stack = [pitch]
-        request = _StartRequest(pitch, params, gain, mono=self.mono, target=target)
+        request = _StartRequest(pitch, params, gain, mono=self.mono, target=target, head=head)
         start = self._starts.get(params.key)
         if start is not None:
             self._starts.move_to_end(params.key)
@@ -870,6 +1048,8 @@ class VoiceEngine:
                 self._ready.append((request, start))
             else:
                 self._start(request, start, writer)
+        if self._heads_wanted and self.head_table is not None and not self._busy():
+            self._make_head()
         if self._offs:
             due = [o for o in self._offs if o[0] < writer.write + self.frame_samples]
             if due:
@@ -906,23 +1086,35 @@ class VoiceEngine:
         self._order += 1
         voice = _Voice(request.pitch, note, request.gain, slot, self._order, target=request.target,
                        proxy=request.proxy)
+        if request.head is not None:
+            voice.head_end = request.head[1] - writer.origin
+            writer.control[C_HEADS] += 1
         request.voice = voice
         if self.global_bend:
             self._apply_bend(voice)
         if self.global_pressure:
             note.set_pressure(self.global_pressure, replan=False)
-        self._catch_up(voice, writer)
+        self._catch_up(voice, writer, request.head[0] if request.head is not None else None)
         self.voices[slot] = voice
+        key = start.params.key
+        plain = not (self.global_bend or self.global_pressure or request.proxy or request.mono)
+        if plain and self.head_table is not None and key not in self._head_rows:
+            self._heads_wanted[key] = start
+            self._heads_wanted.move_to_end(key)
+            while len(self._heads_wanted) > 64:
+                self._heads_wanted.popitem(last=False)
         if request.released:
             self._release(voice)
 
-    def _catch_up(self, voice: _Voice, writer: RingWriter) -> None:
+    def _catch_up(self, voice: _Voice, writer: RingWriter, head_start: int | None = None) -> None:
         """Render the voice's first frames from the next block the callback has not started, in
-        a bank of its own, into the ring, and hand the voice to the main bank."""
+        a bank of its own, into the ring, and hand the voice to the main bank. A voice whose head
+        the mixer plays from `head_start` is rendered from there (its reverb from that block), and
+        its dry samples come in as the head goes out (`_head_gain`)."""
         control = writer.control
         # The work first (from the earliest block it could start in), then where it starts: the
         # later the callback's position is read, the less likely a block starts while we write.
-        earliest = max(int(control[C_READ]), voice.target)
+        earliest = max(int(control[C_READ]), voice.target) if head_start is None else head_start
         first = self.frame_at(max(0, earliest - writer.origin))
         frames = self.bank.frame_index - first
         key = voice.note.params.key
@@ -954,12 +1146,22 @@ class VoiceEngine:
         if lead_in >= dry.size:  # (slow: the callback has passed these frames) from the main bank on
             self.bank.copy_voice(bank, 0, voice.slot)
             return
-        dry[:lead_in] = 0.0
-        fade = min(dry.size - lead_in, max(1, int(FADE_IN_S * self.sample_rate)))
-        dry[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        onset = lead_in if head_start is None else min(max(0, head_start - at), dry.size - 1)
+        dry[:onset] = 0.0
+        fade = min(dry.size - onset, max(1, int(FADE_IN_S * self.sample_rate)))
+        dry[onset : onset + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
         wet = self._catch_up_reverb(dry)
-        wet[: dry.size] += dry
+        if head_start is None:
+            wet[: dry.size] += dry
+        else:
+            if lead_in > onset:  # the callback is past the head's start: its reverb from here
+                wet[:lead_in] = 0.0
+                fade = min(wet.size - lead_in, max(1, int(WET_FADE_S * self.sample_rate)))
+                wet[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+            wet[: dry.size] += dry * self._head_gain(voice, at - writer.origin, dry.size)
         writer.catch_up(at, wet[: dry.size], wet[dry.size:])
+        if head_start is not None and begin > writer.origin + voice.head_end - self.head_xfade:
+            control[C_TORN] += 1  # (too late for the cross-fade: a gap after the head)
         if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
             control[C_TORN] += 1
         self.bank.copy_voice(bank, 0, voice.slot)
@@ -1068,6 +1270,13 @@ class VoiceEngine:
         dry = self.bank.render_chunk(f0, amp, dist, noise, voices=[v.slot for v in active])
         mix = dry.sum(axis=0) if k > 1 else dry[0]
         out = self.reverb.process(mix)
+        begin = self.frame_start(j)
+        for i, v in enumerate(active):  # heads the mixer still plays: the reverb has the voice, the dry fades in
+            if v.head_end is not None:
+                if begin >= v.head_end:
+                    v.head_end = None
+                else:
+                    out = out - dry[i] * (1.0 - self._head_gain(v, begin, n))
         for v in active:  # over: a finished fade, or a note whose controls ended for good
             if v.note.ended or v.fade == 0:
                 self._retire(v.slot)

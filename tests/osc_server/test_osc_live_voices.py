@@ -301,8 +301,11 @@ def test_mono_mode_plays_legato_without_a_new_attack(voices):
 
 
 def test_a_known_note_starts_at_once(voices):
+    from osc_server.voices import C_HEADS
+
     voices.reset("synthetic")
-    voices.warm(67)
+    voices.warm(67, velocity=127)  # (the same velocity layer: the same note)
+    heads = int(voices.server.voices.control[C_HEADS])
     latencies = []
     for _ in range(6):
         voices.wait_silence()
@@ -320,6 +323,8 @@ def test_a_known_note_starts_at_once(voices):
     # note starts at once, not after a render of its 4 s (~100 ms) or a wait for a later block.
     assert np.median(latencies) <= 0.03, latencies
     assert min(latencies) > -0.001, latencies
+    # Its first frames came from the mixer (the note's head), the rest from the voice process.
+    assert int(voices.server.voices.control[C_HEADS]) - heads == 6
 
 
 def test_live_controls_check_their_values(voices):

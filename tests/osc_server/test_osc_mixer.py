@@ -209,3 +209,31 @@ def test_a_panic_block_with_a_full_schedule_allocates_no_arrays():
     tracemalloc.stop()
     assert m.n_pending == 0 and m.n_scheduled == 0
     assert peak < 8192, peak
+
+
+def test_a_head_fades_in_where_it_starts_playing_and_out_at_its_release():
+    """`head_on` (live voices' known notes): the audio from its start sample, a 1 ms fade-in from
+    the first sample it plays, a raised-cosine fade-out of `fade` samples from `release_at`; posted
+    late (its block begun), it plays on from where the block is, fading in there."""
+    head = np.full(2000, 0.5, np.float32)
+    m = Mixer(SR)
+    m.add_fade(192)
+    m.head_on(head, 0.8, 60, start=512, release_at=1500, fade=192)
+    out = run(m, 3000, 256)
+    ramp = np.linspace(0.0, 1.0, m.fade_in_len, endpoint=False, dtype=np.float32)
+    assert np.all(out[:512] == 0)
+    assert np.allclose(out[512:512 + m.fade_in_len], 0.4 * ramp)
+    assert np.allclose(out[512 + m.fade_in_len:1500], 0.4)
+    cosine = 0.5 + 0.5 * np.cos(np.pi * np.arange(192) / 192)
+    assert np.allclose(out[1500:1692], 0.4 * cosine, atol=1e-6)
+    assert np.all(out[1692:] == 0) and m.n_voices == 0
+
+    # Late: posted for sample 512 while the block 512..768 is already done.
+    late = Mixer(SR)
+    late.add_fade(192)
+    out = run(late, 3000, 256, events=[(768, lambda: late.head_on(np.arange(2000, dtype=np.float32) / 2000, 1.0, 60,
+                                                                    start=512, release_at=1500, fade=192))])
+    assert np.all(out[:768] == 0)
+    # It plays on from sample 256 of the head (aligned to its start), fading in from there.
+    assert np.allclose(out[768:768 + late.fade_in_len], (np.arange(256, 256 + late.fade_in_len) / 2000) * ramp)
+    assert np.allclose(out[768 + late.fade_in_len:1500], np.arange(256 + late.fade_in_len, 988) / 2000)

@@ -530,3 +530,95 @@ def test_a_new_voices_catch_up_reverb_is_the_convolution_with_the_responses_firs
             np.testing.assert_allclose(got, expected, atol=1e-6 * np.max(np.abs(expected)) + 1e-7)
     finally:
         engine.stop()
+
+
+class _Playing:
+    """A voice engine writing the ring and a mixer reading it, in one thread: a block of the
+    callback at a time, with the ring kept `lead` samples ahead as the voice process keeps it."""
+
+    def __init__(self, gen, lead: int = 640, block: int = 256):
+        from osc_server.audio import Mixer
+        from osc_server.voices import HEAD_SLOTS, N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine, head_geometry
+
+        self.block, self.lead = block, lead
+        self.ring, self.control = np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64)
+        self.mixer = Mixer(SR)
+        self.mixer.attach_ring(self.ring, self.control)
+        samples, xfade = head_geometry(SR)
+        self.mixer.add_fade(xfade)
+        self.engine = VoiceEngine(gen, SR, 8)
+        self.engine.head_table = self.table = np.zeros((HEAD_SLOTS, samples), np.float32)
+        self.heads = {}
+        self.engine.notify = self._notify
+        self.writer = RingWriter(self.engine, self.ring, self.control, lead, block)
+        self.writer.start()
+        self.out = []
+
+    def _notify(self, kind, key, row=None):
+        if kind == "head":
+            self.heads[key] = row
+        else:
+            self.heads.pop(key, None)
+
+    def blocks(self, n: int) -> None:
+        import time
+
+        for _ in range(n):
+            self.engine.frame_started = time.perf_counter()
+            self.engine.start_ready(self.writer)
+            while self.writer.write - self.mixer.block_start < self.lead:  # (as RingWriter.run)
+                self.writer.write_frame()
+            out = np.zeros((self.block, 1), np.float32)
+            self.mixer.render(out)
+            self.out.append(out[:, 0])
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.out)
+
+
+def test_a_known_note_started_by_its_head_is_the_same_note_sample_for_sample(gen):
+    """A known note's first frames come from the mixer (its head, in the next block) and the voice
+    process takes over under a cross-fade: the sum is the note as the voice process alone plays it
+    from the same sample."""
+    import threading
+
+    from osc_server.audio import Stat
+    from osc_server.voices import C_HEADS, play_head
+
+    p = _Playing(gen)
+    note = SUSTAIN.replace(pitch=64)
+    p.engine.set_timbre(note)
+    p.engine.note_on(64, note, 0.5)  # first time: the networks run, then it plays and gets a head
+    for _ in range(400):
+        p.blocks(1)
+        if note.key in p.heads:
+            break
+        threading.Event().wait(0.002)
+    assert note.key in p.heads
+    p.engine.note_off(64)
+    p.blocks(3 * SR // 256)  # release and reverb ring out
+
+    def play(with_head: bool, phase: int):
+        # Start at a given place in the frame grid (blocks of 256, frames of 384: 3 places).
+        p.blocks((phase - p.mixer.block_start) % 768 // 256 + 3)
+        begin = p.mixer.block_start
+        head = play_head(p.mixer, p.control, p.table[p.heads[note.key]], 64, 0.5) if with_head else None
+        p.engine.note_on(64, note, 0.5, head=head)
+        n = len(p.out)
+        p.blocks(int(0.4 * SR) // 256)
+        p.engine.note_off(64)
+        audio = np.concatenate(p.out[n:])
+        p.blocks(3 * SR // 256)
+        return begin, audio, head
+
+    for phase in (0, 256, 512):
+        begin_a, plain, _ = play(False, phase)
+        started, heads = p.mixer.stats[Stat.NOTES_STARTED], p.control[C_HEADS]
+        begin_b, headed, head = play(True, phase)
+        assert head is not None and head[0] == begin_b
+        assert p.mixer.stats[Stat.NOTES_STARTED] == started + 1 and p.control[C_HEADS] == heads + 1
+        assert (begin_b - begin_a) % 768 == 0
+        assert np.max(np.abs(plain)) > 0.05 and np.max(np.abs(plain[:256])) > 0  # it sounds from its first block
+        err = np.max(np.abs(headed - plain))
+        assert err < 1e-4 * np.max(np.abs(plain)), (phase, err)
+    p.engine.stop()
