@@ -97,6 +97,7 @@ LIVE_DECODE_BLOCK = 16
 # (URGENT_PER_FRAME). One a frame made a 6-note chord's knob move take 180 ms to reach every
 # note on the slow host; four, 143 ms.
 TIMBRE_APPLY_PER_FRAME = 4
+TIMBRE_JOB_TIMEOUT_S = 5.0  # a timbre change whose networks never answered (an error) stops holding later ones
 URGENT_PER_FRAME = 4
 # Work that can wait a frame (timbre changes, planning and decoding ahead) is done only while the
 # frame's work so far has taken less than this, and not at all while the ring is short of its
@@ -716,6 +717,12 @@ class VoiceEngine:
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
         self._timbre_ready: list = []  # (epoch, slot, note, HeldNote.prepare_timbre's result) to apply
+        # Timbre changes run the networks one at a time: while one runs, later ones only mark that
+        # the notes must move again (to the timbre then current), so a knob swept at 100 messages a
+        # second costs the networks no more than one held still would.
+        self._timbre_sent: float | None = None  # when the change running now was sent
+        self._timbre_again = False  # the timbre changed since
+        self._timbre_result_epoch = 0  # the newest change whose result came back
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
@@ -990,6 +997,16 @@ class VoiceEngine:
     def set_timbre(self, params) -> None:
         self.timbre = params
         self.timbre_epoch += 1
+        if self._timbre_sent is not None and time.monotonic() - self._timbre_sent < TIMBRE_JOB_TIMEOUT_S:
+            self._timbre_again = True
+            return
+        self._submit_timbre()
+
+    def _submit_timbre(self) -> None:
+        """Run the networks for every sounding note whose timbre is not the current one."""
+        self._timbre_again = False
+        self._timbre_sent = None
+        params = self.timbre
         targets = []
         for v in self._sounding():
             new = v.note.params.replace(source=params.source, qualities=params.qualities,
@@ -998,6 +1015,7 @@ class VoiceEngine:
                 targets.append((v.slot, v.note, new))
         if targets:
             epoch = self.timbre_epoch
+            self._timbre_sent = time.monotonic()
             # Each note's level compensation is computed with the networks, from the note as it is
             # now (the decoder on its old and new z; 2-5 ms a note on the 2-core machine), not in
             # the playing thread when the change is applied a few frames later.
@@ -1029,17 +1047,24 @@ class VoiceEngine:
                         self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, prepared))
             elif done[0] == "timbre":
                 _, epoch, targets, starts, comps = done
-                if epoch == self.timbre_epoch:  # (an older change is superseded)
-                    self._timbre_ready = [(epoch, slot, note, note.prepare_timbre(params, start.timbre,
-                                                                                  compensation_db=comp))
-                                          for (slot, note, params), start, comp in zip(targets, starts, comps)]
+                self._timbre_sent = None
+                if epoch > self._timbre_result_epoch:  # (a step towards the current timbre at least)
+                    self._timbre_result_epoch = epoch
+                    # What it supersedes goes; a proxy's move to its own controls, made since, stays.
+                    self._timbre_ready = [x for x in self._timbre_ready if x[0] >= epoch] + [
+                        (epoch, slot, note, note.prepare_timbre(params, start.timbre, compensation_db=comp))
+                        for (slot, note, params), start, comp in zip(targets, starts, comps)]
+                if self._timbre_again:
+                    self._submit_timbre()
+        if self._timbre_again and time.monotonic() - (self._timbre_sent or 0.0) >= TIMBRE_JOB_TIMEOUT_S:
+            self._submit_timbre()  # (the change before never came back)
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
         while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
             epoch, slot, note, prepared = self._timbre_ready.pop(0)
             v = self.voices[slot]
-            if epoch == self.timbre_epoch and v is not None and v.note is note:
+            if epoch >= self._timbre_result_epoch and v is not None and v.note is note:
                 note.apply_timbre(prepared)
                 applied += 1
         ready, self._ready = self._ready, []

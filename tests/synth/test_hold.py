@@ -622,3 +622,55 @@ def test_a_known_note_started_by_its_head_is_the_same_note_sample_for_sample(gen
         err = np.max(np.abs(headed - plain))
         assert err < 1e-4 * np.max(np.abs(plain)), (phase, err)
     p.engine.stop()
+
+
+def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stopped(gen):
+    """A knob swept over sounding live voices (40 `/latent` changes, two per frame): the networks
+    run for one change at a time, the notes step towards the knob while it moves, and end on its
+    last value; not 40 jobs queued behind each other (which took seconds to drain)."""
+    import threading
+    import time
+
+    from osc_server.voices import N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine
+
+    engine = VoiceEngine(gen, SR, 8)
+    ring, control = np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64)
+    writer = RingWriter(engine, ring, control, 640, 256)
+    engine.set_timbre(SUSTAIN)
+    for p in (55, 60, 64):
+        engine.note_on(p, SUSTAIN.replace(pitch=p), 1.0)
+
+    def frame():
+        engine.frame_started = time.perf_counter()
+        engine.start_ready(writer)
+        writer.write += engine.render_frame().size
+
+    for _ in range(400):
+        frame()
+        if engine.n_sounding == 3:
+            break
+        threading.Event().wait(0.005)
+    assert engine.n_sounding == 3
+    jobs = []
+    real_submit = engine.networks.submit
+
+    def counting_submit(notes, peak_gain, done, levels=None):
+        if levels is not None:
+            jobs.append(len(notes))
+        real_submit(notes, peak_gain, done, levels)
+
+    engine.networks.submit = counting_submit
+    sweep = [[0.0] * 4 + [7.0 * (i + 1) / 40] + [0.0] * 11 for i in range(40)]
+    for i, latent in enumerate(sweep):
+        engine.set_timbre(SUSTAIN.replace(latent_sample=latent))
+        if i % 2:
+            frame()
+    final = tuple(sweep[-1])
+    for _ in range(800):
+        frame()
+        if all(v.note.params.latent_sample == final for v in engine.voices if v is not None):
+            break
+        threading.Event().wait(0.002)
+    engine.stop()
+    assert all(v.note.params.latent_sample == final for v in engine.voices if v is not None)
+    assert 1 <= len(jobs) <= 8, jobs
