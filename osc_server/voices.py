@@ -81,6 +81,8 @@ C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_I
 N_CONTROL = 16
 # Default lead: the samples the voice process keeps written ahead of the callback.
 LEAD_FRAMES = 1.0
+LEAD_EXTRA_FRAMES = 1.0  # more while timbre changes are worked on, and LATE_EXTRA_S after a late block
+LATE_EXTRA_S = 2.0
 STEAL_FRAMES = 2  # a stolen or panicked voice fades out over this many frames (16 ms)
 STEAL_ROOM = 8  # bank slots beyond max_voices, for voices fading out
 FADE_IN_S = 0.001  # a new voice's first samples, which may start inside its first frame
@@ -97,6 +99,7 @@ LIVE_DECODE_BLOCK = 16
 # (URGENT_PER_FRAME). One a frame made a 6-note chord's knob move take 180 ms to reach every
 # note on the slow host; four, 143 ms.
 TIMBRE_APPLY_PER_FRAME = 4
+TIMBRE_EXTRA_S = 1.0  # (the re-decoding of the notes a timbre change moved, after it is applied)
 TIMBRE_JOB_TIMEOUT_S = 5.0  # a timbre change whose networks never answered (an error) stops holding later ones
 URGENT_PER_FRAME = 4
 # Work that can wait a frame (timbre changes, planning and decoding ahead) is done only while the
@@ -159,6 +162,7 @@ class LiveVoices:
         self.max_voices = int(max_voices)
         frame = self.sample_rate / FRAME_RATE
         self.lead_samples = int(lead_samples if lead_samples is not None else math.ceil(LEAD_FRAMES * frame) + blocksize)
+        self.lead_extra = int(math.ceil(LEAD_EXTRA_FRAMES * frame))
         self._shm = shared_memory.SharedMemory(create=True, size=RING_SAMPLES * 4 + N_CONTROL * 8)
         self.ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=self._shm.buf)
         self.ring.fill(0.0)
@@ -176,7 +180,8 @@ class LiveVoices:
         self._plain = {"bend": 0.0, "pressure": 0.0, "mono": False}  # what a head assumes
         self._lock = threading.Lock()
         self._args = (self._shm.name, factory, self.sample_rate, self.max_voices, self.lead_samples, blocksize,
-                      bool(realtime), int(threads), self._head_shm.name if self._head_shm is not None else None)
+                      bool(realtime), int(threads), self._head_shm.name if self._head_shm is not None else None,
+                      self.lead_extra)
         self.errors: deque = deque(maxlen=64)
         self.restarts = 0
         self._closing = False
@@ -344,7 +349,8 @@ def play_head(mixer, control: np.ndarray, head: np.ndarray, pitch: int, gain: fl
 
 
 def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices: int, lead: int,
-                blocksize: int, realtime: bool, threads: int, head_shm_name: str | None = None) -> None:
+                blocksize: int, realtime: bool, threads: int, head_shm_name: str | None = None,
+                lead_extra: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
     limit_compute_threads(threads)  # before the factory imports TensorFlow
@@ -384,7 +390,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
     # The playing thread shares the GIL with the threads that read the pipes: hand it back
     # within half a millisecond, not CPython's default 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    writer = RingWriter(engine, ring, control, lead, blocksize)
+    writer = RingWriter(engine, ring, control, lead, blocksize, lead_extra)
     try:
         writer.run(conn)
     finally:
@@ -400,11 +406,17 @@ class RingWriter:
     """Runs a `VoiceEngine` against the ring: commands in, one frame at a time out, paced by the
     callback's reading position."""
 
-    def __init__(self, engine: "VoiceEngine", ring: np.ndarray, control: np.ndarray, lead: int, blocksize: int):
+    def __init__(self, engine: "VoiceEngine", ring: np.ndarray, control: np.ndarray, lead: int, blocksize: int,
+                 extra: int = 0):
         self.engine = engine
         self.ring = ring
         self.control = control
         self.lead = int(lead)
+        # While the voices' heavy work runs (a timbre change: the networks in the other process,
+        # then a replan and re-decoding of every note it moves), and for a while after a late
+        # block, a frame more is kept written ahead: a stall then costs a frame of control
+        # latency instead of a gap in the sound.
+        self.extra = int(extra)
         self.blocksize = int(blocksize)
         self.write = 0  # absolute sample the next frame starts at
         self.origin = 0  # absolute sample of the bank's frame 0
@@ -457,6 +469,7 @@ class RingWriter:
             read = int(control[C_READ])
             if self.write < read:  # late: skip ahead (what was not written is not played)
                 control[C_LATE] += 1
+                engine.heavy_until = time.monotonic() + LATE_EXTRA_S
                 # The first frame that starts at or after read + lead: the one after the frame
                 # holding the sample before it (frames differ in length at 44.1 kHz).
                 j = engine.frame_at(read + self.lead - self.origin - 1) + 1
@@ -465,7 +478,7 @@ class RingWriter:
                 self.write += skipped
                 engine.skip_frames(frames)
                 self.pending = self.pending[skipped:]
-            if self.write - read >= self.lead:
+            if self.write - read >= self.lead + (self.extra if engine.heavy() else 0):
                 conn.poll(POLL_S)  # (wakes at once for a command: a note-on does not wait the poll out)
                 continue
             t0 = time.perf_counter()
@@ -723,6 +736,7 @@ class VoiceEngine:
         self._timbre_sent: float | None = None  # when the change running now was sent
         self._timbre_again = False  # the timbre changed since
         self._timbre_result_epoch = 0  # the newest change whose result came back
+        self.heavy_until = 0.0  # (monotonic) until then, `heavy` (the writer keeps more ahead)
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self._skipped = 0
@@ -1001,6 +1015,14 @@ class VoiceEngine:
             self._timbre_again = True
             return
         self._submit_timbre()
+
+    def heavy(self) -> bool:
+        """True while a timbre change is worked on (its networks, then applying it to the notes,
+        then their re-decoding, TIMBRE_EXTRA_S), or the writer was late lately."""
+        if self._timbre_sent is not None or self._timbre_ready:
+            self.heavy_until = max(self.heavy_until, time.monotonic() + TIMBRE_EXTRA_S)
+            return True
+        return time.monotonic() < self.heavy_until
 
     def _submit_timbre(self) -> None:
         """Run the networks for every sounding note whose timbre is not the current one."""

@@ -660,9 +660,12 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
         real_submit(notes, peak_gain, done, levels)
 
     engine.networks.submit = counting_submit
+    engine.heavy_until = 0.0
+    assert not engine.heavy()  # (nothing in the works: the writer keeps its usual lead)
     sweep = [[0.0] * 4 + [7.0 * (i + 1) / 40] + [0.0] * 11 for i in range(40)]
     for i, latent in enumerate(sweep):
         engine.set_timbre(SUSTAIN.replace(latent_sample=latent))
+        assert engine.heavy()  # (the networks run: the writer keeps a frame more ahead)
         if i % 2:
             frame()
     final = tuple(sweep[-1])
@@ -674,3 +677,5 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
     engine.stop()
     assert all(v.note.params.latent_sample == final for v in engine.voices if v is not None)
     assert 1 <= len(jobs) <= 8, jobs
+    engine.heavy_until = 0.0  # (TIMBRE_EXTRA_S after the last change: its re-decoding)
+    assert not engine.heavy()
