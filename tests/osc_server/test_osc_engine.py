@@ -237,3 +237,37 @@ def test_a_flood_of_prerender_requests_runs_one_at_a_time_and_starts_no_thread(e
     done = [args[0] for a, args in r.got if a == "/prerender/done"]
     assert done[-1] == 41 * 5 and done.count(0) >= 250  # the superseded ones say so at once
     assert sum(engine.generator.renders.values()) == 41 * 5  # each note once
+
+
+class RecordingVoices:
+    """Stands in for LiveVoices (the voice process) in this unit test of the engine: records calls."""
+
+    def __init__(self):
+        self.ons: list = []
+        self.timbres: list = []
+
+    def note_on(self, pitch, params, gain, target):
+        self.ons.append((pitch, params, gain, target))
+
+    def timbre(self, params):
+        self.timbres.append(params)
+
+
+def test_live_voices_get_the_current_timbres_params_made_once_per_key_and_layer():
+    voices = RecordingVoices()
+    e = Engine(ToneGenerator(), Mixer(SR), NoClock(), NoteCache(2**20), workers=1, voices=voices)
+    try:
+        reply = Replies()
+        e.note_on(60, 100, None, reply)
+        e.note_on(60, 101, None, reply)  # the same layer: the same params, made once
+        e.note_on(62, 100, None, reply)
+        e.handle(A.SetLatent([1.0] * 16), None, reply)
+        e.note_on(60, 100, None, reply)
+        (_, a, _, _), (_, b, _, _), (_, c, _, _), (_, d, _, _) = voices.ons
+        assert a is b and a.pitch == 60 and c.pitch == 62
+        assert a.latent_sample == tuple([0.0] * 16) and d.latent_sample == tuple([1.0] * 16)
+        assert d == voices.timbres[-1].replace(pitch=60, velocity=a.velocity)
+        assert "key" in vars(d)  # its key computed before it was sent
+        assert not ons(e.mixer)  # nothing for the one-shot mixer
+    finally:
+        e.close()
