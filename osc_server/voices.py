@@ -33,7 +33,8 @@ voice process that start. The voice process renders the voice from the same samp
 have anyway: the reverb hears all of it, and its dry samples come in as the head goes out
 (complementary raised cosines over HEAD_XFADE_S), so the sum is the note the voice process alone
 would have played, sample for sample, and a knob or note-off in those 32 ms is cross-faded in.
-At 48 kHz only (a frame of a whole number of samples), in poly mode, with no bend or pressure on.
+In poly mode, with no bend or pressure on. A note keeps one head per place in the pattern of
+frame lengths (one at 48 kHz; five at 44.1 kHz, where frames are 353 or 352 samples).
 
 Control changes (bend, pressure, timbre) take effect at the next frame the voice process
 renders: within LEAD + one frame. A timbre change runs the networks for every sounding note on the
@@ -123,8 +124,7 @@ START_TIMEOUT_S = 120.0
 # audio process's mixer plays itself at a note-on, in the next block, while the voice process
 # starts the voice; the voice process's own samples of it come in over HEAD_XFADE_S before the
 # head ends (complementary raised cosines, so that the sum is the voice as it would have been).
-# Only where a frame is a whole number of samples (48 kHz: the head then does not depend on the
-# frame it starts in); at most HEAD_SLOTS notes, the most recently played.
+# At most HEAD_SLOTS notes, the most recently played (`head_geometry`: how many heads a note has).
 HEAD_FRAMES = 4
 HEAD_XFADE_S = 0.004
 HEAD_SLOTS = 512
@@ -132,13 +132,14 @@ HEAD_REUSE_S = 1.0  # a dropped head's slot is reused after this (a note-on may 
 WET_FADE_S = 0.002  # a head voice's reverb, when the voice process starts it late, fades in
 
 
-def heads_supported(sample_rate: int) -> bool:
-    return int(sample_rate) % FRAME_RATE == 0
-
-
-def head_geometry(sample_rate: int) -> tuple[int, int]:
-    """(samples a head holds, samples of its cross-fade) at this rate."""
-    return HEAD_FRAMES * (int(sample_rate) // FRAME_RATE), max(1, int(round(HEAD_XFADE_S * sample_rate)))
+def head_geometry(sample_rate: int) -> tuple[int, int, int]:
+    """(heads a note has, samples a head holds at most, samples of its cross-fade) at this rate.
+    A note has one head for each place in the pattern of frame lengths (one at 48 kHz, where a
+    frame is 384 samples; five at 44.1 kHz, frames of 353, 353, 353, 353 and 352 samples): the
+    synthesis of a frame depends on its place (`synth.streaming.chunk_geometry`)."""
+    sample_rate = int(sample_rate)
+    return (FRAME_RATE // math.gcd(sample_rate, FRAME_RATE), HEAD_FRAMES * -(-sample_rate // FRAME_RATE),
+            max(1, int(round(HEAD_XFADE_S * sample_rate))))
 
 
 class VoiceProcessError(RuntimeError):
@@ -170,18 +171,15 @@ class LiveVoices:
         self.control.fill(0)
         # Heads (see HEAD_FRAMES): the table the voice process fills, and which note is in which row.
         self.heads: dict[str, int] = {}
-        self.head_table = None
-        self._head_shm = None
-        if heads_supported(self.sample_rate):
-            self.head_samples, self.head_xfade = head_geometry(self.sample_rate)
-            self._head_shm = shared_memory.SharedMemory(create=True, size=HEAD_SLOTS * self.head_samples * 4)
-            self.head_table = np.ndarray((HEAD_SLOTS, self.head_samples), np.float32, buffer=self._head_shm.buf)
+        shape = (HEAD_SLOTS, *head_geometry(self.sample_rate)[:2])
+        self.head_xfade = head_geometry(self.sample_rate)[2]
+        self._head_shm = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4)
+        self.head_table = np.ndarray(shape, np.float32, buffer=self._head_shm.buf)
         self._mixer = None
         self._plain = {"bend": 0.0, "pressure": 0.0, "mono": False}  # what a head assumes
         self._lock = threading.Lock()
         self._args = (self._shm.name, factory, self.sample_rate, self.max_voices, self.lead_samples, blocksize,
-                      bool(realtime), int(threads), self._head_shm.name if self._head_shm is not None else None,
-                      self.lead_extra)
+                      bool(realtime), int(threads), self._head_shm.name, self.lead_extra)
         self.errors: deque = deque(maxlen=64)
         self.restarts = 0
         self._closing = False
@@ -252,8 +250,7 @@ class LiveVoices:
     def attach(self, mixer) -> None:
         """Play through `mixer`: it mixes the ring into every block, and plays known notes' heads."""
         mixer.attach_ring(self.ring, self.control)
-        if self.head_table is not None:
-            mixer.add_fade(self.head_xfade)
+        mixer.add_fade(self.head_xfade)
         self._mixer = mixer
 
     # Commands (pitch ints, values already range-checked by the address table).
@@ -326,9 +323,12 @@ class LiveVoices:
                 pass
 
 
-def play_head(mixer, control: np.ndarray, head: np.ndarray, pitch: int, gain: float) -> tuple[int, int] | None:
-    """Have `mixer` play a known note's `head` (a row of the head table) from its next block;
-    (start, end) of the head in absolute samples, for the voice process, or None (no head now)."""
+def play_head(mixer, control: np.ndarray, heads: np.ndarray, pitch: int, gain: float) -> tuple[int, int] | None:
+    """Have `mixer` play a known note's head (`heads`: its row of the head table) from its next
+    block; (start, end) of the head in absolute samples, for the voice process, or None (no head
+    now)."""
+    from synth.streaming import frame_start_sample
+
     if not control[C_RUNNING]:
         return None
     busy = mixer.busy  # (first: a block that ends between the two reads only costs a block)
@@ -336,11 +336,13 @@ def play_head(mixer, control: np.ndarray, head: np.ndarray, pitch: int, gain: fl
     origin = int(control[C_ORIGIN])
     if start < origin:
         return None
-    frame = mixer.sample_rate // FRAME_RATE
-    xfade = head_geometry(mixer.sample_rate)[1]
-    at = start - (start - origin) % frame  # the start of the voice's first frame
-    end = at + head.size
-    mixer.head_on(head[start - at:], gain, pitch, start, end - xfade, xfade)
+    rate = mixer.sample_rate
+    first = (start - origin) * FRAME_RATE // rate  # the voice's first frame, on the writer's clock
+    at = origin + int(frame_start_sample(first, rate, FRAME_RATE))
+    end = origin + int(frame_start_sample(first + HEAD_FRAMES, rate, FRAME_RATE))
+    xfade = head_geometry(rate)[2]
+    head = heads[first % heads.shape[0]]
+    mixer.head_on(head[start - at : end - at], gain, pitch, start, end - xfade, xfade)
     return start, end
 
 
@@ -349,22 +351,20 @@ def play_head(mixer, control: np.ndarray, head: np.ndarray, pitch: int, gain: fl
 
 
 def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices: int, lead: int,
-                blocksize: int, realtime: bool, threads: int, head_shm_name: str | None = None,
-                lead_extra: int = 0) -> None:
+                blocksize: int, realtime: bool, threads: int, head_shm_name: str, lead_extra: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
     limit_compute_threads(threads)  # before the factory imports TensorFlow
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
     control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
-    head_shm = shared_memory.SharedMemory(name=head_shm_name) if head_shm_name else None
+    head_shm = shared_memory.SharedMemory(name=head_shm_name)
     try:
         generator = load_factory(factory)()
         networks = NetworksProcess(factory, threads)
         engine = VoiceEngine(generator, sample_rate, max_voices, networks=networks)
-        if head_shm is not None:
-            engine.head_table = np.ndarray((HEAD_SLOTS, head_geometry(sample_rate)[0]), np.float32,
-                                           buffer=head_shm.buf)
+        engine.head_table = np.ndarray((HEAD_SLOTS, *head_geometry(sample_rate)[:2]), np.float32,
+                                       buffer=head_shm.buf)
         engine.warm_up()
         conn.send(("hello", str(generator.model_version), os.getpid()))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which refuses to start
@@ -398,8 +398,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
         engine.head_table = None
         del ring, control
         shm.close()
-        if head_shm is not None:
-            head_shm.close()
+        head_shm.close()
 
 
 class RingWriter:
@@ -745,12 +744,13 @@ class VoiceEngine:
         # (time, row), and the notes that want one (key -> NoteStart).
         self.head_table: np.ndarray | None = None
         self.notify = lambda *message: None  # tells the server which rows hold which notes
-        self.head_samples, self.head_xfade = head_geometry(self.sample_rate)
+        _, _, self.head_xfade = head_geometry(self.sample_rate)
         self._head_rise = (0.5 - 0.5 * np.cos(np.pi * np.arange(self.head_xfade) / self.head_xfade)).astype(np.float32)
         self._head_rows: OrderedDict = OrderedDict()
         self._head_free = list(range(HEAD_SLOTS - 1, -1, -1))
         self._head_cooling: deque = deque()
         self._heads_wanted: OrderedDict = OrderedDict()
+        self._head_job: list | None = None  # [key, row, its controls, the next place to render]
         self._spare_bank = StreamingSynthBank(**self._bank_args)
 
     def frame_start(self, j: int) -> int:
@@ -835,31 +835,55 @@ class VoiceEngine:
             self._drop_head(next(iter(self._head_rows)))
         return None
 
+    def _want_head(self, start) -> None:
+        """Give this known note a head when there is time (`_make_head`): the most recent 64 wait."""
+        key = start.params.key
+        if self.head_table is not None and key not in self._head_rows:
+            self._heads_wanted[key] = start
+            self._heads_wanted.move_to_end(key)
+            while len(self._heads_wanted) > 64:
+                self._heads_wanted.popitem(last=False)
+
     def _make_head(self) -> None:
-        """Render the head of one note that wants one (its first HEAD_FRAMES frames, dry, gain 1,
-        as `_catch_up` and the main bank render them) into a row, and tell the server."""
+        """One step of making a head for a note that wants one (its first HEAD_FRAMES frames, dry,
+        gain 1, as `_catch_up` and the main bank render them): its controls (decoding its first
+        block if no start did), then one place in the frame pattern a step, then the server is
+        told. One step a frame, as optional work: a step costs 1-3 ms on the 2-core machine."""
         from synth.hold import HeldNote
 
-        key, start = next(iter(self._heads_wanted.items()))
-        if key in self._head_rows or key not in self._starts:
+        job = self._head_job
+        if job is None:
+            key, start = next(iter(self._heads_wanted.items()))
+            if key in self._head_rows or key not in self._starts:
+                del self._heads_wanted[key]
+                return
+            row = self._head_row()
+            if row is None:
+                return
             del self._heads_wanted[key]
+            note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
+                            decode_block=LIVE_DECODE_BLOCK)
+            block = self._first_blocks.get(key)
+            if block is not None:
+                note.put_block(0, block)
+            self._decode([note], HEAD_FRAMES)
+            if block is None:  # (kept: the note's first start will not decode it again)
+                self._first_blocks[key] = note.decoded_block(0)
+                while len(self._first_blocks) > START_CACHE:
+                    self._first_blocks.popitem(last=False)
+            self._head_job = [key, row, note.controls_frames(HEAD_FRAMES), 0]
             return
-        row = self._head_row()
-        if row is None:
-            return
-        del self._heads_wanted[key]
-        note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
-                        decode_block=LIVE_DECODE_BLOCK)
-        block = self._first_blocks.get(key)
-        if block is not None:
-            note.put_block(0, block)
-        self._decode([note], HEAD_FRAMES)
-        c = note.controls_frames(HEAD_FRAMES)
+        key, row, c, place = job
         bank = self._spare_bank
         bank.reset(0, seeds=[int(key[:16], 16)])
+        bank.frame_index = place  # (its place in the pattern of frame lengths)
         dry = bank.render_chunk(c["f0_hz"][None], c["amplitude"][None], c["harmonic_distribution"][None],
                                 c["noise_magnitudes"][None])[0]
-        self.head_table[row] = dry[: self.head_samples]
+        self.head_table[row, place, : dry.size] = dry
+        job[3] = place = place + 1
+        if place < self.head_table.shape[1]:
+            return
+        self._head_job = None
         self._head_rows[key] = row
         self.notify("head", key, row)
 
@@ -1056,6 +1080,7 @@ class VoiceEngine:
             if done[0] == "start":
                 start = done[1]
                 self._remember(start)
+                self._want_head(start)
                 for request in self._waiting.pop(start.params.key, []):
                     if not request.proxy:
                         self._ready.append((request, start))
@@ -1095,7 +1120,7 @@ class VoiceEngine:
                 self._ready.append((request, start))
             else:
                 self._start(request, start, writer)
-        if self._heads_wanted and self.head_table is not None and not self._busy():
+        if (self._heads_wanted or self._head_job) and self.head_table is not None and not self._busy():
             self._make_head()
         if self._offs:
             due = [o for o in self._offs if o[0] < writer.write + self.frame_samples]
@@ -1143,13 +1168,8 @@ class VoiceEngine:
             note.set_pressure(self.global_pressure, replan=False)
         self._catch_up(voice, writer, request.head[0] if request.head is not None else None)
         self.voices[slot] = voice
-        key = start.params.key
-        plain = not (self.global_bend or self.global_pressure or request.proxy or request.mono)
-        if plain and self.head_table is not None and key not in self._head_rows:
-            self._heads_wanted[key] = start
-            self._heads_wanted.move_to_end(key)
-            while len(self._heads_wanted) > 64:
-                self._heads_wanted.popitem(last=False)
+        if not request.proxy:
+            self._want_head(start)
         if request.released:
             self._release(voice)
 

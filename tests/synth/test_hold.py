@@ -536,18 +536,18 @@ class _Playing:
     """A voice engine writing the ring and a mixer reading it, in one thread: a block of the
     callback at a time, with the ring kept `lead` samples ahead as the voice process keeps it."""
 
-    def __init__(self, gen, lead: int = 640, block: int = 256):
+    def __init__(self, gen, sample_rate: int = SR, lead: int = 640, block: int = 256):
         from osc_server.audio import Mixer
         from osc_server.voices import HEAD_SLOTS, N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine, head_geometry
 
         self.block, self.lead = block, lead
         self.ring, self.control = np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64)
-        self.mixer = Mixer(SR)
+        self.mixer = Mixer(sample_rate)
         self.mixer.attach_ring(self.ring, self.control)
-        samples, xfade = head_geometry(SR)
+        places, samples, xfade = head_geometry(sample_rate)
         self.mixer.add_fade(xfade)
-        self.engine = VoiceEngine(gen, SR, 8)
-        self.engine.head_table = self.table = np.zeros((HEAD_SLOTS, samples), np.float32)
+        self.engine = VoiceEngine(gen, sample_rate, 8)
+        self.engine.head_table = self.table = np.zeros((HEAD_SLOTS, places, samples), np.float32)
         self.heads = {}
         self.engine.notify = self._notify
         self.writer = RingWriter(self.engine, self.ring, self.control, lead, block)
@@ -576,16 +576,21 @@ class _Playing:
         return np.concatenate(self.out)
 
 
-def test_a_known_note_started_by_its_head_is_the_same_note_sample_for_sample(gen):
+@pytest.mark.parametrize("sample_rate", (48000, 44100))
+def test_a_known_note_started_by_its_head_is_the_same_note_sample_for_sample(gen, sample_rate):
     """A known note's first frames come from the mixer (its head, in the next block) and the voice
     process takes over under a cross-fade: the sum is the note as the voice process alone plays it
-    from the same sample."""
+    from the same sample. At 44.1 kHz, where frames are 353 or 352 samples, from any of the five
+    places in their pattern."""
+    import math
     import threading
 
     from osc_server.audio import Stat
-    from osc_server.voices import C_HEADS, play_head
+    from osc_server.voices import C_HEADS, head_geometry, play_head
 
-    p = _Playing(gen)
+    p = _Playing(gen, sample_rate)
+    pattern = sample_rate * head_geometry(sample_rate)[0] // 125  # samples the frame lengths repeat over
+    period = math.lcm(256, pattern)  # blocks and frames line up again
     note = SUSTAIN.replace(pitch=64)
     p.engine.set_timbre(note)
     p.engine.note_on(64, note, 0.5)  # first time: the networks run, then it plays and gets a head
@@ -596,28 +601,28 @@ def test_a_known_note_started_by_its_head_is_the_same_note_sample_for_sample(gen
         threading.Event().wait(0.002)
     assert note.key in p.heads
     p.engine.note_off(64)
-    p.blocks(3 * SR // 256)  # release and reverb ring out
+    p.blocks(3 * sample_rate // 256)  # release and reverb ring out
 
     def play(with_head: bool, phase: int):
-        # Start at a given place in the frame grid (blocks of 256, frames of 384: 3 places).
-        p.blocks((phase - p.mixer.block_start) % 768 // 256 + 3)
+        # Start at a given place in the frame grid (blocks and frames line up every `period`).
+        p.blocks((phase - p.mixer.block_start) % period // 256 + 3)
         begin = p.mixer.block_start
         head = play_head(p.mixer, p.control, p.table[p.heads[note.key]], 64, 0.5) if with_head else None
         p.engine.note_on(64, note, 0.5, head=head)
         n = len(p.out)
-        p.blocks(int(0.4 * SR) // 256)
+        p.blocks(int(0.4 * sample_rate) // 256)
         p.engine.note_off(64)
         audio = np.concatenate(p.out[n:])
-        p.blocks(3 * SR // 256)
+        p.blocks(3 * sample_rate // 256)
         return begin, audio, head
 
-    for phase in (0, 256, 512):
+    for phase in (0, 256, 512, 768, 1024):
         begin_a, plain, _ = play(False, phase)
         started, heads = p.mixer.stats[Stat.NOTES_STARTED], p.control[C_HEADS]
         begin_b, headed, head = play(True, phase)
         assert head is not None and head[0] == begin_b
         assert p.mixer.stats[Stat.NOTES_STARTED] == started + 1 and p.control[C_HEADS] == heads + 1
-        assert (begin_b - begin_a) % 768 == 0
+        assert (begin_b - begin_a) % period == 0
         assert np.max(np.abs(plain)) > 0.05 and np.max(np.abs(plain[:256])) > 0  # it sounds from its first block
         err = np.max(np.abs(headed - plain))
         assert err < 1e-4 * np.max(np.abs(plain)), (phase, err)
