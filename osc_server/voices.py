@@ -1043,10 +1043,12 @@ class VoiceEngine:
     def heavy(self) -> bool:
         """True while a timbre change is worked on (its networks, then applying it to the notes,
         then their re-decoding, TIMBRE_EXTRA_S), or the writer was late lately."""
-        if self._timbre_sent is not None or self._timbre_ready:
-            self.heavy_until = max(self.heavy_until, time.monotonic() + TIMBRE_EXTRA_S)
+        now = time.monotonic()
+        running = self._timbre_sent is not None and now - self._timbre_sent < TIMBRE_JOB_TIMEOUT_S
+        if running or self._timbre_ready:
+            self.heavy_until = max(self.heavy_until, now + TIMBRE_EXTRA_S)
             return True
-        return time.monotonic() < self.heavy_until
+        return now < self.heavy_until
 
     def _submit_timbre(self) -> None:
         """Run the networks for every sounding note whose timbre is not the current one."""
