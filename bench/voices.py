@@ -296,20 +296,25 @@ def live_figures(quick: bool, blocksize: int = BLOCK, full: bool = True) -> dict
                 figures[key + "_median"] = round(1e3 * float(np.nanmedian(moves)), 2)
                 figures[key + "_max"] = round(1e3 * float(np.nanmax(moves)), 2)
             silence()
-            # Held voices while the knobs move.
-            n = HELD
-            for p in range(48, 48 + n):
-                send("/note", p, 100)
-            late0, t0 = int(server.mixer.stats[Stat.STREAM_LATE]), time.monotonic()
             seconds = 10 if quick else 60
-            k = 0
-            while time.monotonic() - t0 < seconds:
-                send(f"/latent/{k % 16}", float(rng.uniform(-3, 3)))
-                k += 1
-                time.sleep(0.5)
-            figures["stream_late_per_min_held"] = round(
-                (int(server.mixer.stats[Stat.STREAM_LATE]) - late0) * 60 / (time.monotonic() - t0), 2)
-            figures["live_voices_held"] = n
+
+            def late_per_min_while_knobs_move(start=None) -> float:
+                """Late blocks a minute over `seconds` of a latent knob moved every 0.5 s."""
+                late0, t0 = int(server.mixer.stats[Stat.STREAM_LATE]), time.monotonic()
+                if start is not None:
+                    start()
+                k = 0
+                while time.monotonic() - t0 < seconds:
+                    send(f"/latent/{k % 16}", float(rng.uniform(-3, 3)))
+                    k += 1
+                    time.sleep(0.5)
+                return round((int(server.mixer.stats[Stat.STREAM_LATE]) - late0) * 60 / (time.monotonic() - t0), 2)
+
+            # Held voices while the knobs move.
+            for p in range(48, 48 + HELD):
+                send("/note", p, 100)
+            figures["stream_late_per_min_held"] = late_per_min_while_knobs_move()
+            figures["live_voices_held"] = HELD
             send("/panic")
             silence()
             # The issue's case: 32 held voices, the knobs moving, while a /prerender runs (the
@@ -317,14 +322,8 @@ def live_figures(quick: bool, blocksize: int = BLOCK, full: bool = True) -> dict
             for p in range(36, 68):
                 send("/note", p, 100)
             time.sleep(2.0)
-            late0, t0 = int(server.mixer.stats[Stat.STREAM_LATE]), time.monotonic()
-            send("/prerender", 36, 96)
-            while time.monotonic() - t0 < seconds:
-                send(f"/latent/{k % 16}", float(rng.uniform(-3, 3)))
-                k += 1
-                time.sleep(0.5)
-            figures["stream_late_per_min_held32_prerender"] = round(
-                (int(server.mixer.stats[Stat.STREAM_LATE]) - late0) * 60 / (time.monotonic() - t0), 2)
+            figures["stream_late_per_min_held32_prerender"] = late_per_min_while_knobs_move(
+                lambda: send("/prerender", 36, 96))
             send("/panic")
         finally:
             server.close()
