@@ -171,8 +171,8 @@ class LiveVoices:
         self.control.fill(0)
         # Heads (see HEAD_FRAMES): the table the voice process fills, and which note is in which row.
         self.heads: dict[str, int] = {}
-        shape = (HEAD_SLOTS, *head_geometry(self.sample_rate)[:2])
-        self.head_xfade = head_geometry(self.sample_rate)[2]
+        places, samples, self.head_xfade = head_geometry(self.sample_rate)
+        shape = (HEAD_SLOTS, places, samples)
         self._head_shm = shared_memory.SharedMemory(create=True, size=int(np.prod(shape)) * 4)
         self.head_table = np.ndarray(shape, np.float32, buffer=self._head_shm.buf)
         self._mixer = None
@@ -314,8 +314,6 @@ class LiveVoices:
         del self.ring, self.control
         self.head_table = None
         for shm in (self._shm, self._head_shm):
-            if shm is None:
-                continue
             shm.close()
             try:
                 shm.unlink()
@@ -1216,17 +1214,13 @@ class VoiceEngine:
             self.bank.copy_voice(bank, 0, voice.slot)
             return
         onset = lead_in if head_start is None else min(max(0, head_start - at), dry.size - 1)
-        dry[:onset] = 0.0
-        fade = min(dry.size - onset, max(1, int(FADE_IN_S * self.sample_rate)))
-        dry[onset : onset + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        self._fade_in(dry, onset, FADE_IN_S)
         wet = self._catch_up_reverb(dry)
         if head_start is None:
             wet[: dry.size] += dry
         else:
             if lead_in > onset:  # the callback is past the head's start: its reverb from here
-                wet[:lead_in] = 0.0
-                fade = min(wet.size - lead_in, max(1, int(WET_FADE_S * self.sample_rate)))
-                wet[lead_in : lead_in + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+                self._fade_in(wet, lead_in, WET_FADE_S)
             wet[: dry.size] += dry * self._head_gain(voice, at - writer.origin, dry.size)
         writer.catch_up(at, wet[: dry.size], wet[dry.size:])
         if head_start is not None and begin > writer.origin + voice.head_end - self.head_xfade:
@@ -1234,6 +1228,12 @@ class VoiceEngine:
         if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
             control[C_TORN] += 1
         self.bank.copy_voice(bank, 0, voice.slot)
+
+    def _fade_in(self, x: np.ndarray, at: int, seconds: float) -> None:
+        """Silence x before `at`, and fade it in linearly over `seconds` from there (in place)."""
+        x[:at] = 0.0
+        fade = min(x.size - at, max(1, int(seconds * self.sample_rate)))
+        x[at : at + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
 
     def _catch_up_reverb(self, dry: np.ndarray) -> np.ndarray:
         """dry convolved with the impulse response's first CATCH_UP_IR_TAPS taps (float32,
