@@ -54,6 +54,7 @@ from synth import checkpoint as CK
 from synth import models as M
 from synth.envelope import apply_envelope_tags
 from synth.fast_render import single_threaded_blas
+from synth.numpy_nets import NumpyDecoder, NumpyNetworks
 from synth.params import LATENT_DIM, QUALITIES, NoteParams
 
 log = logging.getLogger("synth.generator")
@@ -90,8 +91,6 @@ class Generator:
     """The three trained stages, loaded from a checkpoint directory (see module doc)."""
 
     def __init__(self, checkpoint_dir: str | None = None, jit: bool = JIT_DEFAULT):
-        import tensorflow as tf
-
         single_threaded_blas()
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
         ddsp_dir, z_dir, f_dir = CK.stage_dirs(self.checkpoint_dir)
@@ -116,72 +115,100 @@ class Generator:
         self.f0_ld = CK.load_f0_ld(f_dir, cfg)
         self.model_version = _hash_files(CK.model_files(self.checkpoint_dir), INFERENCE_VERSION)
 
-        z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
-        ld_min, ld_max = self._ld_min, self._ld_max
-        knob_radius, out_gain = self.knob_radius, self.output_gain
         # Guidance strengths for the timbre (z) and the loudness curve; configs with one
         # "tag_guidance" use it for both.
         g_all = float(f_conf.get("tag_guidance", 1.0))
-        g_z = self.tag_guidance_z = float(f_conf.get("tag_guidance_z", g_all))
-        g_ld = self.tag_guidance_loudness = float(f_conf.get("tag_guidance_loudness", g_all))
+        self.tag_guidance_z = float(f_conf.get("tag_guidance_z", g_all))
+        self.tag_guidance_loudness = float(f_conf.get("tag_guidance_loudness", g_all))
         # The tags guidance strengthens ("guided_tags"; default all of them); the others pass as trained.
-        guided = self.guided_tags = list(f_conf.get("guided_tags", QUALITIES))
-        decoder, z_decoder, f0_ld, synth = self.decoder, self.z_decoder, self.f0_ld, self.synth
+        self.guided_tags = list(f_conf.get("guided_tags", QUALITIES))
+        # Inference runs the networks in numpy (synth.numpy_nets: about 3 ms a note against
+        # 8-11 ms through TensorFlow, and no batch shape to compile); the TensorFlow graph is
+        # built on first use of `run_neural_tf`, the reference the tests hold numpy to.
+        self._jit = bool(jit)
+        self._tf_graph = None
+        self._tf_lock = threading.Lock()
+        self.numpy_decoder = NumpyDecoder.of(self)
+        self.networks = NumpyNetworks(
+            self.z_decoder, self.f0_ld, self.numpy_decoder, z_mean=self._z_mean, z_std=self._z_std,
+            ld_min=self._ld_min, ld_max=self._ld_max, knob_radius=self.knob_radius,
+            guidance_z=self.tag_guidance_z, guidance_loudness=self.tag_guidance_loudness,
+            guided_tags=self.guided_tags)
 
-        # XLA fuses the many small element-wise ops (control scaling, bounds, upsampling): about
-        # 30 % faster than a plain graph for one note. It compiles once per batch size, so
-        # batches are padded to 1 or BATCH_CHUNK notes (both compiled on first use).
-        @tf.function(input_signature=[tf.TensorSpec([None, M.COND_DIM], tf.float32),
-                                      tf.TensorSpec([None, LATENT_DIM], tf.float32),
-                                      tf.TensorSpec([None], tf.float32)],
-                     jit_compile=bool(jit))
-        def neural(cond, latent, pitch):
-            lat = M.squash_latent(M.knob_region(M.knobs_to_latent(latent), knob_radius))
-            z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld,
-                                                       guided_tags=guided)
-            cents = M.cents_from_raw(cents_raw)
-            f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
-            z_enc = z_norm * z_std + z_mean
-            z_dec = M.tf_upsample(z_enc, M.N_DECODER_FRAMES)
-            f0d, ldd = M.to_decoder_rate(f0), M.to_decoder_rate(ld)
-            raw = decoder([M.scale_f0(f0d)[..., None], M.scale_ld(ldd)[..., None], z_dec], training=False)
-            amp, harm, noise = M.split_decoder_output(raw, cfg)
-            controls = synth.get_controls(amp, harm, noise, f0d[..., None])
-            controls = M.scale_output(controls, out_gain)
-            return {"controls": controls, "z": M.tf_upsample(z_enc, M.N_FRAMES), "f0_hz": f0,
-                    "loudness_db": ld, "cents": cents}
+    def _tf_neural(self):
+        """The TensorFlow graph of the neural half (traced once, on first use)."""
+        import tensorflow as tf
 
-        self._neural = neural
-        # Trace now (one note), so the first real render is as fast as the others.
-        self.run_neural([NoteParams()])
+        with self._tf_lock:
+            if self._tf_graph is not None:
+                return self._tf_graph
+            cfg = self.config
+            z_mean, z_std = tf.constant(self._z_mean), tf.constant(self._z_std)
+            ld_min, ld_max = self._ld_min, self._ld_max
+            knob_radius, out_gain = self.knob_radius, self.output_gain
+            g_z, g_ld, guided = self.tag_guidance_z, self.tag_guidance_loudness, self.guided_tags
+            decoder, z_decoder, f0_ld, synth = self.decoder, self.z_decoder, self.f0_ld, self.synth
+
+            # XLA fuses the many small element-wise ops (control scaling, bounds, upsampling).
+            @tf.function(input_signature=[tf.TensorSpec([None, M.COND_DIM], tf.float32),
+                                          tf.TensorSpec([None, LATENT_DIM], tf.float32),
+                                          tf.TensorSpec([None], tf.float32)],
+                         jit_compile=self._jit)
+            def neural(cond, latent, pitch):
+                lat = M.squash_latent(M.knob_region(M.knobs_to_latent(latent), knob_radius))
+                z_norm, ld, cents_raw = M.generate_curves(z_decoder, f0_ld, lat, cond, ld_min, ld_max, g_z, g_ld,
+                                                           guided_tags=guided)
+                cents = M.cents_from_raw(cents_raw)
+                f0 = M.tf_midi_to_hz(pitch[:, None] + cents / 100.0)
+                z_enc = z_norm * z_std + z_mean
+                z_dec = M.tf_upsample(z_enc, M.N_DECODER_FRAMES)
+                f0d, ldd = M.to_decoder_rate(f0), M.to_decoder_rate(ld)
+                raw = decoder([M.scale_f0(f0d)[..., None], M.scale_ld(ldd)[..., None], z_dec], training=False)
+                amp, harm, noise = M.split_decoder_output(raw, cfg)
+                controls = synth.get_controls(amp, harm, noise, f0d[..., None])
+                controls = M.scale_output(controls, out_gain)
+                return {"controls": controls, "z": M.tf_upsample(z_enc, M.N_FRAMES), "f0_hz": f0,
+                        "loudness_db": ld, "cents": cents}
+
+            self._tf_graph = neural
+            return neural
 
     # -----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _inputs(notes: Sequence[NoteParams]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cond = np.stack([M.condition_vector(p) for p in notes]).astype(np.float32)
+        latent = np.asarray([p.latent_sample for p in notes], np.float32).reshape(len(notes), LATENT_DIM)
+        pitch = np.asarray([p.pitch for p in notes], np.float32)
+        return cond, latent, pitch
+
     def run_neural(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
-        """The neural half for up to BATCH_CHUNK notes, one network call.
+        """The neural half for up to BATCH_CHUNK notes, in numpy (`synth.numpy_nets`).
 
         Returns, for n notes: `controls` (the synthesizer controls as `render_controls` takes
         them, batched: amplitude [n, 500, 1], harmonic_distribution [n, 500, n_harmonics],
         noise_magnitudes [n, 500, n_noise_bands], f0_hz [n, 500, 1] at the decoder's 125
         frames/s), `z` [n, 1000, 16], `f0_hz`, `loudness_db` and `cents` [n, 1000] (250 frames/s).
-        Raises ValueError for more than BATCH_CHUNK notes.
+        Raises ValueError for none or more than BATCH_CHUNK notes.
         """
+        n = len(notes)
+        if not 1 <= n <= BATCH_CHUNK:
+            raise ValueError(f"notes: 1..{BATCH_CHUNK} notes per network call, got {n}")
+        return self.networks(*self._inputs(notes))
+
+    def run_neural_tf(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
+        """`run_neural` through the TensorFlow graph of `synth.models` (the reference the numpy
+        networks are tested against; traced, and compiled by XLA, on first use)."""
         import tensorflow as tf
 
         n = len(notes)
-        if n > BATCH_CHUNK:
-            raise ValueError(f"at most {BATCH_CHUNK} notes per network call, got {n}")
-        size = 1 if n == 1 else BATCH_CHUNK
-        cond = np.zeros((size, M.COND_DIM), np.float32)
-        latent = np.zeros((size, LATENT_DIM), np.float32)
-        pitch = np.full(size, 60.0, np.float32)
-        cond[:n] = np.stack([M.condition_vector(p) for p in notes])
-        latent[:n] = np.asarray([p.latent_sample for p in notes], np.float32)
-        pitch[:n] = [p.pitch for p in notes]
-        out = self._neural(tf.constant(cond), tf.constant(latent), tf.constant(pitch))
+        if not 1 <= n <= BATCH_CHUNK:
+            raise ValueError(f"notes: 1..{BATCH_CHUNK} notes per network call, got {n}")
+        cond, latent, pitch = self._inputs(notes)
+        out = self._tf_neural()(tf.constant(cond), tf.constant(latent), tf.constant(pitch))
         return {
-            "controls": {k: v.numpy()[:n] for k, v in out["controls"].items()},
-            **{k: out[k].numpy()[:n] for k in ("z", "f0_hz", "loudness_db", "cents")},
+            "controls": {k: v.numpy() for k, v in out["controls"].items()},
+            **{k: out[k].numpy() for k in ("z", "f0_hz", "loudness_db", "cents")},
         }
 
     def render_controls(self, controls: Mapping[str, np.ndarray], sample_rate: int,
