@@ -111,6 +111,7 @@ class Generator:
         self._ld_min, self._ld_max = float(f_conf["ld_min"]), float(f_conf["ld_max"])
 
         self.decoder, self.synth = CK.load_decoder_and_synth(ddsp_dir, cfg)
+        self.synth.freeze()  # inference: the reverb's weight is fixed
         _, self.z_decoder = CK.load_z_generator(z_dir, cfg, posterior=False)
         self.f0_ld = CK.load_f0_ld(f_dir, cfg)
         self.model_version = _hash_files(CK.model_files(self.checkpoint_dir), INFERENCE_VERSION)
