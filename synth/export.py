@@ -419,13 +419,11 @@ def render_samples(generator, notes: Sequence, sample_rate: int = EXPORT_SAMPLE_
     The same note gives the same bytes whatever else is in the call, in any process and with any
     number of threads (on the same kind of CPU):
     * the noise is seeded by the note (`Generator.render_controls`);
-    * the network always runs as a padded batch (`Generator.run_neural` with 2..BATCH_CHUNK notes;
-      measured: the same floats for any batch contents, order and TensorFlow thread count). A
-      single note goes in twice: the one-note shape is compiled separately and gives slightly
-      different floats (which the loop search can turn into other loop points);
-    * the numpy synthesis runs with one BLAS thread (BLAS_THREADS): its matrix products sum in
-      another order with another number of OpenBLAS threads (measured: a Ray actor, which gets
-      OMP_NUM_THREADS=1, rendered other bits than this process with two).
+    * the networks run one note at a time (`synth.numpy_nets.NOTES_PER_PASS`), so a note's floats
+      never depend on the other notes of a batch;
+    * the networks and the numpy synthesis run with one BLAS thread (BLAS_THREADS): matrix
+      products sum in another order with another number of OpenBLAS threads (measured: a Ray
+      actor, which gets OMP_NUM_THREADS=1, rendered other bits than this process with two).
     """
     from threadpoolctl import threadpool_limits
 
@@ -437,7 +435,7 @@ def render_samples(generator, notes: Sequence, sample_rate: int = EXPORT_SAMPLE_
     with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
         for i in range(0, len(notes), BATCH_CHUNK):
             chunk = notes[i : i + BATCH_CHUNK]
-            neural = generator.run_neural(chunk if len(chunk) > 1 else chunk * 2)
+            neural = generator.run_neural(chunk)
             for j, note in enumerate(chunk):
                 controls = {k: v[j] for k, v in neural["controls"].items()}
                 audio = generator.render_controls(controls, sample_rate, note)

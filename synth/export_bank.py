@@ -126,7 +126,7 @@ def _init_worker(checkpoint_dir: str | None, threads: int | None, ignore_sigint:
         from synth.params import NoteParams
 
         gen = get_generator(checkpoint_dir)
-        gen.run_neural([NoteParams(), NoteParams()])  # the padded shape render_samples uses
+        gen.run_neural([NoteParams()])  # a first pass through the networks before timing starts
         _WORKER.update(generator=gen, load_s=time.perf_counter() - t0, error=None)
     except Exception as e:  # noqa: BLE001 - kept and raised with the first batch: a pool whose
         # initializer raises starts the worker again, forever

@@ -107,6 +107,7 @@ from synth.envelope import MAX_BOOST_DB
 from synth.fast_render import TRAIN_SAMPLE_RATE, midi_to_hz
 from synth.models import (DECODER_DOWN, DECODER_FRAME_RATE, FAST_DECAY_ATTACK_S, FAST_DECAY_DB, FAST_DECAY_S,
                           LONG_RELEASE_HOLD_DB, LONG_RELEASE_MAX_DB_PER_S, N_DECODER_FRAMES, Z_DIM)
+from synth.numpy_nets import NumpyDecoder
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, NoteParams
 from synth.streaming import StreamingSynth, frame_start_sample
 
@@ -305,8 +306,18 @@ def decode_controls(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
     """The DDSP decoder and the synthesizer's control scaling on one note's inputs at the
     decoder's frame rate: f0_hz [n], loudness_db [n], z [n, 16] -> {'f0_hz' [n],
     'amplitude' [n], 'harmonic_distribution' [n, H], 'noise_magnitudes' [n, B]} (float32), as
-    the generator's own graph computes them. Output frames within `decoder_context` of either
-    end see zero padding, as a whole note does at its ends."""
+    the generator computes them (`synth.numpy_nets.NumpyDecoder`, with the output calibration).
+    Output frames within `decoder_context` of either end see zero padding, as a whole note does
+    at its ends."""
+    f0 = np.asarray(f0_hz, np.float32).reshape(1, -1)
+    ld = np.asarray(loudness_db, np.float32).reshape(1, -1)
+    zz = np.asarray(z, np.float32).reshape(1, -1, Z_DIM)
+    return {k: v[0] for k, v in decode_controls_batch(generator, f0, ld, zz).items()}
+
+
+def decode_controls_tf(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
+    """`decode_controls` through the TensorFlow graph of `synth.models` (the reference the
+    numpy decoder is tested against)."""
     with _DECODERS_LOCK:
         run = _DECODERS.get(generator)
         if run is None:
@@ -322,111 +333,19 @@ def decode_controls(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
                          "noise_magnitudes": noise.numpy()}, generator.output_gain)
 
 
-class NumpyDecoder:
-    """The DDSP decoder and the synthesizer's control scaling in numpy, from the generator's
-    trained weights: the same arithmetic as `decode_controls` (float32; within 1e-5 of it, the
-    tests check), for a batch of windows, without TensorFlow. A live engine decodes its voices'
-    next few frames many times a second: one TensorFlow call costs about 2 ms of Python and
-    holds the GIL for most of it; this costs about 0.1 ms for 16 windows of 22 frames, and
-    numpy's matrix products release the GIL.
-
-    Layers (synth.models.build_decoder): Dense -> LeakyReLU(0.2) -> Dense -> LayerNorm ->
-    LeakyReLU, then per dilation d: x += LeakyReLU(Dense(depthwise_d(x))), where depthwise_d is a
-    3-tap 'same' convolution per channel with taps at -d, 0, +d; then Dense to 1 + H + N raw
-    outputs, scaled as `DDSPSynth.get_controls` does (exp_sigmoid, harmonics at or above the
-    band limit removed by the highest f0 of each frame and its neighbours, renormalised; noise
-    exp_sigmoid(raw + its initial bias)).
-    """
-
-    def __init__(self, generator):
-        from synth import models
-        from synth.fast_render import MAX_FREQUENCY_HZ
-
-        cfg = generator.config
-        self.gain = np.float32(generator.output_gain)  # the output calibration (Generator)
-        layers = {layer.name: layer for layer in generator.decoder.layers}
-
-        def dense(name):
-            kernel, bias = (np.asarray(w, np.float32) for w in layers[name].get_weights())
-            return kernel, bias
-
-        self.dense_in = dense("dec_in")
-        self.dense_in2 = dense("dec_in2")
-        norm = layers["dec_norm_in"]
-        self.norm_gamma, self.norm_beta = (np.asarray(w, np.float32) for w in norm.get_weights())
-        self.norm_eps = float(norm.epsilon)
-        self.blocks = []
-        for i, d in enumerate(cfg.decoder_dilations):
-            dw_kernel, dw_bias = (np.asarray(w, np.float32) for w in layers[f"dec_dw{i}"].get_weights())
-            self.blocks.append((int(d), dw_kernel, dw_bias, dense(f"dec_pw{i}")))
-        self.dense_out = dense("dec_out")
-        self.n_harmonics = int(cfg.n_harmonics)
-        self.noise_bias = float(generator.synth.noise.initial_bias)
-        self.max_frequency_hz = float(getattr(generator.synth.harmonic, "max_frequency_hz", MAX_FREQUENCY_HZ))
-        self.ld_offset, self.ld_range = float(models.LD_OFFSET_DB), float(models.LD_RANGE_DB)
-
-    @staticmethod
-    def _dense(x, kernel_bias):
-        # As one 2-D product: numpy runs a 3-D one as a loop of small ones, 10x slower here.
-        kernel, bias = kernel_bias
-        out = x.reshape(-1, x.shape[-1]) @ kernel
-        out += bias
-        return out.reshape(x.shape[:-1] + (kernel.shape[1],))
-
-    @staticmethod
-    def _leaky(x):
-        return np.maximum(x, 0.2 * x)
-
-    @staticmethod
-    def _exp_sigmoid(x):
-        # DDSP's: 2 * sigmoid(x) ** ln(10) + 1e-7
-        return 2.0 * (1.0 / (1.0 + np.exp(-x))) ** math.log(10.0) + 1e-7
-
-    def __call__(self, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
-        """f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> controls with a leading batch axis."""
-        f0 = np.asarray(f0_hz, np.float32)
-        ld = np.asarray(loudness_db, np.float32)
-        zz = np.asarray(z, np.float32)
-        f0_scaled = (69.0 + 12.0 * np.log2(np.maximum(f0, 1e-3) / 440.0)) / 127.0
-        ld_scaled = (ld - self.ld_offset) / self.ld_range
-        x = np.concatenate([f0_scaled[..., None], ld_scaled[..., None], zz], axis=-1).astype(np.float32)
-        x = self._leaky(self._dense(x, self.dense_in))
-        x = self._dense(x, self.dense_in2)
-        mean = x.mean(axis=-1, keepdims=True)
-        var = x.var(axis=-1, keepdims=True)
-        x = (x - mean) / np.sqrt(var + self.norm_eps) * self.norm_gamma + self.norm_beta
-        x = self._leaky(x)
-        for d, dw_kernel, dw_bias, pointwise in self.blocks:
-            y = x * dw_kernel[1] + dw_bias
-            y[:, d:] += x[:, :-d] * dw_kernel[0]  # 'same' padding: zeros beyond the window
-            y[:, :-d] += x[:, d:] * dw_kernel[2]
-            x = x + self._leaky(self._dense(y, pointwise))
-        raw = self._dense(x, self.dense_out)
-        h = self.n_harmonics
-        amp = self._exp_sigmoid(raw[..., 0]) * self.gain
-        dist = self._exp_sigmoid(raw[..., 1 : 1 + h])
-        padded = np.concatenate([f0[:, :1], f0, f0[:, -1:]], axis=1)
-        f0_max = np.maximum(np.maximum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])
-        mask = f0_max[..., None] * np.arange(1, h + 1, dtype=np.float32) < self.max_frequency_hz
-        dist = dist * mask
-        total = dist.sum(axis=-1, keepdims=True)
-        dist = np.divide(dist, total, out=np.zeros_like(dist), where=total != 0)
-        noise = self._exp_sigmoid(raw[..., 1 + h :] + self.noise_bias) * self.gain
-        return {"f0_hz": f0, "amplitude": amp.astype(np.float32), "harmonic_distribution": dist.astype(np.float32),
-                "noise_magnitudes": noise.astype(np.float32)}
-
-
 _NUMPY_DECODERS: "weakref.WeakKeyDictionary[Any, NumpyDecoder]" = weakref.WeakKeyDictionary()
 
 
 def decode_controls_batch(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
-    """`decode_controls` for several notes' windows of one length at once, in numpy
-    (`NumpyDecoder`): f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> the same keys with a
-    leading batch axis. Each window is decoded on its own (zero padding at its ends)."""
-    with _DECODERS_LOCK:
-        run = _NUMPY_DECODERS.get(generator)
-        if run is None:
-            run = _NUMPY_DECODERS[generator] = NumpyDecoder(generator)
+    """`decode_controls` for several notes' windows of one length at once:
+    f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> the same keys with a leading batch axis.
+    Each window is decoded on its own (zero padding at its ends)."""
+    run = getattr(generator, "numpy_decoder", None)
+    if run is None:  # not a synth.generator.Generator: build one from its parts, once
+        with _DECODERS_LOCK:
+            run = _NUMPY_DECODERS.get(generator)
+            if run is None:
+                run = _NUMPY_DECODERS[generator] = NumpyDecoder.of(generator)
     return run(f0_hz, loudness_db, z)
 
 
@@ -805,11 +724,8 @@ def prepare_notes(generator, notes: Sequence[NoteParams], peak_gain: bool = True
     meter = model_constants(generator)["meter"]
     out: list[NoteStart] = []
     notes = list(notes)
-    # `run_neural` runs one note, or a padded batch of BATCH_CHUNK: 9 ms for one, 280 ms for a
-    # batch (2-core CPU). So a few notes (a chord) go one by one, a keyboard in batches.
-    step = BATCH_CHUNK if len(notes) >= BATCH_CHUNK // 2 else 1
-    for i in range(0, len(notes), step):
-        chunk = notes[i : i + step]
+    for i in range(0, len(notes), BATCH_CHUNK):
+        chunk = notes[i : i + BATCH_CHUNK]
         neural = generator.run_neural(chunk)
         for j, params in enumerate(chunk):
             curves = {k: neural[k][j] for k in ("z", "f0_hz", "loudness_db", "cents")}
@@ -869,9 +785,8 @@ class HeldNote:
     one `Generator.render` gives its 4 s note (1, or 1 / its peak where that exceeds 1: one note
     in 24 of a random sweep peaked at 1.2), so that a held note and the cached 4 s note play at
     the same level. `note_off`, `set_bend` and `set_latent` take effect
-    at the next frame rendered. Not thread-safe; the decoder (TensorFlow) runs inside
-    `render_frames`, so a live engine runs HeldNotes in render processes, not in its audio
-    callback.
+    at the next frame rendered. Not thread-safe; the decoder runs inside `render_frames`, so a
+    live engine runs HeldNotes in render processes, not in its audio callback.
     """
 
     def __init__(self, generator, params: NoteParams, sample_rate: int = 16000, peak_gain: float | None = None,

@@ -263,10 +263,12 @@ def shape_envelope(ld_db: np.ndarray, fast_decay: np.ndarray, long_release: np.n
     return np.concatenate([held, tail], axis=1).astype(np.float32)
 
 
-# Notes per pass through the networks: a pass's activations ([notes, 500 frames, 128] per layer)
-# stay in the CPU's cache up to about two notes. Measured on the 2-core machine, ms per note at
-# 1, 2, 4, 8, 16 and 64 notes a pass: 4.5, 4.4, 4.9, 5.5, 7.2, 7.1.
-NOTES_PER_PASS = 2
+# Notes per pass through the networks. One: a note's floats then never depend on the other
+# notes of a call (BLAS sums a product of 1 row and one of 2 rows in other orders), so a note
+# renders to the same bytes in any batch (`synth.export.render_samples` relies on it), and a
+# pass's activations ([500 frames, 128] per layer) stay in the CPU's cache. Measured on the
+# 2-core machine, ms per note at 1, 2, 4, 8, 16 and 64 notes a pass: 4.5, 4.4, 4.9, 5.5, 7.2, 7.1.
+NOTES_PER_PASS = 1
 
 
 class NumpyNetworks:

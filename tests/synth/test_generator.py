@@ -379,3 +379,81 @@ def test_calibrate_puts_velocity_127_at_the_target(tmp_path, gen):
                                                      - result["before"]["mid_range_dbfs"], abs=0.01)
     per_pitch = list(result["after"]["per_pitch_median_dbfs"].values())
     assert max(per_pitch) - (-12.0) == pytest.approx(-12.0 - min(per_pitch), abs=0.05)  # centred
+
+
+def _network_notes(n: int, seed: int) -> list[NoteParams]:
+    """Notes for comparing the numpy networks with the TensorFlow graph: every source, random
+    velocities and pitches, knobs in the cube and at its corners, and tags drawn so that some
+    notes carry guided tags (bright, dark, percussive, fast_decay, long_release) and some none."""
+    from synth.params import QUALITIES, SOURCES
+
+    rng = np.random.default_rng(seed)
+    notes = []
+    for i in range(n):
+        knobs = rng.choice([-7.0, 7.0], 16) if i % 3 == 1 else rng.uniform(-7, 7, 16) if i % 3 else np.zeros(16)
+        tags = [] if i % 4 == 0 else [q for q in QUALITIES if rng.random() < 0.3]
+        notes.append(NoteParams(pitch=int(rng.integers(21, 109)), velocity=int(rng.integers(1, 128)),
+                                source=SOURCES[i % 3], qualities=tags, latent_sample=[float(x) for x in knobs]))
+    return notes
+
+
+def _assert_same_networks(out, ref):
+    """`run_neural` results equal to float32 rounding (the largest differences measured between
+    the numpy networks and XLA: 1e-5 of a harmonic's share, 5e-5 dB of loudness, 1e-4 cents)."""
+    tolerances = {"amplitude": 1e-5, "harmonic_distribution": 5e-5, "noise_magnitudes": 1e-5}
+    for key, atol in tolerances.items():
+        np.testing.assert_allclose(out["controls"][key], ref["controls"][key], atol=atol, rtol=0, err_msg=key)
+    np.testing.assert_allclose(out["controls"]["f0_hz"], ref["controls"]["f0_hz"], rtol=1e-6, err_msg="f0_hz")
+    np.testing.assert_allclose(out["f0_hz"], ref["f0_hz"], rtol=1e-6, err_msg="f0_hz")
+    np.testing.assert_allclose(out["z"], ref["z"], atol=1e-4, rtol=0, err_msg="z")
+    np.testing.assert_allclose(out["loudness_db"], ref["loudness_db"], atol=1e-3, rtol=0, err_msg="loudness_db")
+    np.testing.assert_allclose(out["cents"], ref["cents"], atol=1e-3, rtol=0, err_msg="cents")
+
+
+def test_the_numpy_networks_compute_what_the_tensorflow_graph_does(gen):
+    """Inference runs the three networks in numpy (synth.numpy_nets); the TensorFlow graph of
+    synth.models, which training uses, is the reference. Tag guidance, the envelope rules, the
+    knobs' region and the output calibration are all in both."""
+    notes = _network_notes(40, seed=5)
+    _assert_same_networks(gen.run_neural(notes), gen.run_neural_tf(notes))
+
+
+@pytest.mark.slow
+def test_the_numpy_networks_follow_a_loudness_guidance_other_than_one(tmp_path):
+    """The shipped loudness guidance is 1, where numpy skips the untagged loudness pass; a
+    checkpoint with another strength runs it, as the graph does."""
+    from synth.generator import Generator
+
+    other = Generator(str(_checkpoint_copy(tmp_path, config={("f0_ld_generator", "tag_guidance_loudness"): 2.0})),
+                      jit=False)
+    assert other.tag_guidance_loudness == 2.0
+    notes = _network_notes(24, seed=6)
+    _assert_same_networks(other.run_neural(notes), other.run_neural_tf(notes))
+
+
+def test_a_note_gets_the_same_floats_alone_and_in_any_batch(gen):
+    """A note's network output never depends on the other notes of a call (the export's
+    byte-identical samples rely on it)."""
+    notes = _network_notes(6, seed=7)
+    batch = gen.run_neural(notes)
+    for j in (0, 3, 5):
+        alone = gen.run_neural([notes[j]])
+        for key, value in alone["controls"].items():
+            np.testing.assert_array_equal(value[0], batch["controls"][key][j], err_msg=key)
+        np.testing.assert_array_equal(alone["loudness_db"][0], batch["loudness_db"][j])
+    with pytest.raises(ValueError, match="notes"):
+        gen.run_neural([])
+
+
+def test_the_numpy_decoder_decodes_what_the_tensorflow_decoder_does(gen):
+    """The held notes' and live voices' decoder (numpy) against the graph's, on a note's
+    curves and on a window of them."""
+    from synth.hold import decode_controls, decode_controls_tf
+
+    c = gen.controls(NoteParams(pitch=43, velocity=70, source="synthetic", qualities=["dark"],
+                                latent_sample=[3.0, -5.0] * 8))
+    f0, ld, z = c["synth_f0_hz"][:, 0], c["loudness_db"][::2], c["z"][::2]
+    for window in (slice(None), slice(200, 222)):
+        out, ref = decode_controls(gen, f0[window], ld[window], z[window]), decode_controls_tf(gen, f0[window], ld[window], z[window])
+        for key in ("amplitude", "harmonic_distribution", "noise_magnitudes"):
+            np.testing.assert_allclose(out[key], ref[key], atol=5e-5, rtol=0, err_msg=key)
