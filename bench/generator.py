@@ -1,14 +1,14 @@
-"""Generator speed: `render_ms_48k` and `prerender_s` (targets: <= 25 ms and <= 10 s, 2-core CPU).
+"""Generator speed: `render_ms_48k` and `prerender_s` (targets: <= 15 ms and <= 6 s, 2-core CPU).
 
 * `render_ms_48k`  median time of one uncached 4 s note through all three stages at 48 kHz in a
   warm process (`Generator.render`; each repetition changes the latent so nothing can be reused).
 * `prerender_s`    one timbre over the whole keyboard: pitches 21..108 x the five velocity layers
   (440 notes) at 48 kHz through `Generator.render_batch` (the neural part batched).
-* `prerender_warm_s` the same keyboard again in the same process: `prerender_s` includes compiling
-  the network's batch shape, which only the first batch of a process pays (about 3 s on the
-  2-core machine).
+* `prerender_warm_s` the same keyboard again in the same process (until the networks ran in
+  numpy, `prerender_s` included compiling the TensorFlow graph's batch shape: about 3 s on the
+  2-core machine; now the two differ by noise).
 * `render_neural_ms_48k` / `render_dsp_ms_48k`: the two halves of one note (for diagnosis).
-* `generator_load_s`: loading the checkpoints and tracing the graph (first use in a process).
+* `generator_load_s`: loading the checkpoints (Keras builds the networks to read their weights).
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
                -> DDSP decoder       synthesizer controls per frame (250 frames/s)
                -> numpy synthesis    at the requested sample rate (harmonics + noise + reverb)
 
-The neural part (all three networks, the control scaling of `DDSPSynth.get_controls`) is one
-`tf.function` with a fixed input signature, traced once per process and called with a whole
-batch: one note costs a few ms, a keyboard of 440 notes one call. The audio is rendered by
+The neural part (all three networks, the control scaling of `DDSPSynth.get_controls`) runs in
+numpy (`synth.numpy_nets`, from the Keras models' weights): 4.5 ms a note on the 2-core CPU,
+any batch size, nothing to compile. The TensorFlow graph of the same part (`run_neural_tf`) is
+the reference it is tested against, and what training uses. The audio is rendered by
 `DDSPSynth.render_numpy` (numpy only, at any sample rate, band-limited to the training Nyquist).
 
 Three inference-time choices, each documented where it lives:
@@ -34,7 +35,8 @@ Public interface (the live server relies on exactly this):
 * `Generator.controls(params)` - the intermediate curves (z, f0_hz, loudness_db and the
   synthesizer controls) for evaluation and plots.
 * `Generator.run_neural(notes)` and `Generator.render_controls(controls, sample_rate, params)` -
-  the two halves of `render_batch` (network, then numpy synthesis), for timing each.
+  the two halves of `render_batch` (networks, then synthesis), for timing each;
+  `Generator.run_neural_tf(notes)` - the networks through TensorFlow (the reference).
 * `get_prediction(inputs, sample_rate=16000)` - the original system's call: a dict as in the
   seed README; invalid input raises `NoteParams`' ValueError.
 """
@@ -64,11 +66,11 @@ N_SECONDS = 4.0
 PEAK_LIMIT = 1.0
 # Notes per call of the neural graph in render_batch (bounded memory, still one call per ~64).
 BATCH_CHUNK = 64
-# XLA for the network (see Generator.__init__); SOUND_GENERATOR_JIT=0 turns it off.
+# XLA for the TensorFlow reference graph (`run_neural_tf`); SOUND_GENERATOR_JIT=0 turns it off.
 JIT_DEFAULT = os.environ.get("SOUND_GENERATOR_JIT", "1") != "0"
 # Bumped whenever inference code changes what the same weights render (part of model_version, so
 # the server's persisted note caches never serve a note rendered by older rules).
-INFERENCE_VERSION = "5: knobs inside the prior's ball, calibrated output gain, long_release by rule only"
+INFERENCE_VERSION = "6: the networks in numpy (float32 rounding differs from XLA's)"
 
 
 def _hash_files(paths: Sequence[str], extra: str = "") -> str:

@@ -2,13 +2,13 @@
 graph (`synth.models`), from the same trained weights, without TensorFlow's call overhead.
 
 Why by hand: the networks are small (per-frame dense layers and short 1-D convolutions, about
-0.15 GFLOP for one note with tag guidance), so on the 2-core CPU one note's TensorFlow call is
-mostly dispatch: 8-11 ms with XLA, 11 ms without, and XLA compiles every new batch shape for
-2-3 s (and the first note of a process for about 10 s). Written as a handful of 2-D matrix
-products on single-threaded OpenBLAS, the same note costs about 3 ms, any batch size runs at
-once, and no shape is ever compiled. No installable library runs a Keras model's inference in
-numpy alone; the layers are few and simple, and the tests hold this twin to the TensorFlow graph
-(`Generator.run_neural_tf`) within float32 rounding.
+0.15 GFLOP for one note with tag guidance). Through TensorFlow on the 2-core CPU one note cost
+8 ms with XLA (11 ms without), XLA compiled every new batch shape for 2-3 s, and the first call
+of a process for about 10 s. Here, as 2-D matrix products on single-threaded OpenBLAS, one note
+costs 4.5 ms, any batch size runs at once, nothing is compiled, and two passes the graph makes
+are skipped where their result is known (`NumpyNetworks.curves`). No installable library runs a
+Keras model's inference in numpy alone; the layers are few and simple, and the tests hold this
+twin to the TensorFlow graph (`Generator.run_neural_tf`) within float32 rounding.
 
 Layer by layer (names as `synth.models.build_*` gives them):
 
