@@ -3,7 +3,7 @@
 * `render_ms_48k`  median time of one uncached 4 s note through all three stages at 48 kHz in a
   warm process (`Generator.render`; each repetition changes the latent so nothing can be reused).
 * `prerender_s`    one timbre over the whole keyboard: pitches 21..108 x the five velocity layers
-  (440 notes) at 48 kHz through `Generator.render_batch` (the neural part batched).
+  (440 notes) at 48 kHz through `Generator.render_batch` (two threads).
 * `prerender_warm_s` the same keyboard again in the same process (until the networks ran in
   numpy, `prerender_s` included compiling the TensorFlow graph's batch shape: about 3 s on the
   2-core machine; now the two differ by noise).
