@@ -240,7 +240,12 @@ class LevelMeter:
     def power_response(self, frequency_hz) -> np.ndarray:
         """|H(f)|^2 of the dry sound plus its reverb (any shape; 0 above the IR's Nyquist)."""
         f = np.asarray(frequency_hz, np.float64)
-        weight = np.interp(f / self._bin_hz, np.arange(len(self._response)), self._response)
+        # Linear interpolation between the response's bins, which are evenly spaced: np.interp's
+        # binary search over 32k bins took 0.9 ms of a timbre change's 2.5 ms per note.
+        x = np.clip(f / self._bin_hz, 0.0, len(self._response) - 1.0)
+        i = np.minimum(x.astype(np.int64), len(self._response) - 2)
+        frac = x - i
+        weight = self._response[i] * (1.0 - frac) + self._response[i + 1] * frac
         return np.where(f < self._nyquist, weight, 0.0)
 
     def band_amplitude(self, n_bands: int) -> np.ndarray:
