@@ -8,7 +8,8 @@
   numpy, `prerender_s` included compiling the TensorFlow graph's batch shape: about 3 s on the
   2-core machine; now the two differ by noise).
 * `render_neural_ms_48k` / `render_dsp_ms_48k`: the two halves of one note (for diagnosis).
-* `generator_load_s`: loading the checkpoints (Keras builds the networks to read their weights).
+* `generator_load_s`: loading the checkpoints (configs, and the weight files read with h5py: no
+  TensorFlow).
 """
 
 from __future__ import annotations

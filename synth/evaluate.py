@@ -280,7 +280,7 @@ def render_seeded(gen, params: NoteParams, seed: int) -> np.ndarray:
     so that two notes of a sweep differ only by what the model changed."""
     c = gen.controls(params)
     controls = {k[len("synth_"):]: v for k, v in c.items() if k.startswith("synth_")}
-    audio = gen.synth.render_numpy(controls, SAMPLE_RATE, rng=np.random.default_rng(seed))
+    audio = gen.render_numpy(controls, SAMPLE_RATE, rng=np.random.default_rng(seed))
     return np.asarray(audio, np.float32).reshape(-1)
 
 

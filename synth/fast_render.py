@@ -39,6 +39,9 @@ N_HARMONICS = 64
 N_NOISE_BANDS = 65  # 0..8000 Hz in 125 Hz steps at the training rate
 REVERB_LENGTH = TRAIN_SAMPLE_RATE  # samples of learned impulse response (1 s at 16 kHz)
 LOUDNESS_FLOOR_DB = -120.0
+# The filtered noise's bias on its raw band magnitudes: DDSP starts the noise quiet
+# (exp_sigmoid(-5) ~ 1e-4) so that the harmonic part learns first.
+NOISE_INITIAL_BIAS = -5.0
 
 # Wavetable size per harmonic number: >= 16 table samples per period of the highest harmonic keeps
 # the images that linear interpolation makes (two, each about (k / size)**2 of harmonic k) more
@@ -75,6 +78,16 @@ def single_threaded_blas() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
+def reverb_tap_mask(length: int, sample_rate: int, decay_db_per_s: float) -> np.ndarray:
+    """[length] float32: the fixed factor on a learned impulse response (`processors.Reverb`):
+    its first tap held at 0 (the dry sound is added instead) and an exponential decay of
+    `decay_db_per_s` (0: none)."""
+    mask = np.ones(int(length), dtype=np.float32)
+    mask[0] = 0.0
+    t = np.arange(int(length)) / float(sample_rate)
+    return (mask * 10.0 ** (-float(decay_db_per_s) * t / 20.0)).astype(np.float32)
 
 
 def n_samples_for(n_frames: int, sample_rate: int, frame_rate: int = FRAME_RATE) -> int:

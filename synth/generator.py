@@ -54,8 +54,10 @@ import numpy as np
 
 from synth import checkpoint as CK
 from synth import models as M
+from synth import numpy_nets
 from synth.envelope import apply_envelope_tags
-from synth.fast_render import single_threaded_blas
+from synth.fast_render import (MAX_FREQUENCY_HZ, NOISE_INITIAL_BIAS, TRAIN_SAMPLE_RATE, FastRenderer, reverb_tap_mask,
+                               single_threaded_blas)
 from synth.numpy_nets import NumpyDecoder, NumpyNetworks
 from synth.params import LATENT_DIM, QUALITIES, NoteParams
 
@@ -112,10 +114,6 @@ class Generator:
         self._z_std = np.asarray(stats["z_std"], np.float32)
         self._ld_min, self._ld_max = float(f_conf["ld_min"]), float(f_conf["ld_max"])
 
-        self.decoder, self.synth = CK.load_decoder_and_synth(ddsp_dir, cfg)
-        self.synth.freeze()  # inference: the reverb's weight is fixed
-        _, self.z_decoder = CK.load_z_generator(z_dir, cfg, posterior=False)
-        self.f0_ld = CK.load_f0_ld(f_dir, cfg)
         self.model_version = _hash_files(CK.model_files(self.checkpoint_dir), INFERENCE_VERSION)
 
         # Guidance strengths for the timbre (z) and the loudness curve; configs with one
@@ -125,18 +123,74 @@ class Generator:
         self.tag_guidance_loudness = float(f_conf.get("tag_guidance_loudness", g_all))
         # The tags guidance strengthens ("guided_tags"; default all of them); the others pass as trained.
         self.guided_tags = list(f_conf.get("guided_tags", QUALITIES))
-        # Inference runs the networks in numpy (synth.numpy_nets: about 3 ms a note against
-        # 8-11 ms through TensorFlow, and no batch shape to compile); the TensorFlow graph is
-        # built on first use of `run_neural_tf`, the reference the tests hold numpy to.
+
+        # Inference needs no TensorFlow: the networks run in numpy (synth.numpy_nets) from the
+        # weight files read with h5py, and the synthesis reads the learned reverb from its .npz.
+        # A process that only plays (render, voice and networks processes) so starts in about a
+        # second and stays 0.5 GB smaller. The Keras models (`decoder`, `synth`, `z_decoder`,
+        # `f0_ld`) load on first use, for the TensorFlow reference (`run_neural_tf`) and tools.
         self._jit = bool(jit)
         self._tf_graph = None
-        self._tf_lock = threading.Lock()
-        self.numpy_decoder = NumpyDecoder.of(self)
+        self._tf_lock = threading.RLock()  # (the graph's first trace loads the Keras parts)
+        self._keras: dict[str, Any] | None = None
+        weights = numpy_nets.checkpoint_weights(ddsp_dir, z_dir, f_dir, cfg)
+        saved = np.load(os.path.join(ddsp_dir, CK.SYNTH))
+        ir = np.asarray(saved["arr_0"], np.float32).reshape(-1)  # (models.save_synth: its one weight)
+        # The learned reverb as `processors.Reverb.impulse_response_numpy` gives it (wet only).
+        self.impulse_response = ir * reverb_tap_mask(ir.size, TRAIN_SAMPLE_RATE, cfg.reverb_decay_db_per_s)
+        self._renderers = threading.local()
+        self.numpy_decoder = NumpyDecoder(weights["decoder"], cfg, NOISE_INITIAL_BIAS, MAX_FREQUENCY_HZ,
+                                          self.output_gain)
         self.networks = NumpyNetworks(
-            self.z_decoder, self.f0_ld, self.numpy_decoder, z_mean=self._z_mean, z_std=self._z_std,
+            weights["z_decoder"], weights["f0_ld"], self.numpy_decoder, z_mean=self._z_mean, z_std=self._z_std,
             ld_min=self._ld_min, ld_max=self._ld_max, knob_radius=self.knob_radius,
             guidance_z=self.tag_guidance_z, guidance_loudness=self.tag_guidance_loudness,
             guided_tags=self.guided_tags)
+
+    def _keras_parts(self) -> dict[str, Any]:
+        """The Keras models of the checkpoint (TensorFlow), loaded on first use."""
+        with self._tf_lock:
+            if self._keras is None:
+                ddsp_dir, z_dir, f_dir = CK.stage_dirs(self.checkpoint_dir)
+                decoder, synth = CK.load_decoder_and_synth(ddsp_dir, self.config)
+                synth.freeze()  # inference: the reverb's weight is fixed
+                _, z_decoder = CK.load_z_generator(z_dir, self.config, posterior=False)
+                self._keras = {"decoder": decoder, "synth": synth, "z_decoder": z_decoder,
+                               "f0_ld": CK.load_f0_ld(f_dir, self.config)}
+            return self._keras
+
+    @property
+    def decoder(self):
+        """The DDSP decoder as a Keras model (loads TensorFlow)."""
+        return self._keras_parts()["decoder"]
+
+    @property
+    def synth(self):
+        """The synthesizer (`processors.DDSPSynth`, a Keras layer; loads TensorFlow)."""
+        return self._keras_parts()["synth"]
+
+    @property
+    def z_decoder(self):
+        """The z_generator's decoder as a Keras model (loads TensorFlow)."""
+        return self._keras_parts()["z_decoder"]
+
+    @property
+    def f0_ld(self):
+        """The f0_ld_generator as a Keras model (loads TensorFlow)."""
+        return self._keras_parts()["f0_ld"]
+
+    def render_numpy(self, controls: Mapping[str, np.ndarray], sample_rate: int,
+                     rng: np.random.Generator | None = None) -> np.ndarray:
+        """One note's synthesizer controls -> float32 audio at `sample_rate`, as
+        `DDSPSynth.render_numpy` renders it, without TensorFlow. Thread-safe (a renderer per
+        thread: renderers reuse work buffers)."""
+        renderer = getattr(self._renderers, "renderer", None)
+        if renderer is None:
+            renderer = self._renderers.renderer = FastRenderer(self.impulse_response, TRAIN_SAMPLE_RATE,
+                                                               M.DECODER_FRAME_RATE, MAX_FREQUENCY_HZ)
+        c = {key: np.asarray(value) for key, value in controls.items()}
+        return renderer.render(c["f0_hz"], c["amplitude"], c["harmonic_distribution"], c["noise_magnitudes"],
+                               sample_rate, rng)
 
     def _tf_neural(self):
         """The TensorFlow graph of the neural half (traced once, on first use)."""
@@ -222,7 +276,7 @@ class Generator:
         # The noise draw is seeded by the note's key: the same note renders the same samples in
         # every call and process (cache-friendly, testable).
         rng = np.random.default_rng(int(params.key[:16], 16) if params is not None else 0)
-        audio = np.asarray(self.synth.render_numpy(controls, sample_rate, rng=rng), np.float32).reshape(-1)
+        audio = np.asarray(self.render_numpy(controls, sample_rate, rng=rng), np.float32).reshape(-1)
         n = int(round(N_SECONDS * sample_rate))
         if len(audio) != n:
             raise RuntimeError(f"render_numpy returned {len(audio)} samples, expected {n}")

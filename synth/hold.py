@@ -107,7 +107,6 @@ from synth.envelope import MAX_BOOST_DB
 from synth.fast_render import TRAIN_SAMPLE_RATE, midi_to_hz
 from synth.models import (DECODER_DOWN, DECODER_FRAME_RATE, FAST_DECAY_ATTACK_S, FAST_DECAY_DB, FAST_DECAY_S,
                           LONG_RELEASE_HOLD_DB, LONG_RELEASE_MAX_DB_PER_S, N_DECODER_FRAMES, Z_DIM)
-from synth.numpy_nets import NumpyDecoder
 from synth.params import LATENT_DIM, LATENT_MAX, LATENT_MIN, NoteParams
 from synth.streaming import StreamingSynth, frame_start_sample
 
@@ -261,7 +260,7 @@ class LevelMeter:
 def held_impulse_response(generator) -> np.ndarray:
     """The generator's learned impulse response (at 16 kHz) with its last IR_FADE_S faded out by
     IR_FADE_DB (dB-linear), so that reverb tails end smoothly (see the module doc)."""
-    ir = np.array(generator.synth.reverb.impulse_response_numpy(), np.float64)
+    ir = np.array(generator.impulse_response, np.float64)
     n_fade = min(len(ir), int(round(IR_FADE_S * TRAIN_SAMPLE_RATE)))
     if n_fade:
         ramp = np.arange(1, n_fade + 1) / n_fade
@@ -338,20 +337,11 @@ def decode_controls_tf(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray
                          "noise_magnitudes": noise.numpy()}, generator.output_gain)
 
 
-_NUMPY_DECODERS: "weakref.WeakKeyDictionary[Any, NumpyDecoder]" = weakref.WeakKeyDictionary()
-
-
 def decode_controls_batch(generator, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
     """`decode_controls` for several notes' windows of one length at once:
     f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> the same keys with a leading batch axis.
     Each window is decoded on its own (zero padding at its ends)."""
-    run = getattr(generator, "numpy_decoder", None)
-    if run is None:  # not a synth.generator.Generator: build one from its parts, once
-        with _DECODERS_LOCK:
-            run = _NUMPY_DECODERS.get(generator)
-            if run is None:
-                run = _NUMPY_DECODERS[generator] = NumpyDecoder.of(generator)
-    return run(f0_hz, loudness_db, z)
+    return generator.numpy_decoder(f0_hz, loudness_db, z)
 
 
 def _make_decoder(generator):
@@ -715,7 +705,7 @@ class NoteStart:
 
 def _peak_gain(generator, params: NoteParams, curves: Mapping[str, np.ndarray]) -> float:
     controls = {key[len("synth_"):]: value for key, value in curves.items() if key.startswith("synth_")}
-    peak = float(np.max(np.abs(generator.synth.render_numpy(controls, TRAIN_SAMPLE_RATE,
+    peak = float(np.max(np.abs(generator.render_numpy(controls, TRAIN_SAMPLE_RATE,
                                                             rng=np.random.default_rng(0)))))
     return min(1.0, PEAK_LIMIT / peak) if peak > 0 else 1.0
 

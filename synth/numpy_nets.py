@@ -23,17 +23,72 @@ Layer by layer (names as `synth.models.build_*` gives them):
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 
+from synth import checkpoint as CK
 from synth import models as M
 from synth.params import QUALITIES
 
 
-def _weights(model) -> dict[str, list[np.ndarray]]:
+Weights = dict[str, list[np.ndarray]]  # layer name -> its variables, in Keras' order
+
+# Keras' LayerNormalization epsilon (its default, which build_decoder keeps).
+LAYER_NORM_EPSILON = 1e-3
+
+
+def keras_weights(model) -> Weights:
     """A Keras model's weights by layer name, as float32 numpy arrays."""
     return {layer.name: [np.asarray(w, np.float32) for w in layer.get_weights()] for layer in model.layers}
+
+
+def _layer_order(cfg: M.ModelConfig) -> dict[str, list[tuple[str, str]]]:
+    """Each network's layers with weights, as (name, Keras class in snake case), in the order of
+    `model.layers` (the order `synth.models.build_*` creates them)."""
+    decoder = [("dec_in", "dense"), ("dec_in2", "dense"), ("dec_norm_in", "layer_normalization")]
+    for i in range(len(cfg.decoder_dilations)):
+        decoder += [(f"dec_dw{i}", "dilated_depthwise"), (f"dec_pw{i}", "dense")]
+    decoder.append(("dec_out", "dense"))
+    z_decoder = [("zdec_d0", "dense"), ("zdec_d1", "dense"), ("zdec_sketch", "dense"),
+                 ("zdec_conv0", "conv1d"), ("zdec_conv1", "conv1d")]
+    f0_ld = [("f0ld_in", "dense")] + [(f"f0ld_conv{i}", "conv1d") for i in range(3)] + \
+        [("f0ld_ld", "dense"), ("f0ld_cents", "dense")]
+    return {"decoder": decoder, "z_decoder": z_decoder, "f0_ld": f0_ld}
+
+
+def read_weights(path: str, layers: list[tuple[str, str]]) -> Weights:
+    """The weights of a Keras 3 `*.weights.h5` file by layer name, read with h5py alone.
+
+    Keras 3 keeps a functional model's layers under `layers/<class>`, `layers/<class>_1`, ...
+    (the class name in snake case, counted in the order of `model.layers`), each with its
+    variables under `vars/0`, `vars/1`, ... `layers` gives that order; a layer the file lacks
+    raises ValueError (the tests compare every array with what Keras itself loads).
+    """
+    import h5py
+
+    seen: dict[str, int] = {}
+    out: Weights = {}
+    with h5py.File(path, "r") as f:
+        for name, cls in layers:
+            n = seen.get(cls, 0)
+            seen[cls] = n + 1
+            key = f"layers/{cls}" + (f"_{n}" if n else "")
+            group = f.get(f"{key}/vars")
+            if group is None or not len(group):
+                raise ValueError(f"{path}: no weights for layer {name!r} (expected {key}/vars)")
+            out[name] = [np.asarray(group[str(i)], np.float32) for i in range(len(group))]
+    return out
+
+
+def checkpoint_weights(ddsp_dir: str, z_dir: str, f_dir: str, cfg: M.ModelConfig) -> dict[str, Weights]:
+    """The three inference networks' weights of a checkpoint ({'decoder', 'z_decoder', 'f0_ld'}),
+    without TensorFlow."""
+    order = _layer_order(cfg)
+    return {"decoder": read_weights(os.path.join(ddsp_dir, CK.DECODER), order["decoder"]),
+            "z_decoder": read_weights(os.path.join(z_dir, CK.Z_DECODER), order["z_decoder"]),
+            "f0_ld": read_weights(os.path.join(f_dir, CK.F0_LD), order["f0_ld"])}
 
 
 def _dense(x: np.ndarray, kernel_bias) -> np.ndarray:
@@ -119,13 +174,13 @@ class NumpyDecoder:
     exp_sigmoid(raw + its initial bias)); amplitude and noise times the output calibration.
     """
 
-    def __init__(self, decoder, cfg: M.ModelConfig, noise_bias: float, max_frequency_hz: float, gain: float):
-        w = _weights(decoder)
+    def __init__(self, weights: Weights, cfg: M.ModelConfig, noise_bias: float, max_frequency_hz: float, gain: float):
+        w = weights
         self.gain = np.float32(gain)
         self.dense_in = tuple(w["dec_in"])
         self.dense_in2 = tuple(w["dec_in2"])
         self.norm_gamma, self.norm_beta = w["dec_norm_in"]
-        self.norm_eps = np.float32(decoder.get_layer("dec_norm_in").epsilon)
+        self.norm_eps = np.float32(LAYER_NORM_EPSILON)
         self.blocks = []
         for i, d in enumerate(cfg.decoder_dilations):
             dw_kernel, dw_bias = w[f"dec_dw{i}"]
@@ -135,15 +190,6 @@ class NumpyDecoder:
         self.noise_bias = np.float32(noise_bias)
         self.max_frequency_hz = np.float32(max_frequency_hz)
         self.ld_offset, self.ld_range = np.float32(M.LD_OFFSET_DB), np.float32(M.LD_RANGE_DB)
-
-    @classmethod
-    def of(cls, generator) -> "NumpyDecoder":
-        """The decoder of a `synth.generator.Generator` (its weights and output calibration)."""
-        from synth.fast_render import MAX_FREQUENCY_HZ
-
-        return cls(generator.decoder, generator.config, float(generator.synth.noise.initial_bias),
-                   float(getattr(generator.synth.harmonic, "max_frequency_hz", MAX_FREQUENCY_HZ)),
-                   float(generator.output_gain))
 
     def __call__(self, f0_hz, loudness_db, z) -> dict[str, np.ndarray]:
         """f0_hz [b, n], loudness_db [b, n], z [b, n, 16] -> controls with a leading batch axis:
@@ -184,8 +230,7 @@ class NumpyDecoder:
 class ZDecoder:
     """`synth.models.build_z_decoder`: (latent [B, 16] squashed, cond [B, COND_DIM]) -> z_raw [B, 50, 16]."""
 
-    def __init__(self, model):
-        w = _weights(model)
+    def __init__(self, w: Weights):
         self.d0, self.d1 = tuple(w["zdec_d0"]), tuple(w["zdec_d1"])
         self.sketch = tuple(w["zdec_sketch"])
         self.conv0, self.conv1 = tuple(w["zdec_conv0"]), tuple(w["zdec_conv1"])
@@ -206,8 +251,7 @@ class F0LdGenerator:
     """`synth.models.build_f0_ld`: (cond [B, COND_DIM], z_norm [B, 50, 16]) -> (raw loudness
     [B, 250], raw cents [B, 50])."""
 
-    def __init__(self, model):
-        w = _weights(model)
+    def __init__(self, w: Weights):
         self.dense_in = tuple(w["f0ld_in"])
         self.convs = [(d, tuple(w[f"f0ld_conv{i}"])) for i, d in enumerate((1, 2, 4))]
         self.ld, self.cents = tuple(w["f0ld_ld"]), tuple(w["f0ld_cents"])
@@ -277,7 +321,7 @@ class NumpyNetworks:
     synthesizer controls, with the output calibration. Stateless after construction, so any
     number of threads may call it at once."""
 
-    def __init__(self, z_decoder, f0_ld, decoder: NumpyDecoder, *, z_mean, z_std, ld_min: float, ld_max: float,
+    def __init__(self, z_decoder: Weights, f0_ld: Weights, decoder: NumpyDecoder, *, z_mean, z_std, ld_min: float, ld_max: float,
                  knob_radius: float, guidance_z: float, guidance_loudness: float, guided_tags):
         self.z_decoder = ZDecoder(z_decoder)
         self.f0_ld = F0LdGenerator(f0_ld)

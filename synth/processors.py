@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from synth import core
-from synth.fast_render import FastRenderer
+from synth.fast_render import NOISE_INITIAL_BIAS, FastRenderer, reverb_tap_mask
 
 
 class Harmonic:
@@ -59,10 +59,9 @@ class Harmonic:
 class FilteredNoise:
     """Noise shaped by `n_bands` band magnitudes spanning 0..max_frequency_hz."""
 
-    def __init__(self, n_bands: int = core.N_NOISE_BANDS, initial_bias: float = -5.0,
+    def __init__(self, n_bands: int = core.N_NOISE_BANDS, initial_bias: float = NOISE_INITIAL_BIAS,
                  max_frequency_hz: float = core.MAX_FREQUENCY_HZ):
         self.n_bands = int(n_bands)
-        # DDSP starts the noise quiet (exp_sigmoid(-5) ~ 1e-4) so the harmonic part learns first.
         self.initial_bias = float(initial_bias)
         self.max_frequency_hz = float(max_frequency_hz)
 
@@ -102,11 +101,8 @@ class Reverb(keras.layers.Layer):
         self.ir = self.add_weight(
             name="impulse_response", shape=(self.reverb_length,),
             initializer=keras.initializers.RandomNormal(mean=0.0, stddev=1e-6), trainable=True)
-        mask = np.ones(self.reverb_length, dtype=np.float32)
-        mask[0] = 0.0
-        t = np.arange(self.reverb_length) / self.sample_rate
         # The dry-tap mask and the decay envelope in one fixed factor.
-        self._dry_tap_mask = (mask * 10.0 ** (-self.decay_db_per_s * t / 20.0)).astype(np.float32)
+        self._dry_tap_mask = reverb_tap_mask(self.reverb_length, self.sample_rate, self.decay_db_per_s)
 
     def impulse_response(self):
         """[reverb_length] float32 tensor at `self.sample_rate`, first tap 0."""

@@ -457,3 +457,49 @@ def test_the_numpy_decoder_decodes_what_the_tensorflow_decoder_does(gen):
         out, ref = decode_controls(gen, f0[window], ld[window], z[window]), decode_controls_tf(gen, f0[window], ld[window], z[window])
         for key in ("amplitude", "harmonic_distribution", "noise_magnitudes"):
             np.testing.assert_allclose(out[key], ref[key], atol=5e-5, rtol=0, err_msg=key)
+
+
+def test_the_weight_files_read_without_keras_are_the_weights_keras_loads(gen):
+    """`synth.numpy_nets.read_weights` finds each layer in a Keras 3 weights file by its class
+    and place: every array equals what Keras loads into the named layer."""
+    from synth import checkpoint as CK
+    from synth.numpy_nets import LAYER_NORM_EPSILON, checkpoint_weights, keras_weights, read_weights
+
+    read = checkpoint_weights(*CK.stage_dirs(gen.checkpoint_dir), gen.config)
+    for net, model in (("decoder", gen.decoder), ("z_decoder", gen.z_decoder), ("f0_ld", gen.f0_ld)):
+        loaded = {name: arrays for name, arrays in keras_weights(model).items() if arrays}
+        assert set(read[net]) == set(loaded), net
+        for name, arrays in loaded.items():
+            assert len(read[net][name]) == len(arrays), name
+            for ours, theirs in zip(read[net][name], arrays):
+                np.testing.assert_array_equal(ours, theirs, err_msg=f"{net}/{name}")
+    assert gen.decoder.get_layer("dec_norm_in").epsilon == LAYER_NORM_EPSILON
+    np.testing.assert_array_equal(gen.impulse_response, gen.synth.reverb.impulse_response_numpy())
+    wrong = os.path.join(CK.stage_dirs(gen.checkpoint_dir)[1], CK.Z_DECODER)
+    with pytest.raises(ValueError, match="dec_norm_in"):
+        read_weights(wrong, [("dec_in", "dense"), ("dec_norm_in", "layer_normalization")])
+
+
+def test_a_process_that_only_plays_never_imports_tensorflow():
+    """Rendering a note, a held note's start and a timbre change's level need no TensorFlow:
+    render, voice and networks processes start in about a second and stay 0.5 GB smaller."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from synth.generator import get_generator\n"
+        "from synth.hold import HeldNote, prepare_notes\n"
+        "from synth.params import NoteParams\n"
+        "g = get_generator()\n"
+        "audio = g.render(NoteParams(pitch=50, qualities=['bright']), 48000)\n"
+        "start = prepare_notes(g, [NoteParams(pitch=62)])[0]\n"
+        "note = HeldNote(g, start.params, 48000, start=start)\n"
+        "held = note.render_frames(40)\n"
+        "assert audio.size == 192000 and held.size > 0 and abs(held).max() > 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
