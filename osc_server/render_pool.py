@@ -50,7 +50,7 @@ DEFAULT_FACTORY = "synth.generator:get_generator"
 WORKER_NICE = 10  # below the audio process: on a 2-core machine the mixer must win the CPU
 # The largest note a slot holds: 8 s at 192 kHz (notes today are 4 s; rates up to 192 kHz).
 SLOT_SAMPLES = 8 * 192_000
-START_TIMEOUT_S = 180.0  # loading TensorFlow and the weights on a busy 2-core machine
+START_TIMEOUT_S = 180.0  # a factory may load TensorFlow (the shipped one: about 1 s, numpy only)
 RENDER_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
 # Compute threads per worker (TensorFlow's and OpenMP's pools; an environment variable already set
@@ -98,7 +98,7 @@ def _worker_main(conn, slot_name: str, slot_samples: int, factory: str, nice: in
     # Attaching registers the segment with the resource tracker again; spawned children share
     # the parent's tracker, so that is a no-op, and the parent unlinks it at close.
     out = np.ndarray((slot_samples,), dtype=np.float32, buffer=slot.buf)
-    limit_compute_threads(threads)  # before the factory imports TensorFlow
+    limit_compute_threads(threads)  # before a factory that uses TensorFlow imports it
     try:
         generator = load_factory(factory)()
         conn.send(("hello", str(generator.model_version), os.getpid()))

@@ -352,7 +352,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
                 blocksize: int, realtime: bool, threads: int, head_shm_name: str, lead_extra: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
-    limit_compute_threads(threads)  # before the factory imports TensorFlow
+    limit_compute_threads(threads)  # before a factory that uses TensorFlow imports it
     shm = shared_memory.SharedMemory(name=shm_name)
     ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=shm.buf)
     control = np.ndarray((N_CONTROL,), np.int64, buffer=shm.buf, offset=RING_SAMPLES * 4)
@@ -566,7 +566,7 @@ def _networks_main(conn, factory: str, threads: int) -> None:
     """The voice process's networks process: NoteParams in, NoteStarts out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     normal_priority()
-    limit_compute_threads(threads)  # before the factory imports TensorFlow
+    limit_compute_threads(threads)  # before a factory that uses TensorFlow imports it
     try:
         generator = load_factory(factory)()
         conn.send(("hello",))
@@ -721,8 +721,8 @@ class VoiceEngine:
         self._recent: dict = {}  # (pitch, velocity) -> the most recent NoteStart (proxies)
         self._done: queue.Queue = queue.Queue()  # results of the networks, for the playing thread
         self._waiting: dict[str, list[_StartRequest]] = {}  # note key -> requests waiting for its start
-        # The networks run elsewhere (`NetworksProcess` in the voice process: their Python and
-        # TensorFlow would otherwise take the GIL from the thread that renders the frames).
+        # The networks run elsewhere (`NetworksProcess` in the voice process: their Python would
+        # otherwise take the GIL from the thread that renders the frames).
         self.networks = networks if networks is not None else NetworksThread(generator)
         self._ready: list = []  # (request, NoteStart) to start at the next frame
         self._offs: list = []  # (sample, pitch): timetagged note-offs
