@@ -256,3 +256,26 @@ def test_single_threaded_blas_resizes_a_pool_numpy_has_already_started():
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [2, 1]
+
+
+@pytest.mark.parametrize("sample_rate", (32000, 48000, 96000))
+def test_the_polyphase_upsampling_is_the_one_long_inverse_transform(sample_rate):
+    """At rates an integer multiple of the base rate, the reverb's spectrum goes back to audio
+    as `ratio` short inverse transforms (`FastRenderer._upsample_polyphase`): the same samples
+    as the one long transform it replaces, including the base Nyquist bin."""
+    import scipy.fft
+
+    renderer = fast_render.FastRenderer(np.random.default_rng(3).standard_normal(4000).astype(np.float32) * 0.01)
+    n_from = 20000
+    ratio = sample_rate // renderer.base_sample_rate
+    rng = np.random.default_rng(4)
+    spectrum = (rng.standard_normal(n_from // 2 + 1) + 1j * rng.standard_normal(n_from // 2 + 1)).astype(np.complex64)
+    spectrum[0] = spectrum[0].real
+    spectrum[-1] = 3.0 + 2.0j  # a top bin with an imaginary part: folded with its mirror
+    full = np.zeros(n_from * ratio // 2 + 1, np.complex64)
+    full[: spectrum.size] = spectrum
+    for n_out in (n_from * ratio, n_from * ratio - 7):
+        expected = scipy.fft.irfft(full, n_from * ratio)[:n_out]
+        actual = renderer._upsample_polyphase(spectrum, n_from, ratio, n_out)
+        assert actual.shape == (n_out,)
+        np.testing.assert_allclose(actual, expected, atol=2e-6 * np.max(np.abs(expected)), rtol=0)
