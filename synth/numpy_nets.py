@@ -6,9 +6,12 @@ Why by hand: the networks are small (per-frame dense layers and short 1-D convol
 8 ms with XLA (11 ms without), XLA compiled every new batch shape for 2-3 s, and the first call
 of a process for about 10 s. Here, as 2-D matrix products on single-threaded OpenBLAS, one note
 costs 4.5 ms, any batch size runs at once, nothing is compiled, and two passes the graph makes
-are skipped where their result is known (`NumpyNetworks.curves`). No installable library runs a
-Keras model's inference in numpy alone; the layers are few and simple, and the tests hold this
-twin to the TensorFlow graph (`Generator.run_neural_tf`) within float32 rounding.
+are skipped where their result is known (`NumpyNetworks.curves`). Why not an inference runtime
+such as ONNX Runtime: it would need a conversion step and a second copy of every weight file to
+keep in step with the files training writes, and the tag guidance, envelope rules and control
+scaling around the networks would stay numpy anyway. The layers are few and simple (below), the
+weights are read straight from training's files (`read_weights`), and the tests hold this twin to
+the TensorFlow graph (`Generator.run_neural_tf`) within float32 rounding.
 
 Layer by layer (names as `synth.models.build_*` gives them):
 
