@@ -705,8 +705,7 @@ class NoteStart:
 
 def _peak_gain(generator, params: NoteParams, curves: Mapping[str, np.ndarray]) -> float:
     controls = {key[len("synth_"):]: value for key, value in curves.items() if key.startswith("synth_")}
-    peak = float(np.max(np.abs(generator.render_numpy(controls, TRAIN_SAMPLE_RATE,
-                                                            rng=np.random.default_rng(0)))))
+    peak = float(np.max(np.abs(generator.render_numpy(controls, TRAIN_SAMPLE_RATE, rng=np.random.default_rng(0)))))
     return min(1.0, PEAK_LIMIT / peak) if peak > 0 else 1.0
 
 
