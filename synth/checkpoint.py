@@ -66,6 +66,27 @@ def load_decoder_and_synth(ddsp_dir: str, cfg: M.ModelConfig):
     return decoder, synth
 
 
+def load_network_weights(ddsp_dir: str, z_dir: str, f_dir: str, cfg: M.ModelConfig) -> dict:
+    """The three inference networks' weights ({'decoder', 'z_decoder', 'f0_ld'}: layer name ->
+    numpy arrays), read from their weight files without TensorFlow (`numpy_nets.read_weights`)."""
+    from synth.numpy_nets import layer_order, read_weights
+
+    order = layer_order(cfg)
+    return {"decoder": read_weights(os.path.join(ddsp_dir, DECODER), order["decoder"]),
+            "z_decoder": read_weights(os.path.join(z_dir, Z_DECODER), order["z_decoder"]),
+            "f0_ld": read_weights(os.path.join(f_dir, F0_LD), order["f0_ld"])}
+
+
+def load_impulse_response(ddsp_dir: str, cfg: M.ModelConfig) -> np.ndarray:
+    """The learned reverb of a ddsp_generator/ directory, as `processors.Reverb` applies it (wet
+    only: first tap 0, its decay envelope on), read from its .npz without TensorFlow."""
+    from synth.fast_render import TRAIN_SAMPLE_RATE, reverb_tap_mask
+
+    with np.load(os.path.join(ddsp_dir, SYNTH)) as saved:
+        ir = np.asarray(saved["arr_0"], np.float32).reshape(-1)  # (models.save_synth: its one weight)
+    return ir * reverb_tap_mask(ir.size, TRAIN_SAMPLE_RATE, cfg.reverb_decay_db_per_s)
+
+
 class DDSPParts:
     """Encoder, decoder and synthesizer of a `ddsp_generator/` directory (training, evaluation)."""
 

@@ -524,6 +524,14 @@ class FastRenderer:
             self._spectra[key] = (n_from, n_to, transfer.astype(np.complex64))
         return self._spectra[key]
 
+    def render_controls(self, controls, sample_rate: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """`render` for a dict of controls ('f0_hz', 'amplitude', 'harmonic_distribution',
+        'noise_magnitudes'; numpy arrays or anything `np.asarray` takes, as `get_controls` and
+        `Generator.run_neural` give them)."""
+        c = {key: np.asarray(value) for key, value in controls.items()}
+        return self.render(c["f0_hz"], c["amplitude"], c["harmonic_distribution"], c["noise_magnitudes"],
+                           sample_rate, rng)
+
     def render(self, f0_hz, amplitude, harmonic_distribution, noise_magnitudes,
                sample_rate: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """One note -> float32 [n_frames * sample_rate // frame_rate] (a new array).

@@ -54,9 +54,8 @@ import numpy as np
 
 from synth import checkpoint as CK
 from synth import models as M
-from synth import numpy_nets
 from synth.envelope import apply_envelope_tags
-from synth.fast_render import (MAX_FREQUENCY_HZ, NOISE_INITIAL_BIAS, TRAIN_SAMPLE_RATE, FastRenderer, reverb_tap_mask,
+from synth.fast_render import (MAX_FREQUENCY_HZ, NOISE_INITIAL_BIAS, TRAIN_SAMPLE_RATE, FastRenderer,
                                single_threaded_blas)
 from synth.numpy_nets import NumpyDecoder, NumpyNetworks
 from synth.params import LATENT_DIM, QUALITIES, NoteParams
@@ -133,11 +132,8 @@ class Generator:
         self._tf_graph = None
         self._tf_lock = threading.RLock()  # (the graph's first trace loads the Keras parts)
         self._keras: dict[str, Any] | None = None
-        weights = numpy_nets.checkpoint_weights(ddsp_dir, z_dir, f_dir, cfg)
-        saved = np.load(os.path.join(ddsp_dir, CK.SYNTH))
-        ir = np.asarray(saved["arr_0"], np.float32).reshape(-1)  # (models.save_synth: its one weight)
-        # The learned reverb as `processors.Reverb.impulse_response_numpy` gives it (wet only).
-        self.impulse_response = ir * reverb_tap_mask(ir.size, TRAIN_SAMPLE_RATE, cfg.reverb_decay_db_per_s)
+        weights = CK.load_network_weights(ddsp_dir, z_dir, f_dir, cfg)
+        self.impulse_response = CK.load_impulse_response(ddsp_dir, cfg)
         self._renderers = threading.local()
         self.numpy_decoder = NumpyDecoder(weights["decoder"], cfg, NOISE_INITIAL_BIAS, MAX_FREQUENCY_HZ,
                                           self.output_gain)
@@ -153,7 +149,6 @@ class Generator:
             if self._keras is None:
                 ddsp_dir, z_dir, f_dir = CK.stage_dirs(self.checkpoint_dir)
                 decoder, synth = CK.load_decoder_and_synth(ddsp_dir, self.config)
-                synth.freeze()  # inference: the reverb's weight is fixed
                 _, z_decoder = CK.load_z_generator(z_dir, self.config, posterior=False)
                 self._keras = {"decoder": decoder, "synth": synth, "z_decoder": z_decoder,
                                "f0_ld": CK.load_f0_ld(f_dir, self.config)}
@@ -188,9 +183,7 @@ class Generator:
         if renderer is None:
             renderer = self._renderers.renderer = FastRenderer(self.impulse_response, TRAIN_SAMPLE_RATE,
                                                                M.DECODER_FRAME_RATE, MAX_FREQUENCY_HZ)
-        c = {key: np.asarray(value) for key, value in controls.items()}
-        return renderer.render(c["f0_hz"], c["amplitude"], c["harmonic_distribution"], c["noise_magnitudes"],
-                               sample_rate, rng)
+        return renderer.render_controls(controls, sample_rate, rng)
 
     def _tf_neural(self):
         """The TensorFlow graph of the neural half (traced once, on first use)."""

@@ -25,15 +25,15 @@ Layer by layer (names as `synth.models.build_*` gives them):
 
 from __future__ import annotations
 
+import functools
 import math
-import os
 from typing import Any
 
 import numpy as np
 
-from synth import checkpoint as CK
 from synth import models as M
 from synth.params import QUALITIES
+from synth.units import midi_to_hz
 
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> its variables, in Keras' order
@@ -47,7 +47,7 @@ def keras_weights(model) -> Weights:
     return {layer.name: [np.asarray(w, np.float32) for w in layer.get_weights()] for layer in model.layers}
 
 
-def _layer_order(cfg: M.ModelConfig) -> dict[str, list[tuple[str, str]]]:
+def layer_order(cfg: M.ModelConfig) -> dict[str, list[tuple[str, str]]]:
     """Each network's layers with weights, as (name, Keras class in snake case), in the order of
     `model.layers` (the order `synth.models.build_*` creates them)."""
     decoder = [("dec_in", "dense"), ("dec_in2", "dense"), ("dec_norm_in", "layer_normalization")]
@@ -83,15 +83,6 @@ def read_weights(path: str, layers: list[tuple[str, str]]) -> Weights:
                 raise ValueError(f"{path}: no weights for layer {name!r} (expected {key}/vars)")
             out[name] = [np.asarray(group[str(i)], np.float32) for i in range(len(group))]
     return out
-
-
-def checkpoint_weights(ddsp_dir: str, z_dir: str, f_dir: str, cfg: M.ModelConfig) -> dict[str, Weights]:
-    """The three inference networks' weights of a checkpoint ({'decoder', 'z_decoder', 'f0_ld'}),
-    without TensorFlow."""
-    order = _layer_order(cfg)
-    return {"decoder": read_weights(os.path.join(ddsp_dir, CK.DECODER), order["decoder"]),
-            "z_decoder": read_weights(os.path.join(z_dir, CK.Z_DECODER), order["z_decoder"]),
-            "f0_ld": read_weights(os.path.join(f_dir, CK.F0_LD), order["f0_ld"])}
 
 
 def _dense(x: np.ndarray, kernel_bias) -> np.ndarray:
@@ -143,18 +134,8 @@ def _upsample(x: np.ndarray, n_out: int) -> np.ndarray:
     return np.swapaxes((flat @ w).reshape(b, c, n_out), 1, 2)
 
 
-_UPSAMPLE: dict[tuple[int, int], np.ndarray] = {}
-
-
-def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    w = _UPSAMPLE.get((n_in, n_out))
-    if w is None:
-        w = _UPSAMPLE[(n_in, n_out)] = M.upsample_matrix(n_in, n_out)
-    return w
-
-
-def _midi_to_hz(midi: np.ndarray) -> np.ndarray:
-    return (np.float32(440.0) * np.power(np.float32(2.0), (midi - np.float32(69.0)) / np.float32(12.0))).astype(np.float32)
+# The linear-upsampling weights per (n_in, n_out): a few shapes, made once.
+_upsample_matrix = functools.lru_cache(maxsize=16)(M.upsample_matrix)
 
 
 def _pairs(x: np.ndarray) -> np.ndarray:
@@ -404,7 +385,7 @@ class NumpyNetworks:
     def _run(self, cond: np.ndarray, knobs: np.ndarray, pitch: np.ndarray) -> dict[str, Any]:
         z_norm, ld, cents_raw = self.curves(self.latent(knobs), cond)
         cents = cents_from_raw(cents_raw)
-        f0 = _midi_to_hz(pitch[:, None] + cents / np.float32(100.0))
+        f0 = midi_to_hz(pitch[:, None] + cents / np.float32(100.0)).astype(np.float32)
         z_enc = z_norm * self.z_std + self.z_mean
         f0d, ldd = _pairs(f0), _pairs(ld)
         c = self.decoder(f0d, ldd, _upsample(z_enc, M.N_DECODER_FRAMES))

@@ -150,7 +150,6 @@ class DDSPSynth(keras.layers.Layer):
         self.reverb = Reverb(reverb_length, self.sample_rate, reverb_decay_db_per_s, name="reverb")
         # One numpy renderer per thread: renderers reuse work buffers between notes.
         self._render_state = threading.local()
-        self._frozen_ir: np.ndarray | None = None
 
     def get_controls(self, amplitude, harmonic_distribution, noise_magnitudes, f0_hz) -> dict:
         """Raw network outputs -> physical controls (a dict of tensors).
@@ -189,12 +188,6 @@ class DDSPSynth(keras.layers.Layer):
         controls = self.get_controls(amplitude, harmonic_distribution, noise_magnitudes, f0_hz)
         return self.get_signal(controls)
 
-    def freeze(self) -> None:
-        """Promise that the reverb's weight no longer changes (inference): `render_numpy` then
-        stops reading it back from TensorFlow and comparing it on every note (about 1 ms a
-        note on the 2-core machine). Training never freezes a synth."""
-        self._frozen_ir = self.reverb.impulse_response_numpy()
-
     def render_numpy(self, controls: dict, sample_rate: int,
                      rng: np.random.Generator | None = None) -> np.ndarray:
         """One note's controls (numpy arrays, as from `get_controls`, batch of 1 or none) ->
@@ -204,19 +197,12 @@ class DDSPSynth(keras.layers.Layer):
         response's spectra are cached and rebuilt only when the weight changes. `rng` draws the
         noise (seed it for a repeatable note). Safe to call from several threads at once.
         """
-        state = self._render_state
-        renderer = getattr(state, "renderer", None)
-        frozen = self._frozen_ir
-        if frozen is None or renderer is None or getattr(state, "frozen", None) is not frozen:
-            ir = self.reverb.impulse_response_numpy() if frozen is None else frozen
-            if renderer is None or not np.array_equal(renderer.impulse_response, ir):
-                renderer = FastRenderer(ir, self.sample_rate, self.frame_rate, self.sample_rate / 2)
-                state.renderer = renderer
-            state.frozen = frozen
-        numpy_controls = {key: np.asarray(value) for key, value in controls.items()}
-        return renderer.render(numpy_controls["f0_hz"], numpy_controls["amplitude"],
-                               numpy_controls["harmonic_distribution"],
-                               numpy_controls["noise_magnitudes"], sample_rate, rng)
+        ir = self.reverb.impulse_response_numpy()
+        renderer = getattr(self._render_state, "renderer", None)
+        if renderer is None or not np.array_equal(renderer.impulse_response, ir):
+            renderer = FastRenderer(ir, self.sample_rate, self.frame_rate, self.sample_rate / 2)
+            self._render_state.renderer = renderer
+        return renderer.render_controls(controls, sample_rate, rng)
 
     def get_config(self):
         return {**super().get_config(), "n_harmonics": self.n_harmonics,

@@ -463,9 +463,9 @@ def test_the_weight_files_read_without_keras_are_the_weights_keras_loads(gen):
     """`synth.numpy_nets.read_weights` finds each layer in a Keras 3 weights file by its class
     and place: every array equals what Keras loads into the named layer."""
     from synth import checkpoint as CK
-    from synth.numpy_nets import LAYER_NORM_EPSILON, checkpoint_weights, keras_weights, read_weights
+    from synth.numpy_nets import LAYER_NORM_EPSILON, keras_weights, read_weights
 
-    read = checkpoint_weights(*CK.stage_dirs(gen.checkpoint_dir), gen.config)
+    read = CK.load_network_weights(*CK.stage_dirs(gen.checkpoint_dir), gen.config)
     for net, model in (("decoder", gen.decoder), ("z_decoder", gen.z_decoder), ("f0_ld", gen.f0_ld)):
         loaded = {name: arrays for name, arrays in keras_weights(model).items() if arrays}
         assert set(read[net]) == set(loaded), net
