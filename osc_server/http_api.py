@@ -72,10 +72,10 @@ from synth.params import (
     VELOCITY_MIN,
     NoteParams,
 )
+from synth.units import SAMPLE_RATE  # the original API's rate: 64000 samples = 4 s
 
 log = logging.getLogger("osc_server.http")
 
-SAMPLE_RATE = 16000  # the original API's rate: 64000 samples = 4 s
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # a full note is ~300 bytes; this leaves room for whitespace
 DEFAULT_MAX_RENDERING = 2  # renders at once (the engine has a couple of render workers)
 DEFAULT_MAX_WAITING = 8  # requests waiting for a render slot; more get 503 + Retry-After

@@ -45,8 +45,8 @@ from synth.data.qualities import analyze  # noqa: E402
 from synth.metrics import log_mel_db, spectral_centroid_hz  # noqa: E402
 from synth.params import LATENT_DIM, SOURCES, NoteParams  # noqa: E402
 from synth.presets import FACTORY_PATH, Preset  # noqa: E402
+from synth.units import SAMPLE_RATE  # noqa: E402
 
-SAMPLE_RATE = 16000
 PITCH, VELOCITY = 60, 100
 LATENT_RANGE = 4.0
 TAG_SETS = (
