@@ -444,7 +444,7 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/quality/<name>", "0|1", f"name one of {_Q}", "Switch one quality tag off (0) or on (1).",
             "`/error` if refused", _quality_one),
     Address("/bend", "cents", f"[-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",
-            "Global pitch bend of every sounding and later note (added to its own `/note/bend`), reached over 16 ms. "
+            "Global pitch bend of every sounding and later note (added to its own `/note/bend`), reached over 8 ms (a frame). "
             "Live voices only (`--voice-mode live`), as the addresses below; a one-shot server answers `/error`.",
             "`/error` if refused", _bend),
     Address("/note/bend", "pitch cents", f"pitch int {PITCH_MIN}..{PITCH_MAX}; cents in [-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",

@@ -61,7 +61,7 @@ Rate: controllers send bend and pressure at up to a few kHz. Continuous controls
 ``/note/bend``, ``/pressure``, ``/note/pressure``, ``/latent/<i>``, ``/gain``) are coalesced: at
 most one message per control (and per pitch) every COALESCE_INTERVAL_S (2 ms); a value that
 arrives sooner is held and the latest one is sent when the interval is over, so the last value is
-never lost. The server eases bend over 16 ms, so 2 ms steps are finer than it plays. Events (notes,
+never lost. The server eases bend over a frame (8 ms), so 2 ms steps are finer than it plays. Events (notes,
 switches, ``/source``, ``/panic``) go at once, after any held values, so the order is kept.
 
 Everything else (clock, sysex, RPNs such as a controller's own bend range) is ignored. The bridge
@@ -111,7 +111,7 @@ BEND_MIN, BEND_MAX = -8192, 8191
 MPE_MASTER_CHANNEL = 1
 MPE_MEMBER_CHANNELS = range(2, 17)
 # At most one message per continuous control per this many seconds (see the module docstring):
-# 500 per second per control, finer than the 16 ms over which the server eases a bend.
+# 500 per second per control, finer than the 8 ms frame over which the server eases a bend.
 COALESCE_INTERVAL_S = 0.002
 COALESCED = frozenset({"/bend", "/note/bend", "/pressure", "/note/pressure", "/gain"})  # and /latent/<i>
 PER_NOTE = frozenset({"/note/bend", "/note/pressure"})  # coalesced per pitch (their first argument)

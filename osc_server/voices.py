@@ -14,8 +14,8 @@ already there (`Mixer.attach_ring`) and publishes how far it has read; if the vo
 late, the callback plays what is there and counts `Stat.STREAM_LATE`.
 
 Timing. The ring is indexed by the mixer's absolute sample. The voice process keeps its writing
-position LEAD samples (default: a frame and a block) ahead of the reading position, one decoder
-frame (8 ms) at a time. A note-on does not wait for that lead: the new voice's first frames are
+position LEAD samples ahead of the reading position, one decoder frame (8 ms) at a time (default:
+a frame and a block, rounded down to whole blocks: `default_lead`). A note-on does not wait for that lead: the new voice's first frames are
 rendered at once in a bank of their own, written into the part of the ring the callback has not
 reached yet (from the next block on), with their reverb, and the voice is then handed over to the
 main bank, phase and all (`StreamingSynthBank.copy_voice`). So a note starts in the next audio
@@ -80,7 +80,7 @@ RING_SAMPLES = 1 << 16  # 1.4 s at 48 kHz: far more than the lead
 C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_IN_CALLBACK, C_TORN, C_ORIGIN, \
     C_HEADS = range(12)
 N_CONTROL = 16
-# Default lead: the samples the voice process keeps written ahead of the callback.
+# Default lead: the samples the voice process keeps written ahead of the callback (default_lead).
 LEAD_FRAMES = 1.0
 LEAD_EXTRA_FRAMES = 1.0  # more while timbre changes are worked on, and LATE_EXTRA_S after a late block
 LATE_EXTRA_S = 2.0
@@ -112,9 +112,9 @@ OPTIONAL_WORK_S = 0.003
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
 PLAN_BUDGET_FRAMES = 64  # frames planned a frame, all voices together (about 2 ms)
 POLL_S = 0.0005
-# A new voice's first frames (up to the lead, 13 ms) get the reverb's first taps only: the learned
+# A new voice's first frames (up to the lead, 11-19 ms) get the reverb's first taps only: the learned
 # response keeps most of its energy in its first milliseconds, and what is left out (the late
-# tail of 13 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
+# tail of 11-19 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
 # (3 ms each, 50 ms for a 16-note chord).
 CATCH_UP_IR_TAPS = 4096
 SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
@@ -150,6 +150,22 @@ class VoiceProcessError(RuntimeError):
 # Server side.
 
 
+
+def default_lead(sample_rate: int, blocksize: int) -> int:
+    """The samples the voice process keeps written ahead of the callback's reading position: a
+    frame and a block, rounded down to whole blocks (512 at 48 kHz with 256-sample blocks, 448
+    with 64).
+
+    The writer renders the next frame as soon as fewer than `lead` samples are written ahead,
+    which it sees right after a callback has moved the reading position by a block. With a lead
+    of whole blocks, the callback that first needs the new frame is always the one `lead / block`
+    blocks later (two blocks, 10.7 ms at 256); with a frame and a block (640) it was the same two
+    blocks for half the frames and three for the others. So rounding down keeps the time the
+    frame due soonest has to be rendered, and a control change, which reaches the next frame
+    rendered, sounds a fraction of a block sooner (2.7 ms at 256)."""
+    frame = math.ceil(LEAD_FRAMES * sample_rate / FRAME_RATE)
+    return int(blocksize) * max(1, (frame + int(blocksize)) // int(blocksize))
+
 class LiveVoices:
     """The server's handle on the voice process: starts it, owns the ring, sends commands.
 
@@ -162,7 +178,7 @@ class LiveVoices:
         self.sample_rate = int(sample_rate)
         self.max_voices = int(max_voices)
         frame = self.sample_rate / FRAME_RATE
-        self.lead_samples = int(lead_samples if lead_samples is not None else math.ceil(LEAD_FRAMES * frame) + blocksize)
+        self.lead_samples = int(lead_samples if lead_samples is not None else default_lead(self.sample_rate, blocksize))
         self.lead_extra = int(math.ceil(LEAD_EXTRA_FRAMES * frame))
         self._shm = shared_memory.SharedMemory(create=True, size=RING_SAMPLES * 4 + N_CONTROL * 8)
         self.ring = np.ndarray((RING_SAMPLES,), np.float32, buffer=self._shm.buf)
@@ -460,7 +476,7 @@ class RingWriter:
                     engine.report(f"{msg[0]}: {type(e).__name__}: {e}")
             read = int(control[C_READ])
             engine.frame_started = t_starts = time.perf_counter()
-            engine.hurry = self.write - read < self.lead - engine.frame_samples
+            engine.hurry = self.write - read < self.blocksize  # the next callback needs the next frame
             engine.start_ready(self)
             t_render = time.perf_counter()
             read = int(control[C_READ])

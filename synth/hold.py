@@ -144,9 +144,15 @@ LATENT_CROSSFADE_S = 0.05
 # LATENT_LEVEL_MAX_DB), cross-faded with the timbre. Without it, moving C4 synthetic from latent 0
 # to (0, 0, 5, 0, ..., 0, -5) dropped the level by 13 dB (the decoder maps z to level too).
 LATENT_LEVEL_MAX_DB = 24.0
-BEND_EASE_S = 0.016
+# One frame: the synthesizer ramps f0 linearly within the frame (the phase is its integral), so a
+# bend of any size glides over 8 ms with no step, and it reaches the output a frame sooner than
+# with 16 ms (the bend's `control_to_sound_ms`, BENCHMARKS.md "A shorter lead").
+BEND_EASE_S = 0.008
+# Pressure moves the decoder's loudness input: over two frames, so that a jump of the whole
+# PRESSURE_DB range is two steps of the decoder, not one.
+PRESSURE_EASE_S = 0.016
 # Pressure (breath, bow, aftertouch) drives the model's loudness input: 0 is the note as played,
-# 1 this much louder (the decoder makes louder notes brighter too), eased like a bend. The
+# 1 this much louder (the decoder makes louder notes brighter too), eased over PRESSURE_EASE_S. The
 # decoder answers its loudness input with a smaller change of level: with the weights of
 # 2026-12-01, at C4 velocity 100 held, +24 dB of loudness raises the sound 5.0-5.9 dB
 # (electronic, acoustic, synthetic); +12 dB gave -0.3 to 2.1 dB, +36 dB runs into the loudness
@@ -534,7 +540,7 @@ def _bend_cents(state: _PlanState, j: int) -> float:
 
 
 def _pressure_db(state: _PlanState, j: int) -> float:
-    n = max(1, _frames(BEND_EASE_S))
+    n = max(1, _frames(PRESSURE_EASE_S))
     r = min(1.0, max(0.0, (j - state.pressure_at + 1) / n))
     return state.pressure_from + (state.pressure_to - state.pressure_from) * r
 
@@ -941,7 +947,7 @@ class HeldNote:
 
     def set_pressure(self, value: float, replan: bool = True) -> None:
         """Pressure 0..1 (0: the note as played): the loudness input rises by up to PRESSURE_DB,
-        eased over BEND_EASE_S from the next frame on."""
+        eased over PRESSURE_EASE_S from the next frame on."""
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"pressure: expected a number in [0, 1], got {value!r}")
@@ -949,7 +955,7 @@ class HeldNote:
             now = self._live_value("pressure", self.frame)
             target = PRESSURE_DB * float(value)
             self._live["pressure"] = (now if now is not None else target, target, self.frame,
-                                      max(1, _frames(BEND_EASE_S)))
+                                      max(1, _frames(PRESSURE_EASE_S)))
             last = self._plan_end
             self._snapshots[last] = replace(self._snapshots[last], pressure_from=target, pressure_to=target,
                                             pressure_at=last)

@@ -8,6 +8,7 @@ frequency), not with the project's own analysis functions.
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -536,10 +537,11 @@ class _Playing:
     """A voice engine writing the ring and a mixer reading it, in one thread: a block of the
     callback at a time, with the ring kept `lead` samples ahead as the voice process keeps it."""
 
-    def __init__(self, gen, sample_rate: int = SR, lead: int = 640, block: int = 256):
+    def __init__(self, gen, sample_rate: int = SR, lead: int | None = None, block: int = 256):
         from osc_server.audio import Mixer
-        from osc_server.voices import HEAD_SLOTS, N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine, head_geometry
+        from osc_server.voices import HEAD_SLOTS, N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine, default_lead, head_geometry
 
+        lead = default_lead(sample_rate, block) if lead is None else lead
         self.block, self.lead = block, lead
         self.ring, self.control = np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64)
         self.mixer = Mixer(sample_rate)
@@ -684,3 +686,43 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
     assert 1 <= len(jobs) <= 8, jobs
     engine.heavy_until = 0.0  # (TIMBRE_EXTRA_S after the last change: its re-decoding)
     assert not engine.heavy()
+
+
+def _writer_pattern(lead: int, frame_samples, block: int, blocks: int = 600):
+    """The ring writer's pacing (RingWriter.run), as numbers: the callback moves the reading
+    position a block at a time; after each move the writer renders frames while fewer than `lead`
+    samples are written ahead. Per rendered frame: how far ahead it starts (samples), and how many
+    callbacks later the first one that needs it comes (its deadline, in blocks)."""
+    read, write = 0, lead  # (RingWriter.start)
+    ahead, deadlines, j = [], [], 0
+    for _ in range(blocks):
+        read += block
+        while write - read < lead:
+            a = write - read
+            ahead.append(a)
+            deadlines.append(a // block + 1)
+            write += frame_samples(j)
+            j += 1
+    return np.array(ahead), np.array(deadlines)
+
+
+@pytest.mark.parametrize("sample_rate, block", [(48000, 256), (44100, 256), (48000, 64), (48000, 128), (48000, 512)])
+def test_default_lead_keeps_the_tightest_deadline_and_starts_frames_sooner(sample_rate, block):
+    """The writer's default lead (whole blocks) gives the frame due soonest as many blocks to be
+    rendered in as a frame and a block did, and puts the next frame (where a control change
+    lands) no further ahead."""
+    from osc_server.voices import FRAME_RATE, default_lead
+    from synth.streaming import frame_start_sample
+
+    def frame_samples(j):
+        return int(frame_start_sample(j + 1, sample_rate, FRAME_RATE) - frame_start_sample(j, sample_rate, FRAME_RATE))
+
+    lead = default_lead(sample_rate, block)
+    old = math.ceil(sample_rate / FRAME_RATE) + block
+    assert lead % block == 0 and lead <= old
+    ahead, deadlines = _writer_pattern(lead, frame_samples, block)
+    ahead_old, deadlines_old = _writer_pattern(old, frame_samples, block)
+    assert deadlines.min() == deadlines_old.min() >= 1
+    assert ahead.mean() <= ahead_old.mean()
+    if sample_rate == 48000 and block == 256:
+        assert lead == 512 and ahead_old.mean() - ahead.mean() == pytest.approx(128, abs=8)
