@@ -620,15 +620,46 @@ class NetworksProcess:
         self.report = report or (lambda text: log.warning("%s", text))
         self._done: dict[int, Any] = {}
         self._ids = iter(range(1, 1 << 62))
+        # The pipe is written by a thread of its own. The caller (the voice process's playing
+        # thread) only queues a job: when the networks process is behind, the pipe fills and a
+        # send blocks, which must never hold up a frame. And `_lock` (the callbacks) is never held
+        # across a send: the reader needs it to drain the results, and the networks process
+        # blocks on sending them until it does (holding it across the send deadlocked all three
+        # under 12- to 32-note chords every 100 ms: `tests/osc_server/test_osc_voice_networks.py`).
         self._lock = threading.Lock()
+        self._outbox: deque = deque()
+        self._outbox_ready = threading.Condition(threading.Lock())
         self._reader = threading.Thread(target=self._read, name="networks-reader", daemon=True)
         self._reader.start()
+        self._sender = threading.Thread(target=self._send_jobs, name="networks-sender", daemon=True)
+        self._sender.start()
 
     def submit(self, notes: list, peak_gain: bool, done, levels: list | None = None) -> None:
+        """Queue a job and return at once; `done(result)` is called on the reader thread."""
         with self._lock:
             job_id = next(self._ids)
             self._done[job_id] = done
-            self._conn.send((job_id, list(notes), bool(peak_gain), levels))
+        with self._outbox_ready:
+            self._outbox.append((job_id, list(notes), bool(peak_gain), levels))
+            self._outbox_ready.notify()
+
+    def pending(self) -> int:
+        """Jobs submitted and not answered yet."""
+        with self._lock:
+            return len(self._done)
+
+    def _send_jobs(self) -> None:
+        while True:
+            with self._outbox_ready:
+                while not self._outbox:
+                    self._outbox_ready.wait()
+                job = self._outbox.popleft()
+            try:
+                self._conn.send(job)
+            except (BrokenPipeError, OSError):
+                return
+            if job is None:
+                return
 
     def _read(self) -> None:
         while True:
@@ -644,7 +675,14 @@ class NetworksProcess:
                 done(starts)
 
     def close(self) -> None:
-        _stop(self.process, self._conn, self._lock)
+        """Stop the process (None after the jobs queued), killing it if it has not within 5 s."""
+        with self._outbox_ready:
+            self._outbox.append(None)
+            self._outbox_ready.notify()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
 
 
 def _stop(process, conn, lock: threading.Lock) -> None:
