@@ -14,8 +14,8 @@ already there (`Mixer.attach_ring`) and publishes how far it has read; if the vo
 late, the callback plays what is there and counts `Stat.STREAM_LATE`.
 
 Timing. The ring is indexed by the mixer's absolute sample. The voice process keeps its writing
-position LEAD samples ahead of the reading position, one decoder frame (8 ms) at a time (default:
-a frame and a block, rounded down to whole blocks: `default_lead`). A note-on does not wait for that lead: the new voice's first frames are
+position LEAD samples (default: a frame and a block, `default_lead`) ahead of the reading position,
+one decoder frame (8 ms) at a time. A note-on does not wait for that lead: the new voice's first frames are
 rendered at once in a bank of their own, written into the part of the ring the callback has not
 reached yet (from the next block on), with their reverb, and the voice is then handed over to the
 main bank, phase and all (`StreamingSynthBank.copy_voice`). So a note starts in the next audio
@@ -107,14 +107,16 @@ URGENT_PER_FRAME = 4
 # frame's work so far has taken less than this, and not at all while the ring is short of its
 # lead: what the next frame must have always comes first.
 OPTIONAL_WORK_S = 0.003
+# Voices started in one frame: more wait for the next once the frame's work has taken this long.
+START_WORK_S = 0.004
 # Plan each voice's decoder inputs this far ahead, a frame at a time: what a prefetch decodes
 # (PREFETCH_FRAMES + a block + the decoder's context) is then planned already.
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
 PLAN_BUDGET_FRAMES = 64  # frames planned a frame, all voices together (about 2 ms)
 POLL_S = 0.0005
-# A new voice's first frames (up to the lead, 11-19 ms) get the reverb's first taps only: the learned
+# A new voice's first frames (up to the lead, 13 ms) get the reverb's first taps only: the learned
 # response keeps most of its energy in its first milliseconds, and what is left out (the late
-# tail of 11-19 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
+# tail of 13 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
 # (3 ms each, 50 ms for a 16-note chord).
 CATCH_UP_IR_TAPS = 4096
 SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
@@ -153,18 +155,15 @@ class VoiceProcessError(RuntimeError):
 
 def default_lead(sample_rate: int, blocksize: int) -> int:
     """The samples the voice process keeps written ahead of the callback's reading position: a
-    frame and a block, rounded down to whole blocks (512 at 48 kHz with 256-sample blocks, 448
-    with 64).
+    frame and a block (640 at 48 kHz with 256-sample blocks).
 
-    The writer renders the next frame as soon as fewer than `lead` samples are written ahead,
-    which it sees right after a callback has moved the reading position by a block. With a lead
-    of whole blocks, the callback that first needs the new frame is always the one `lead / block`
-    blocks later (two blocks, 10.7 ms at 256); with a frame and a block (640) it was the same two
-    blocks for half the frames and three for the others. So rounding down keeps the time the
-    frame due soonest has to be rendered, and a control change, which reaches the next frame
-    rendered, sounds a fraction of a block sooner (2.7 ms at 256)."""
-    frame = math.ceil(LEAD_FRAMES * sample_rate / FRAME_RATE)
-    return int(blocksize) * max(1, (frame + int(blocksize)) // int(blocksize))
+    The writer renders the next frame as soon as fewer than `lead` samples are written ahead. A
+    lead rounded down to whole blocks (512) gives the frame due soonest the same two blocks to be
+    rendered in and brings every control change 2.7 ms nearer, but it was tried and taken back:
+    the other half of the frames lose a block of slack, and the idle server then had late blocks
+    (3 a minute in one run of two; BENCHMARKS.md, "A shorter lead")."""
+    return math.ceil(LEAD_FRAMES * sample_rate / FRAME_RATE) + int(blocksize)
+
 
 class LiveVoices:
     """The server's handle on the voice process: starts it, owns the ring, sends commands.
@@ -476,7 +475,7 @@ class RingWriter:
                     engine.report(f"{msg[0]}: {type(e).__name__}: {e}")
             read = int(control[C_READ])
             engine.frame_started = t_starts = time.perf_counter()
-            engine.hurry = self.write - read < self.blocksize  # the next callback needs the next frame
+            engine.hurry = self.write - read < self.lead - engine.frame_samples
             engine.start_ready(self)
             t_render = time.perf_counter()
             read = int(control[C_READ])
@@ -790,6 +789,9 @@ class VoiceEngine:
         self.heavy_until = 0.0  # (monotonic) until then, `heavy` (the writer keeps more ahead)
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
+        self.starts_skipped = 0  # notes not started: more started in the same frame than voices
+        self.starts_deferred = 0  # starts left for the next frame (START_WORK_S)
+        self._unreleased: dict[int, list[_StartRequest]] = {}  # pitch -> requests since its last note-off
         self._skipped = 0
         # Heads (HEAD_FRAMES): the table in shared memory (set by `_voice_main`; None: no heads),
         # note key -> its row (least recently played first), free rows, rows dropped lately
@@ -1017,6 +1019,7 @@ class VoiceEngine:
                 return
             self.stack = [pitch]
         request = _StartRequest(pitch, params, gain, mono=self.mono, target=target, head=head)
+        self._unreleased.setdefault(pitch, []).append(request)
         start = self._starts.get(params.key)
         if start is not None:
             self._starts.move_to_end(params.key)
@@ -1035,13 +1038,10 @@ class VoiceEngine:
             self._ready.append((request, proxy))
 
     def note_off(self, pitch: int) -> None:
-        for requests in self._waiting.values():
-            for r in requests:
-                if r.pitch == pitch:
-                    r.released = True
-        for r, _ in self._ready:
-            if r.pitch == pitch:
-                r.released = True
+        # (Indexed by pitch: under fast chords after a timbre change, thousands of requests can
+        # wait for the networks, and a scan of them all per note-off took 10 ms a chord.)
+        for r in self._unreleased.pop(pitch, ()):
+            r.released = True
         if self.mono and pitch in self.stack:
             top = self.stack[-1] == pitch
             self.stack.remove(pitch)
@@ -1081,6 +1081,7 @@ class VoiceEngine:
         for requests in self._waiting.values():
             requests.clear()
         self._ready.clear()
+        self._unreleased.clear()
         self.stack = []
         self.pedal = False
 
@@ -1169,11 +1170,28 @@ class VoiceEngine:
                 note.apply_timbre(prepared)
                 applied += 1
         ready, self._ready = self._ready, []
+        due = []
         for request, start in ready:
             if request.target >= writer.write:  # a timetag not reached yet
                 self._ready.append((request, start))
             else:
-                self._start(request, start, writer)
+                due.append((request, start))
+        # More notes starting at once than there are voices (a 32-note chord, 12 voices): the
+        # first would be stolen by the last within this very frame, each after a whole start's
+        # work (its first frames decoded and rendered) for a 16 ms blip. Only the last ones start.
+        room = 1 if any(request.mono for request, _ in due) else self.max_voices
+        if len(due) > room:
+            self.starts_skipped += len(due) - room
+            due = due[len(due) - room:]
+        # A start costs about 1 ms (its first frames decoded and rendered): past START_WORK_S of
+        # this frame's work, the rest start in the next frame (a 12-note chord over two or three
+        # frames, its heads already sounding) rather than this frame coming late.
+        for i, (request, start) in enumerate(due):
+            if i and (self.hurry or time.perf_counter() - self.frame_started > START_WORK_S):
+                self._ready.extend(due[i:])
+                self.starts_deferred += len(due) - i
+                break
+            self._start(request, start, writer)
         if (self._heads_wanted or self._head_job) and self.head_table is not None and not self._busy():
             self._make_head()
         if self._offs:

@@ -63,6 +63,28 @@ class Voices:
         self.capture.wait_until(f0 + n, timeout=seconds + 10)
         return self.capture.read(f0, f0 + n)
 
+    def hold_without_gaps(self, pitch: int, velocity: int, seconds: float, tries: int = 6) -> np.ndarray:
+        """Hold a note for `seconds` and return the capture (the stream's channels summed, halved).
+
+        A block the voice process did not fill in time, or a cycle the capture missed, puts a gap
+        in the recording that no render has (they are counted and measured elsewhere: the late
+        blocks in bench voices, the glitches by the capture), and the note after it is out of step
+        with a render. Such a try is played again, up to `tries` times in all. (On a noisy host
+        one try in three or four had one: a residual of -21 to +1 dB against the offline note, all
+        of it after the gap.)"""
+        for _ in range(tries):
+            late, glitches = self.late_blocks(), self.capture.glitches
+            f = self.now()
+            self.client.send_msg("/note", pitch, velocity)
+            time.sleep(seconds)
+            self.client.send_msg("/note", pitch, 0)
+            live = self.record(f, seconds).astype(np.float64) / 2
+            gaps = self.late_blocks() - late + self.capture.glitches - glitches
+            self.wait_silence()
+            if not gaps:
+                return live
+        raise AssertionError(f"every try had a gap: {gaps} late blocks or capture glitches in the last")
+
     def late_blocks(self) -> int:
         """Blocks the voice process has not filled in time so far (Stat.STREAM_LATE)."""
         from osc_server.audio import Stat
@@ -347,21 +369,18 @@ def test_the_live_note_is_the_note_render_hold_writes(voices):
 
     voices.reset("synthetic")
     voices.warm(60)
-    f = voices.now()
-    voices.client.send_msg("/note", 60, 100)
-    time.sleep(2.2)
-    voices.client.send_msg("/note", 60, 0)
-    live = voices.record(f, 2.2).astype(np.float64) / 2  # (the capture port sums the stream's two channels)
     offline = render_held(get_generator(), NoteParams(60, 100, "synthetic"), 2.5, SR).astype(np.float64)
+    live = voices.hold_without_gaps(60, 100, 2.2)
     lag, a, b, residual_db = aligned_residual(live, offline, SR)
     for segment in ((0.1, 0.5), (0.5, 1.0), (1.0, 1.9)):
         i, j = int(segment[0] * SR), int(segment[1] * SR)
         d = live[lag + i : lag + j] - offline[i:j]
         print(segment, round(10 * np.log10(np.mean(d**2) / np.mean(offline[i:j] ** 2)), 1))
     print(f"live vs render --hold: lag {lag} samples, residual {residual_db:.1f} dB (live {10 * np.log10(np.mean(a**2) + 1e-20):.1f} dB, offline {10 * np.log10(np.mean(b**2)):.1f} dB)")
-    # The issue asks for -40 dB. Measured through the server: -25 to -51 dB from run to run (the
-    # same engine fed directly, without the server, matches to -45 dB; what varies is not found
-    # yet). A wrong note or timbre is 0 dB or worse.
+    # The issue asks for -40 dB. Measured through the server, on tries with no gap: -48 dB when the
+    # alignment finds lag 0, -28 to -35 dB when it finds 55 or 111 samples (the same engine fed
+    # directly, without the server, matches to -45 dB; why the lag varies is not found yet). A
+    # wrong note or timbre is 0 dB or worse.
     assert residual_db < -20.0, residual_db
 
 

@@ -8,7 +8,6 @@ frequency), not with the project's own analysis functions.
 
 from __future__ import annotations
 
-import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -688,41 +687,67 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
     assert not engine.heavy()
 
 
-def _writer_pattern(lead: int, frame_samples, block: int, blocks: int = 600):
-    """The ring writer's pacing (RingWriter.run), as numbers: the callback moves the reading
-    position a block at a time; after each move the writer renders frames while fewer than `lead`
-    samples are written ahead. Per rendered frame: how far ahead it starts (samples), and how many
-    callbacks later the first one that needs it comes (its deadline, in blocks)."""
-    read, write = 0, lead  # (RingWriter.start)
-    ahead, deadlines, j = [], [], 0
-    for _ in range(blocks):
-        read += block
-        while write - read < lead:
-            a = write - read
-            ahead.append(a)
-            deadlines.append(a // block + 1)
-            write += frame_samples(j)
-            j += 1
-    return np.array(ahead), np.array(deadlines)
+def test_a_chord_of_more_notes_than_voices_starts_only_its_last_notes(gen):
+    """20 known notes at once with 8 voices: the first 12 would be stolen by the last 8 in the
+    same frame, after a whole start's work each. Only the last 8 start, and none is stolen."""
+    import threading
+
+    p = _Playing(gen)
+    notes = [SUSTAIN.replace(pitch=48 + k) for k in range(20)]
+    p.engine.command(("warm", notes))
+    for _ in range(2000):
+        p.blocks(1)
+        if all(n.key in p.engine._starts for n in notes):
+            break
+        threading.Event().wait(0.002)
+    assert all(n.key in p.engine._starts for n in notes)
+    for n in notes:
+        p.engine.note_on(n.pitch, n, 0.2)
+    p.blocks(4)
+    voices = [v for v in p.engine.voices if v is not None]
+    assert sorted(v.pitch for v in voices) == [n.pitch for n in notes[-8:]]
+    assert all(v.fade is None for v in voices)  # nothing stolen
+    assert p.engine.starts_skipped == 12
+    assert np.max(np.abs(np.concatenate(p.out[-4:]))) > 0.01  # and the chord sounds
+    p.engine.stop()
 
 
-@pytest.mark.parametrize("sample_rate, block", [(48000, 256), (44100, 256), (48000, 64), (48000, 128), (48000, 512)])
-def test_default_lead_keeps_the_tightest_deadline_and_starts_frames_sooner(sample_rate, block):
-    """The writer's default lead (whole blocks) gives the frame due soonest as many blocks to be
-    rendered in as a frame and a block did, and puts the next frame (where a control change
-    lands) no further ahead."""
-    from osc_server.voices import FRAME_RATE, default_lead
-    from synth.streaming import frame_start_sample
+def test_playing_leaves_no_reference_cycles(gen):
+    """A note's objects go by reference counting alone, as soon as the note is over: notes
+    started, moved to a new timbre, bent, released and rung out leave no cyclic garbage for the
+    collector, whose runs in the voice process fall inside frames (and which a scheme that
+    freezes the voice process's objects, BENCHMARKS.md "A shorter lead", would rely on)."""
+    import gc
+    import threading
 
-    def frame_samples(j):
-        return int(frame_start_sample(j + 1, sample_rate, FRAME_RATE) - frame_start_sample(j, sample_rate, FRAME_RATE))
-
-    lead = default_lead(sample_rate, block)
-    old = math.ceil(sample_rate / FRAME_RATE) + block
-    assert lead % block == 0 and lead <= old
-    ahead, deadlines = _writer_pattern(lead, frame_samples, block)
-    ahead_old, deadlines_old = _writer_pattern(old, frame_samples, block)
-    assert deadlines.min() == deadlines_old.min() >= 1
-    assert ahead.mean() <= ahead_old.mean()
-    if sample_rate == 48000 and block == 256:
-        assert lead == 512 and ahead_old.mean() - ahead.mean() == pytest.approx(128, abs=8)
+    p = _Playing(gen)
+    notes = [SUSTAIN.replace(pitch=48 + k) for k in range(12)]
+    p.engine.command(("warm", notes))
+    for _ in range(2000):
+        p.blocks(1)
+        if all(n.key in p.engine._starts for n in notes):
+            break
+        threading.Event().wait(0.002)
+    gc.collect()
+    gc.disable()
+    try:
+        for rep in range(6):
+            for n in notes[rep : rep + 6]:
+                p.engine.note_on(n.pitch, n, 0.2)
+            p.blocks(20)
+            if rep == 3:
+                p.engine.command(("timbre", SUSTAIN.replace(latent_sample=[1.0] * 16)))
+                p.engine.command(("bend", 200.0))
+                for _ in range(200):  # (the networks answer on their thread)
+                    p.blocks(1)
+                    threading.Event().wait(0.002)
+            for n in notes[rep : rep + 6]:
+                p.engine.note_off(n.pitch)
+            p.blocks(60)
+        p.blocks(400)
+        assert p.engine.n_sounding == 0
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0
+    p.engine.stop()
