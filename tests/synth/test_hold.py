@@ -573,6 +573,19 @@ class _Playing:
             self.mixer.render(out)
             self.out.append(out[:, 0])
 
+    def warm(self, notes) -> None:
+        """Have the engine compute and keep these notes' starts (as `/prerender` does), playing
+        on meanwhile: a note-on of one of them then starts in the same frame."""
+        import threading
+
+        self.engine.command(("warm", notes))
+        for _ in range(2000):
+            self.blocks(1)
+            if all(n.key in self.engine._starts for n in notes):
+                return
+            threading.Event().wait(0.002)
+        raise AssertionError("the networks never answered")
+
     def audio(self) -> np.ndarray:
         return np.concatenate(self.out)
 
@@ -690,17 +703,9 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
 def test_a_chord_of_more_notes_than_voices_starts_only_its_last_notes(gen):
     """20 known notes at once with 8 voices: the first 12 would be stolen by the last 8 in the
     same frame, after a whole start's work each. Only the last 8 start, and none is stolen."""
-    import threading
-
     p = _Playing(gen)
     notes = [SUSTAIN.replace(pitch=48 + k) for k in range(20)]
-    p.engine.command(("warm", notes))
-    for _ in range(2000):
-        p.blocks(1)
-        if all(n.key in p.engine._starts for n in notes):
-            break
-        threading.Event().wait(0.002)
-    assert all(n.key in p.engine._starts for n in notes)
+    p.warm(notes)
     for n in notes:
         p.engine.note_on(n.pitch, n, 0.2)
     p.blocks(4)
@@ -722,12 +727,7 @@ def test_playing_leaves_no_reference_cycles(gen):
 
     p = _Playing(gen)
     notes = [SUSTAIN.replace(pitch=48 + k) for k in range(12)]
-    p.engine.command(("warm", notes))
-    for _ in range(2000):
-        p.blocks(1)
-        if all(n.key in p.engine._starts for n in notes):
-            break
-        threading.Event().wait(0.002)
+    p.warm(notes)
     gc.collect()
     gc.disable()
     try:
