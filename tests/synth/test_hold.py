@@ -720,8 +720,8 @@ def test_a_chord_of_more_notes_than_voices_starts_only_its_last_notes(gen):
 def test_playing_leaves_no_reference_cycles(gen):
     """A note's objects go by reference counting alone, as soon as the note is over: notes
     started, moved to a new timbre, bent, released and rung out leave no cyclic garbage for the
-    collector, whose runs in the voice process fall inside frames (and which a scheme that
-    freezes the voice process's objects, BENCHMARKS.md "A shorter lead", would rely on)."""
+    collector: the voice process freezes its objects as they age and never collects them again
+    (`RingWriter.collect_garbage`), so a cycle among them would never be freed."""
     import gc
     import threading
 
