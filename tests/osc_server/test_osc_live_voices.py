@@ -68,22 +68,22 @@ class Voices:
 
         A block the voice process did not fill in time, or a cycle the capture missed, puts a gap
         in the recording that no render has (they are counted and measured elsewhere: the late
-        blocks in bench voices, the glitches by the capture), and the note after it is out of step
-        with a render. Such a try is played again, up to `tries` times in all. (On a noisy host
+        blocks in bench voices, the missed cycles by the capture), and the note after it is out of
+        step with a render. (An xrun that cost the capture no cycle is no gap.) Such a try is played again, up to `tries` times in all. (On a noisy host
         one try in three or four had one: a residual of -21 to +1 dB against the offline note, all
         of it after the gap.)"""
         for _ in range(tries):
-            late, glitches = self.late_blocks(), self.capture.glitches
+            late, missed = self.late_blocks(), self.capture.gaps
             f = self.now()
             self.client.send_msg("/note", pitch, velocity)
             time.sleep(seconds)
             self.client.send_msg("/note", pitch, 0)
             live = self.record(f, seconds).astype(np.float64) / 2
-            gaps = self.late_blocks() - late + self.capture.glitches - glitches
+            gaps = self.late_blocks() - late + self.capture.gaps - missed
             self.wait_silence()
             if not gaps:
                 return live
-        raise AssertionError(f"every try had a gap: {gaps} late blocks or capture glitches in the last")
+        raise AssertionError(f"every try had a gap: {gaps} late blocks or missed capture cycles in the last")
 
     def late_blocks(self) -> int:
         """Blocks the voice process has not filled in time so far (Stat.STREAM_LATE)."""

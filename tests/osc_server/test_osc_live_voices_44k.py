@@ -31,7 +31,7 @@ def test_a_held_note_at_44_1_khz_is_the_offline_note(voices44):
     v = voices44
     v.reset("synthetic")
     v.warm(60)
-    live = v.hold_without_gaps(60, 100, 2.2)  # (a try with a late block or a capture glitch is played again)
+    live = v.hold_without_gaps(60, 100, 2.2)  # (a try with a late block or a missed capture cycle is played again)
     offline = render_held(get_generator(), NoteParams(60, 100, "synthetic"), 2.5, SR).astype(np.float64)
     lag, a, b, residual_db = aligned_residual(live, offline, SR)
     pitch = median_pitch_hz(a, midi_hz(60), sample_rate=SR)
