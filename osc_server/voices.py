@@ -153,7 +153,6 @@ class VoiceProcessError(RuntimeError):
 # Server side.
 
 
-
 def default_lead(sample_rate: int, blocksize: int) -> int:
     """The samples the voice process keeps written ahead of the callback's reading position: a
     frame and a block (640 at 48 kHz with 256-sample blocks).
@@ -256,6 +255,10 @@ class LiveVoices:
                 log.warning("voice process: %s", msg[1])
                 self.errors.append(msg[1])
 
+    def _ask_to_stop(self) -> None:
+        with self._lock:
+            self._conn.send(None)
+
     def send(self, *message: Any) -> None:
         with self._lock:
             try:
@@ -325,7 +328,7 @@ class LiveVoices:
 
     def close(self) -> None:
         self._closing = True
-        _stop(self.process, self._conn, self._lock)
+        _stop(self.process, self._ask_to_stop)
         self._conn.close()
         del self.ring, self.control
         self.head_table = None
@@ -648,8 +651,7 @@ class NetworksProcess:
         # blocks on sending them until it does (holding it across the send deadlocked all three
         # under 12- to 32-note chords every 100 ms: `tests/osc_server/test_osc_voice_networks.py`).
         self._lock = threading.Lock()
-        self._outbox: deque = deque()
-        self._outbox_ready = threading.Condition(threading.Lock())
+        self._outbox: queue.Queue = queue.Queue()  # jobs for `_send_jobs`; None: stop
         self._reader = threading.Thread(target=self._read, name="networks-reader", daemon=True)
         self._reader.start()
         self._sender = threading.Thread(target=self._send_jobs, name="networks-sender", daemon=True)
@@ -660,9 +662,7 @@ class NetworksProcess:
         with self._lock:
             job_id = next(self._ids)
             self._done[job_id] = done
-        with self._outbox_ready:
-            self._outbox.append((job_id, list(notes), bool(peak_gain), levels))
-            self._outbox_ready.notify()
+        self._outbox.put((job_id, list(notes), bool(peak_gain), levels))
 
     def pending(self) -> int:
         """Jobs submitted and not answered yet."""
@@ -671,10 +671,7 @@ class NetworksProcess:
 
     def _send_jobs(self) -> None:
         while True:
-            with self._outbox_ready:
-                while not self._outbox:
-                    self._outbox_ready.wait()
-                job = self._outbox.popleft()
+            job = self._outbox.get()
             try:
                 self._conn.send(job)
             except (BrokenPipeError, OSError):
@@ -696,21 +693,14 @@ class NetworksProcess:
                 done(starts)
 
     def close(self) -> None:
-        """Stop the process (None after the jobs queued), killing it if it has not within 5 s."""
-        with self._outbox_ready:
-            self._outbox.append(None)
-            self._outbox_ready.notify()
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=5)
+        _stop(self.process, lambda: self._outbox.put(None))  # (after the jobs queued)
 
 
-def _stop(process, conn, lock: threading.Lock) -> None:
-    """Ask a child process to stop (None on its pipe), then kill it if it has not within 5 s."""
+def _stop(process, ask) -> None:
+    """Ask a child process to stop (`ask()` puts None on its pipe), then kill it if it has not
+    within 5 s."""
     try:
-        with lock:
-            conn.send(None)
+        ask()
     except (BrokenPipeError, OSError):
         pass
     process.join(timeout=5)
@@ -812,7 +802,6 @@ class VoiceEngine:
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self.starts_skipped = 0  # notes not started: more started in the same frame than voices
-        self.starts_deferred = 0  # starts left for the next frame (START_WORK_S)
         self._unreleased: dict[int, list[_StartRequest]] = {}  # pitch -> requests since its last note-off
         self._skipped = 0
         # Heads (HEAD_FRAMES): the table in shared memory (set by `_voice_main`; None: no heads),
@@ -1211,7 +1200,6 @@ class VoiceEngine:
         for i, (request, start) in enumerate(due):
             if i and (self.hurry or time.perf_counter() - self.frame_started > START_WORK_S):
                 self._ready.extend(due[i:])
-                self.starts_deferred += len(due) - i
                 break
             self._start(request, start, writer)
         if (self._heads_wanted or self._head_job) and self.head_table is not None and not self._busy():
