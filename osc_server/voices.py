@@ -37,8 +37,14 @@ In poly mode, with no bend or pressure on. A note keeps one head per place in th
 frame lengths (one at 48 kHz; five at 44.1 kHz, where frames are 353 or 352 samples).
 
 Control changes (bend, pressure, timbre) take effect at the next frame the voice process
-renders: within LEAD + one frame. A timbre change runs the networks for every sounding note on the
+renders: within LEAD + one frame. A bend or pressure that reaches at most RETAKE_MAX_VOICES voices
+goes a frame sooner: into the frame written last, rendered again (`VoiceEngine.retake`), which
+has not been played yet. A timbre change runs the networks for every sounding note on the
 worker thread, then cross-fades each note into it (`HeldNote.prepare_timbre`/`apply_timbre`).
+
+A new voice's first frames, rendered at once into frames written already, go into the main
+reverb as if they had come in their time (`StreamingReverb.add_past`): the live note is what
+`sound-generator render --hold` writes, to -72 dB or better.
 
 The voice's life lives here: note-on/off, the sustain pedal, stealing (the oldest voice fades out
 over STEAL_FRAMES), `/panic`, mono mode with its note stack and glide. How a note sustains,
@@ -64,7 +70,6 @@ from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
 from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import WORKER_THREADS, load_factory
@@ -78,7 +83,7 @@ RING_SAMPLES = 1 << 16  # 1.4 s at 48 kHz: far more than the lead
 # where the callback reads up to (set before it reads), whether the voice process runs, and
 # figures for /status and the bench.
 C_WRITE, C_READ, C_RUNNING, C_VOICES, C_LATE, C_FRAMES, C_BUSY_US, C_MAX_US, C_IN_CALLBACK, C_TORN, C_ORIGIN, \
-    C_HEADS = range(12)
+    C_HEADS, C_RETAKES = range(13)
 N_CONTROL = 16
 # Default lead: the samples the voice process keeps written ahead of the callback (default_lead).
 LEAD_FRAMES = 1.0
@@ -114,11 +119,12 @@ START_WORK_S = 0.004
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
 PLAN_BUDGET_FRAMES = 64  # frames planned a frame, all voices together (about 2 ms)
 POLL_S = 0.0005
-# A new voice's first frames (up to the lead, 13 ms) get the reverb's first taps only: the learned
-# response keeps most of its energy in its first milliseconds, and what is left out (the late
-# tail of 13 ms of sound, about -35 dB of it) is not worth a 48000-tap convolution per note-on
-# (3 ms each, 50 ms for a 16-note chord).
-CATCH_UP_IR_TAPS = 4096
+# Retakes (`VoiceEngine.retake`): a bend or pressure that reaches at most RETAKE_MAX_VOICES
+# voices renders the frame written last again, when that frame starts RETAKE_MARGIN_S or a block
+# (the larger) past what the callback reads, at most RETAKES_PER_FRAME times a frame.
+RETAKE_MAX_VOICES = 8
+RETAKE_MARGIN_S = 0.003
+RETAKES_PER_FRAME = 2
 GC_EVERY_S = 0.05  # the voice process collects its young objects this often, between frames
 SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
 RT_PRIORITY_VOICES = 55  # between the OSC thread (60) and the other helpers (50)
@@ -437,7 +443,6 @@ class RingWriter:
         self.blocksize = int(blocksize)
         self.write = 0  # absolute sample the next frame starts at
         self.origin = 0  # absolute sample of the bank's frame 0
-        self.pending = np.zeros(0, np.float32)  # added to the ring from `write` on (catch-up reverb)
         self._slow_reported = 0.0
         self._gc_at = 0.0
         self.manage_gc = False  # collect_garbage while ahead (the voice process sets it)
@@ -454,13 +459,6 @@ class RingWriter:
             self.ring[i : i + first] = audio[:first]
             if first < n:
                 self.ring[: n - first] = audio[first:]
-
-    def _add_pending(self, audio: np.ndarray) -> None:
-        if audio.size > self.pending.size:
-            grown = np.zeros(audio.size, np.float32)
-            grown[: self.pending.size] = self.pending
-            self.pending = grown
-        self.pending[: audio.size] += audio
 
     def run(self, conn) -> None:
         control = self.control
@@ -480,6 +478,7 @@ class RingWriter:
                     engine.command(msg)
                 except Exception as e:  # noqa: BLE001 - one bad command never stops the voices
                     engine.report(f"{msg[0]}: {type(e).__name__}: {e}")
+            engine.retake(self)  # (a bend into the frame written last, if it has not been played)
             read = int(control[C_READ])
             engine.frame_started = t_starts = time.perf_counter()
             engine.hurry = self.write - read < self.lead - engine.frame_samples
@@ -496,7 +495,6 @@ class RingWriter:
                 skipped = self.origin + engine.frame_start(engine.bank.frame_index + frames) - self.write
                 self.write += skipped
                 engine.skip_frames(frames)
-                self.pending = self.pending[skipped:]
             if self.write - read >= self.lead + (self.extra if engine.heavy() else 0):
                 if self.manage_gc:
                     self.collect_garbage()
@@ -539,14 +537,12 @@ class RingWriter:
         control[C_ORIGIN] = self.origin
         control[C_WRITE] = self.write
         control[C_RUNNING] = 1
+        # (The engine gets the clock, not the writer: no reference cycle between the two.)
+        self.engine.ring_clock = (control, self.origin, self.blocksize)
 
     def write_frame(self) -> None:
         """Render the next frame of every voice into the ring."""
         audio = self.engine.render_frame()
-        if self.pending.size:
-            k = min(audio.size, self.pending.size)
-            audio[:k] += self.pending[:k]
-            self.pending = self.pending[k:]
         self._put(self.write, audio, add=False)
         self.write += audio.size
         control = self.control
@@ -554,12 +550,10 @@ class RingWriter:
         control[C_VOICES] = self.engine.n_sounding
         control[C_FRAMES] += 1
 
-    def catch_up(self, audio_from: int, audio: np.ndarray, tail: np.ndarray) -> None:
+    def catch_up(self, audio_from: int, audio: np.ndarray) -> None:
         """A new voice's first frames, rendered at once: `audio` from absolute sample
-        `audio_from` up to `self.write`, and its reverb `tail` from `self.write` on."""
+        `audio_from` up to `self.write`."""
         self._put(audio_from, audio, add=True)
-        if tail.size:
-            self._add_pending(tail)
 
 
 class NetworksThread:
@@ -727,6 +721,19 @@ class _Voice:
     head_end: int | None = None  # started by the mixer's head: where it ends (from the writer's origin)
 
 
+class _LastFrame:
+    """The frame `VoiceEngine.render_frame` rendered last, for a retake: its index, first sample
+    (from the writer's origin) and length, its voices (and slot -> row), their controls and dry
+    samples, and what it handed the writer."""
+
+    __slots__ = ("j", "begin", "n", "active", "rows", "f0", "amp", "dist", "noise", "dry", "out", "retakes")
+
+    def __init__(self, j, begin, n, active, rows, f0, amp, dist, noise, dry, out):
+        self.j, self.begin, self.n, self.active, self.rows = j, begin, n, active, rows
+        self.f0, self.amp, self.dist, self.noise, self.dry, self.out = f0, amp, dist, noise, dry, out
+        self.retakes = 0
+
+
 @dataclass
 class _StartRequest:
     pitch: int
@@ -760,7 +767,6 @@ class VoiceEngine:
         self._bank_args = dict(n_voices=1, sample_rate=self.sample_rate, n_harmonics=cfg.n_harmonics,
                                n_noise_bands=cfg.n_noise_bands)
         self._head_bank = StreamingSynthBank(**self._bank_args)  # renders new voices' first frames
-        self._ir_spectra: dict[int, np.ndarray] = {}  # FFT size -> the catch-up reverb's spectrum
         self.reverb = StreamingReverb(constants["ir"], self.sample_rate)
         self.meter = constants["meter"]
         self.ir = self.reverb.impulse_response
@@ -817,6 +823,13 @@ class VoiceEngine:
         self._heads_wanted: OrderedDict = OrderedDict()
         self._head_job: list | None = None  # [key, row, its controls, the next place to render]
         self._spare_bank = StreamingSynthBank(**self._bank_args)
+        # Retakes: the frame rendered last, the bank's and the reverb's state before it, the
+        # voices whose bend or pressure goes into it, and the ring's clock (RingWriter.start).
+        self._last: _LastFrame | None = None
+        self._bank_saved = self.bank.save_state()
+        self._reverb_saved = self.reverb.checkpoint()
+        self._retake_voices: list[_Voice] = []
+        self.ring_clock: tuple | None = None
 
     def frame_start(self, j: int) -> int:
         """First sample of frame j, counted from the writer's origin."""
@@ -975,21 +988,27 @@ class VoiceEngine:
                 self.note_off(msg[1])
         elif kind == "bend":
             self.global_bend = msg[1]
-            for v in self._sounding():
-                self._apply_bend(v)
+            voices = self._sounding()
+            retake = self._retakable(voices)
+            for v in voices:
+                self._apply_bend(v, frame=retake.get(v.slot))
         elif kind == "nbend":
-            for v in self._sounding():
-                if v.pitch == msg[1] and v.key_down:
-                    v.bend = msg[2]
-                    self._apply_bend(v)
+            voices = [v for v in self._sounding() if v.pitch == msg[1] and v.key_down]
+            retake = self._retakable(voices)
+            for v in voices:
+                v.bend = msg[2]
+                self._apply_bend(v, frame=retake.get(v.slot))
         elif kind == "pressure":
             self.global_pressure = msg[1]
-            for v in self._sounding():
-                v.note.set_pressure(self.global_pressure, replan=False)
+            voices = self._sounding()
+            retake = self._retakable(voices)
+            for v in voices:
+                v.note.set_pressure(self.global_pressure, replan=False, frame=retake.get(v.slot))
         elif kind == "npressure":
-            for v in self._sounding():
-                if v.pitch == msg[1] and v.key_down:
-                    v.note.set_pressure(msg[2], replan=False)
+            voices = [v for v in self._sounding() if v.pitch == msg[1] and v.key_down]
+            retake = self._retakable(voices)
+            for v in voices:
+                v.note.set_pressure(msg[2], replan=False, frame=retake.get(v.slot))
         elif kind == "sustain":
             self.sustain(msg[1])
         elif kind == "mode":
@@ -1011,11 +1030,69 @@ class VoiceEngine:
     def _sounding(self):
         return [v for v in self.voices if v is not None and v.fade is None]
 
-    def _apply_bend(self, v: _Voice, ease_s: float | None = None) -> None:
+    def _apply_bend(self, v: _Voice, ease_s: float | None = None, frame: int | None = None) -> None:
         from synth.hold import BEND_EASE_S, MAX_BEND_CENTS
 
         cents = max(-MAX_BEND_CENTS, min(MAX_BEND_CENTS, self.global_bend + v.bend + v.legato))
-        v.note.set_bend(cents, BEND_EASE_S if ease_s is None else ease_s, replan=False)
+        v.note.set_bend(cents, BEND_EASE_S if ease_s is None else ease_s, replan=False, frame=frame)
+
+    # ---- retakes: a bend or pressure in the frame written last --------------------------------
+    # The ring holds up to a frame and a block more than the callback has read (the lead), so a
+    # control that waited for the next frame reached the output 17 ms later on average. The
+    # frame written last starts at least a block past the callback when the writer keeps its
+    # lead: when a bend or pressure reaches few voices, that frame is rendered again for them,
+    # from the bank's and the reverb's state before it (saved every frame, 30 us), and the
+    # difference is added into the ring. A frame sooner, with the same ease (the bank ramps f0
+    # and amplitude within the frame from the frame before).
+
+    def _retakable(self, voices: list) -> dict[int, int]:
+        """slot -> the note frame to retake, for each of `voices` (all of them or none) whose
+        bend or pressure can go into the frame written last."""
+        last = self._last
+        if last is None or not voices or last.retakes >= RETAKES_PER_FRAME \
+                or self.bank.frame_index != last.j + 1 or self.ring_clock is None:
+            return {}
+        wanted = {v.slot: v for v in self._retake_voices}
+        for v in voices:
+            i = last.rows.get(v.slot)
+            if i is None or last.active[i] is not v:
+                return {}
+            wanted[v.slot] = v
+        if len(wanted) > RETAKE_MAX_VOICES or not self._retake_safe(last):
+            return {}
+        self._retake_voices = list(wanted.values())
+        return {v.slot: v.note.frame - 1 for v in voices}
+
+    def _retake_safe(self, last: "_LastFrame") -> bool:
+        control, origin, blocksize = self.ring_clock
+        margin = max(blocksize, int(RETAKE_MARGIN_S * self.sample_rate))
+        return origin + last.begin >= int(control[C_READ]) + margin
+
+    def retake(self, writer: RingWriter) -> None:
+        """Render the frame written last again for the voices whose bend or pressure was moved
+        into it (`_retakable`), and add the difference into the ring."""
+        voices, self._retake_voices = self._retake_voices, []
+        last = self._last
+        if not voices or last is None or self.bank.frame_index != last.j + 1 or not self._retake_safe(last):
+            return  # (their notes' changes then start at the next frame, the one they would have anyway)
+        rows = sorted(last.rows[v.slot] for v in voices)
+        for i in rows:
+            gain, f0_factor = last.active[i].note.retake_factors()
+            last.f0[i] *= f0_factor
+            last.amp[i] *= gain
+            last.noise[i] *= gain
+        index = np.asarray(rows)
+        last.dry[index] = self.bank.retake(self._bank_saved, [last.active[i].slot for i in rows],
+                                           last.f0[index], last.amp[index], last.dist[index], last.noise[index])
+        self.reverb.restore(self._reverb_saved)
+        out = self._mix(last.active, last.dry, last.begin, last.n)
+        at = writer.origin + last.begin
+        writer._put(at, out - last.out, add=True)
+        last.out = out
+        last.retakes += 1
+        writer.control[C_RETAKES] += 1
+        if int(writer.control[C_READ]) > at:  # (the callback reached it meanwhile: counted, never seen yet)
+            writer.control[C_TORN] += 1
 
     def note_on(self, pitch: int, params, gain: float, target: int = -1, head=None) -> None:
         if head is not None and params.key in self._head_rows:
@@ -1297,14 +1374,17 @@ class VoiceEngine:
             return
         onset = lead_in if head_start is None else min(max(0, head_start - at), dry.size - 1)
         self._fade_in(dry, onset, FADE_IN_S)
-        wet = self._catch_up_reverb(dry)
+        # Their reverb: the main reverb takes them as if they had come in their time (the wet
+        # over the frames written is returned, the rest comes out of it from the next frame on).
+        wet = self.reverb.add_past(dry)
+        self._last = None  # (a retake would restore the reverb from before it)
         if head_start is None:
-            wet[: dry.size] += dry
+            wet += dry
         else:
             if lead_in > onset:  # the callback is past the head's start: its reverb from here
                 self._fade_in(wet, lead_in, WET_FADE_S)
-            wet[: dry.size] += dry * self._head_gain(voice, at - writer.origin, dry.size)
-        writer.catch_up(at, wet[: dry.size], wet[dry.size:])
+            wet += dry * self._head_gain(voice, at - writer.origin, dry.size)
+        writer.catch_up(at, wet)
         if head_start is not None and begin > writer.origin + voice.head_end - self.head_xfade:
             control[C_TORN] += 1  # (too late for the cross-fade: a gap after the head)
         if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
@@ -1317,30 +1397,24 @@ class VoiceEngine:
         fade = min(x.size - at, max(1, int(seconds * self.sample_rate)))
         x[at : at + fade] *= np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
 
-    def _catch_up_reverb(self, dry: np.ndarray) -> np.ndarray:
-        """dry convolved with the impulse response's first CATCH_UP_IR_TAPS taps (float32,
-        dry.size + taps - 1 samples). The response's spectrum is kept per FFT size: a note-on
-        takes one FFT each way, not scipy.signal.fftconvolve's three and its checks."""
-        ir = self.ir[:CATCH_UP_IR_TAPS]
-        n = dry.size + ir.size - 1
-        size = scipy.fft.next_fast_len(n, real=True)
-        spectrum = self._ir_spectra.get(size)
-        if spectrum is None:
-            if len(self._ir_spectra) > 16:  # (a few sizes: 1-3 frames of 352-384 samples)
-                self._ir_spectra.clear()
-            spectrum = self._ir_spectra[size] = scipy.fft.rfft(ir.astype(np.float64), size).astype(np.complex64)
-        return scipy.fft.irfft(scipy.fft.rfft(dry, size) * spectrum, size)[:n].astype(np.float32)
-
     def _retire(self, slot: int) -> None:
         self.voices[slot] = None
 
     def skip_frames(self, frames: int) -> None:
         """The writer fell behind by `frames` frames: the voices skip them too (a gap, counted)."""
         self._skipped += frames
+        self._last = None
         for v in self.voices:
             if v is not None:
                 self._decode([v.note], frames)
                 v.note.controls_frames(frames)
+        # The reverb keeps the bank's clock (a new voice's first frames go into it by time,
+        # `_catch_up`): silence for the frames skipped, its tail rings on through the gap.
+        n = self.frame_start(self.bank.frame_index + frames) - self.frame_start(self.bank.frame_index)
+        if self.reverb.is_silent():
+            self.reverb.time += n
+        else:
+            self.reverb.process(np.zeros(n, np.float32))
         self.bank.frame_index += frames
 
     # ---- rendering ---------------------------------------------------------------------------
@@ -1380,6 +1454,7 @@ class VoiceEngine:
         active = [v for v in self.voices if v is not None]
         j = self.bank.frame_index
         n = self.frame_start(j + 1) - self.frame_start(j)
+        self._last = None
         if not active:
             self.bank.frame_index += 1
             if self.reverb.is_silent():
@@ -1418,17 +1493,26 @@ class VoiceEngine:
                 v.fade -= 1
                 g *= v.fade / STEAL_FRAMES
             v.note.controls_frame_into(f0, amp, dist, noise, i, g, stale_ok=True, hold_ok=True)
+        self.bank.save_state(self._bank_saved)  # (for a retake of this frame)
+        self.reverb.checkpoint(self._reverb_saved)
         dry = self.bank.render_chunk(f0, amp, dist, noise, voices=[v.slot for v in active])
-        mix = dry.sum(axis=0) if k > 1 else dry[0]
-        out = self.reverb.process(mix)
         begin = self.frame_start(j)
+        out = self._mix(active, dry, begin, n)
+        self._last = _LastFrame(j, begin, n, active, {v.slot: i for i, v in enumerate(active)}, f0, amp, dist,
+                                noise, dry, out.copy())
+        for v in active:  # over: a finished fade, or a note whose controls ended for good
+            if v.note.ended or v.fade == 0:
+                self._retire(v.slot)
+        return out
+
+    def _mix(self, active: list, dry: np.ndarray, begin: int, n: int) -> np.ndarray:
+        """The frame's voices (dry [k, n]) mixed, through the reverb, less the dry part of the
+        heads the mixer still plays."""
+        out = self.reverb.process(dry.sum(axis=0) if len(active) > 1 else dry[0])
         for i, v in enumerate(active):  # heads the mixer still plays: the reverb has the voice, the dry fades in
             if v.head_end is not None:
                 if begin >= v.head_end:
                     v.head_end = None
                 else:
                     out = out - dry[i] * (1.0 - self._head_gain(v, begin, n))
-        for v in active:  # over: a finished fade, or a note whose controls ended for good
-            if v.note.ended or v.fade == 0:
-                self._retire(v.slot)
         return out

@@ -790,7 +790,8 @@ class HeldNote:
     """
 
     def __init__(self, generator, params: NoteParams, sample_rate: int = 16000, peak_gain: float | None = None,
-                 start: NoteStart | None = None, synth: bool = True, decode_block: int = DECODE_BLOCK):
+                 start: NoteStart | None = None, synth: bool = True, decode_block: int = DECODE_BLOCK,
+                 grid_frame: int = 0):
         if start is not None:
             params = start.params
             peak_gain = start.peak_gain if peak_gain is None else peak_gain
@@ -812,6 +813,14 @@ class HeldNote:
         # notes in one bank and reverberates their mix.
         self.synth = StreamingSynth(self.sample_rate, constants["ir"], n_harmonics=cfg.n_harmonics,
                                     n_noise_bands=cfg.n_noise_bands, seed=int(params.key[:16], 16)) if synth else None
+        # Where the note's first frame falls in the pattern of frame lengths (44.1 kHz: five frames
+        # of 353 or 352 samples; one of 384 at 48 kHz): a live voice's frames fall on the server's
+        # grid, wherever its note-on came. `render_held(grid_frame=...)` renders one like it.
+        if isinstance(grid_frame, bool) or not isinstance(grid_frame, (int, np.integer)) or grid_frame < 0:
+            raise ValueError(f"grid_frame: expected an integer >= 0, got {grid_frame!r}")
+        self._grid = int(grid_frame)
+        if self.synth is not None:
+            self.synth.bank.frame_index = self._grid
         self.frame = 0  # frames rendered so far
         # Frames per decoder window (+ the context each side): any size gives the same note; a
         # live engine takes small ones, so that replanning after a note-off is quick.
@@ -821,6 +830,7 @@ class HeldNote:
         self.generation = 0  # bumped whenever the plan from the next frame on changes
         self._stale: dict[int, dict[str, np.ndarray]] = {}  # block -> controls of an older plan
         self._last_row: tuple | None = None  # the last frame's controls (controls_frame_into)
+        self._rendered_live = (1.0, 1.0)  # the last frame's live factors (gain, f0), for retake_factors
         self._holding = 0  # frames they have been held for
         self._forgot_at = 0
         if start is not None:
@@ -870,7 +880,9 @@ class HeldNote:
         return self._silent_from is not None and self._samples(self.frame) >= self._silent_from
 
     def _samples(self, frame: int) -> int:
-        return int(frame_start_sample(frame, self.sample_rate, FRAME_RATE))
+        g = self._grid
+        return int(frame_start_sample(frame + g, self.sample_rate, FRAME_RATE)
+                   - frame_start_sample(g, self.sample_rate, FRAME_RATE))
 
     def _rewind(self) -> _PlanState:
         """Forget the plan from the next frame on; the state before planning it."""
@@ -904,27 +916,41 @@ class HeldNote:
         self._released = True
         self._apply(replace(self._rewind(), released_at=self.frame))
 
-    def set_bend(self, cents: float, ease_s: float = BEND_EASE_S, replan: bool = True) -> None:
+    def _live_from(self, frame: int | None) -> int:
+        """The frame a live (not replanned) change starts at: the next one, or (`frame`, a live
+        engine that renders it again: `retake_factors`) the last one rendered."""
+        if frame is None:
+            return self.frame
+        if frame != self.frame - 1 or frame not in self._plan:
+            raise ValueError(f"frame: expected the last frame rendered ({self.frame - 1}) or None, got {frame!r}")
+        return frame
+
+    def set_bend(self, cents: float, ease_s: float = BEND_EASE_S, replan: bool = True,
+                 frame: int | None = None) -> None:
         """Bend the pitch to `cents` (relative to the note's pitch, |cents| <= MAX_BEND_CENTS),
         reached linearly over `ease_s` (BEND_EASE_S; a glide gives its own) from the next frame on.
 
         replan False (live playing): the frames already planned and decoded keep their inputs and
         the bend is applied to their f0 on the way out; frames planned from now on hand the bent
         pitch to the decoder. So a pitch wheel costs no decoder call, and the timbre follows the
-        pitch within one decoder block (DECODE_BLOCK frames)."""
+        pitch within one decoder block (DECODE_BLOCK frames). `frame` (replan False only): from
+        that frame on instead, the last one rendered, which the caller renders again."""
         if isinstance(cents, bool) or not isinstance(cents, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(cents)) or abs(float(cents)) > MAX_BEND_CENTS:
             raise ValueError(f"bend: expected cents in [-{MAX_BEND_CENTS:g}, {MAX_BEND_CENTS:g}], got {cents!r}")
         ease = _check_time("ease_s", ease_s)
         if not replan:
-            now = self._live_value("bend", self.frame)
+            at = self._live_from(frame)
+            now = self._live_value("bend", at)
             if now is None:
-                now = _bend_cents(self._snapshots[self.frame], self.frame)
-            self._live["bend"] = (now, float(cents), self.frame, max(1, _frames(ease)))
+                now = self._plan[at].bend_cents if at < self.frame else _bend_cents(self._snapshots[at], at)
+            self._live["bend"] = (now, float(cents), at, max(1, _frames(ease)))
             last = self._plan_end  # the plan's future: planned bent (cheap, no rewind)
             self._snapshots[last] = replace(self._snapshots[last], bend_from=float(cents), bend_to=float(cents),
                                             bend_at=last)
             return
+        if frame is not None:
+            raise ValueError("frame: only for a live bend (replan=False)")
         state = self._rewind()
         now = _bend_cents(state, self.frame)
         self._live.pop("bend", None)
@@ -945,21 +971,24 @@ class HeldNote:
         """The bend the note is heading for (cents)."""
         return self._snapshots[max(self._snapshots)].bend_to if self._snapshots else 0.0
 
-    def set_pressure(self, value: float, replan: bool = True) -> None:
+    def set_pressure(self, value: float, replan: bool = True, frame: int | None = None) -> None:
         """Pressure 0..1 (0: the note as played): the loudness input rises by up to PRESSURE_DB,
-        eased over PRESSURE_EASE_S from the next frame on."""
+        eased over PRESSURE_EASE_S from the next frame on (`frame`: as `set_bend`'s)."""
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"pressure: expected a number in [0, 1], got {value!r}")
         if not replan:  # as set_bend: a gain now, the decoder's loudness input from the next block
-            now = self._live_value("pressure", self.frame)
+            at = self._live_from(frame)
+            now = self._live_value("pressure", at)
             target = PRESSURE_DB * float(value)
-            self._live["pressure"] = (now if now is not None else target, target, self.frame,
+            self._live["pressure"] = (now if now is not None else target, target, at,
                                       max(1, _frames(PRESSURE_EASE_S)))
             last = self._plan_end
             self._snapshots[last] = replace(self._snapshots[last], pressure_from=target, pressure_to=target,
                                             pressure_at=last)
             return
+        if frame is not None:
+            raise ValueError("frame: only for a live pressure (replan=False)")
         state = self._rewind()
         now = _pressure_db(state, self.frame)
         self._live.pop("pressure", None)
@@ -1147,19 +1176,39 @@ class HeldNote:
         planned = self._plan[j]
         g = self._vca.gain_db(j, level_db + planned.gain_db, planned)
         gain = 0.0 if g is None else 10.0 ** ((planned.gain_db + g) / 20.0)
-        f0_factor = 1.0
-        if self._live:
-            bend = self._live_value("bend", j)
-            if bend is not None and bend != planned.bend_cents:
-                f0_factor = 2.0 ** ((bend - planned.bend_cents) / 1200.0)
-            pressure = self._live_value("pressure", j)
-            if pressure is not None and pressure != planned.pressure_db:
-                gain *= 10.0 ** ((pressure - planned.pressure_db) / 20.0)
+        live_gain, f0_factor = self._live_factors(j, planned) if self._live else (1.0, 1.0)
+        gain *= live_gain
+        self._rendered_live = (live_gain, f0_factor)
         if g is None and self._silent_from is None:
             ir = self.synth.reverb.impulse_response.size if self.synth is not None \
                 and self.synth.reverb is not None else 0
             self._silent_from = self._samples(j + 1) + ir
         return gain, f0_factor
+
+    def _live_factors(self, j: int, planned: _PlannedFrame) -> tuple[float, float]:
+        """Frame j's factors from a live pressure (on its amplitudes) and a live bend (on its f0)."""
+        gain = f0_factor = 1.0
+        bend = self._live_value("bend", j)
+        if bend is not None and bend != planned.bend_cents:
+            f0_factor = 2.0 ** ((bend - planned.bend_cents) / 1200.0)
+        pressure = self._live_value("pressure", j)
+        if pressure is not None and pressure != planned.pressure_db:
+            gain = 10.0 ** ((pressure - planned.pressure_db) / 20.0)
+        return gain, f0_factor
+
+    def retake_factors(self) -> tuple[float, float]:
+        """For a live engine that renders the note's last frame again (`VoiceEngine.retake`)
+        after a live bend or pressure set with `frame=note.frame - 1`: that frame's (gain, f0)
+        factors, new against the ones it was rendered with (and rendered with from now on)."""
+        j = self.frame - 1
+        gain, f0_factor = self._live_factors(j, self._plan[j])
+        old_gain, old_f0 = self._rendered_live
+        # A live value replanned since (a note-off after the bend) is the plan's from the next
+        # frame on: this frame keeps what it had.
+        gain = gain if "pressure" in self._live else old_gain
+        f0_factor = f0_factor if "bend" in self._live else old_f0
+        self._rendered_live = (gain, f0_factor)
+        return gain / old_gain, f0_factor / old_f0
 
     def urgent(self) -> bool:
         """True if the next frame's block is decoded neither for the current plan nor an older one."""
@@ -1257,12 +1306,14 @@ def check_latent(option: str, values: Any) -> list[float]:
 
 def render_held(generator, params: NoteParams, hold_s: float, sample_rate: int = 16000,
                 bend: Iterable[tuple[float, float]] = (), latent_at: Iterable[tuple[float, Sequence[float]]] = (),
-                chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> np.ndarray:
+                chunk_frames: int = DEFAULT_CHUNK_FRAMES, grid_frame: int = 0) -> np.ndarray:
     """A note held for `hold_s` seconds, its release and its reverb tail: 1-D float32 at
     `sample_rate`, until it has rung out to exact silence (a decaying timbre may get there
     before its note-off). `bend`: (time_s, cents) pairs; `latent_at`: (time_s, 16 values)
     pairs; each takes effect at the frame nearest its time. Rendered by `HeldNote` in chunks of
-    `chunk_frames` (split at events), exactly as a live voice would be."""
+    `chunk_frames` (split at events), exactly as a live voice would be. `grid_frame`: the
+    note's first frame's place in the pattern of frame lengths (`HeldNote`): at 44.1 kHz a live
+    voice started on frame j of the server's grid is the note rendered with grid_frame j % 5."""
     hold_s = _check_time("hold", hold_s)
     if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
         raise ValueError(f"chunk_frames: expected an integer >= 1, got {chunk_frames!r}")
@@ -1274,7 +1325,7 @@ def render_held(generator, params: NoteParams, hold_s: float, sample_rate: int =
     off = _frames(hold_s)
     events.append((off, 2, "off", None))
     events.sort(key=lambda e: (e[0], e[1]))
-    note = HeldNote(generator, params, sample_rate)
+    note = HeldNote(generator, params, sample_rate, grid_frame=grid_frame)
     limit = off + _frames(MAX_RELEASE_S)
     pieces = []
     i = 0

@@ -189,13 +189,28 @@ def median_pitch_hz(audio: np.ndarray, near_hz: float, window_s: float = 0.1, sa
 def aligned_residual(live: np.ndarray, offline: np.ndarray, sample_rate: int) -> tuple:
     """The live note starts inside its first frame, at the block after the message: align it
     with the offline render (cross-correlation over the first second). Returns (lag in samples,
-    the live and the offline 0.1-1.9 s, the residual of one against the other in dB)."""
+    the live and the offline 0.1-1.9 s, the residual of one against the other in dB).
+
+    The lag is negative when the note's first frame began before the block it started in (its
+    first samples were never played). For a note this periodic the highest correlation can be a
+    period or two away from the true lag (its peaks differ by a few parts in a thousand): of the
+    highest peaks, the one with the smallest residual is taken. (The highest alone, searched
+    from 0 on, gave -28 to -35 dB in about half of the tries: the lag was -256 or -128, the peak
+    taken 111 or 55, one or two periods of C4 away.)"""
     n = sample_rate
     spectrum = np.fft.rfft(live[:n], 2 * n) * np.conj(np.fft.rfft(offline[:n], 2 * n))
-    lag = int(np.argmax(np.fft.irfft(spectrum)[:n]))
+    correlation = np.fft.irfft(spectrum, 2 * n)
+    peaks = np.flatnonzero((correlation > np.roll(correlation, 1)) & (correlation >= np.roll(correlation, -1)))
     i, j = int(0.1 * sample_rate), int(1.9 * sample_rate)
-    a, b = live[lag + i : lag + j], offline[i:j]
-    return lag, a, b, float(10 * np.log10(np.mean((a - b) ** 2) / np.mean(b**2)))
+    fits = []
+    for k in peaks[np.argsort(correlation[peaks])[-8:]]:
+        lag = int(k) - 2 * n if k >= n else int(k)  # circular: the upper half holds the negative lags
+        if lag + i < 0 or lag + j > live.size:
+            continue
+        a, b = live[lag + i : lag + j], offline[i:j]
+        fits.append((float(10 * np.log10(np.mean((a - b) ** 2) / np.mean(b**2))), lag, a, b))
+    residual_db, lag, a, b = min(fits, key=lambda fit: fit[0])
+    return lag, a, b, residual_db
 
 
 def test_bend_moves_a_sounding_note_by_its_cents(voices):
@@ -377,11 +392,10 @@ def test_the_live_note_is_the_note_render_hold_writes(voices):
         d = live[lag + i : lag + j] - offline[i:j]
         print(segment, round(10 * np.log10(np.mean(d**2) / np.mean(offline[i:j] ** 2)), 1))
     print(f"live vs render --hold: lag {lag} samples, residual {residual_db:.1f} dB (live {10 * np.log10(np.mean(a**2) + 1e-20):.1f} dB, offline {10 * np.log10(np.mean(b**2)):.1f} dB)")
-    # The issue asks for -40 dB. Measured through the server, on tries with no gap: -48 dB when the
-    # alignment finds lag 0, -28 to -35 dB when it finds 55 or 111 samples (the same engine fed
-    # directly, without the server, matches to -45 dB; why the lag varies is not found yet). A
-    # wrong note or timbre is 0 dB or worse.
-    assert residual_db < -20.0, residual_db
+    # The issue asks for -40 dB (to noise). Measured through the server, on tries with no gap:
+    # -78.6 dB at lag 0, -76.0 at -128, -72.7 at -256 (the first millisecond's fade-in and its
+    # reverb). A wrong note or timbre is 0 dB or worse.
+    assert residual_db < -40.0, residual_db
 
 
 def test_a_killed_voice_process_is_replaced_and_the_instrument_plays_on(voices):

@@ -516,20 +516,46 @@ def test_a_live_timbre_change_runs_no_decoder_in_the_playing_thread(gen, monkeyp
     assert callers and threading.current_thread().name not in callers, callers
 
 
-def test_a_new_voices_catch_up_reverb_is_the_convolution_with_the_responses_first_taps(gen):
-    from osc_server.voices import CATCH_UP_IR_TAPS, VoiceEngine
+@pytest.mark.parametrize("sample_rate", (48000, 44100))
+def test_a_note_that_joins_frames_written_already_is_the_offline_note_reverb_and_all(gen, sample_rate,
+                                                                                       monkeypatch):
+    """A note-on starts in the next block, inside frames the engine has written already: it
+    renders those frames at once and adds them, with their reverb, into the ring. The reverb is
+    the whole response (`StreamingReverb.add_past`), so the note is what `render --hold` writes,
+    but for its first millisecond's fade-in and that fade's reverb: -72 dB at 48 and 44.1 kHz
+    over 0.05-0.6 s. (With the response's first 4096 taps, as before: -67 dB at 48 kHz.)"""
+    from osc_server import voices
+    from synth.hold import render_held
 
-    engine = VoiceEngine(gen, 48000, 4)
-    rng = np.random.default_rng(3)
-    try:
-        for n in (352, 384, 768, 1152, 384):  # (the last: a spectrum kept from before)
-            dry = (0.1 * rng.normal(size=n)).astype(np.float32)
-            expected = np.convolve(dry.astype(np.float64), engine.ir[:CATCH_UP_IR_TAPS].astype(np.float64))
-            got = engine._catch_up_reverb(dry)
-            assert got.dtype == np.float32 and got.shape == expected.shape
-            np.testing.assert_allclose(got, expected, atol=1e-6 * np.max(np.abs(expected)) + 1e-7)
-    finally:
-        engine.stop()
+    monkeypatch.setattr(voices, "OPTIONAL_WORK_S", 60.0)  # (the same work at every frame)
+    # (A lead that is a multiple of 4: the writer's origin is then such that some block starts at
+    # the first frame of a pattern of five at 44.1 kHz, 1764 samples.)
+    p = _Playing(gen, sample_rate, lead=768)
+    note = SUSTAIN.replace(pitch=64)
+    p.warm([note])
+    p.blocks(sample_rate // 256)
+    # A block that begins a frame, the first of the pattern of frame lengths (at 44.1 kHz, five
+    # frames of 353 or 352 samples): the note's first frame is not cut, and its frames are as long
+    # as the offline note's.
+    for _ in range(1764):
+        x = p.mixer.block_start - p.writer.origin
+        j = p.engine.frame_at(x)
+        if p.engine.frame_start(j) == x and j % p.engine.bank.frame_period == 0:
+            break
+        p.blocks(1)
+    else:
+        raise AssertionError("no block starts at the first frame of a pattern")
+    assert p.engine.bank.frame_index > p.engine.frame_at(x)  # (that frame is written already)
+    n = len(p.out)
+    p.engine.note_on(64, note, 1.0)
+    p.blocks(int(0.6 * sample_rate) // 256)
+    live = np.concatenate(p.out[n:]).astype(np.float64)
+    offline = render_held(gen, note, 1.0, sample_rate).astype(np.float64)[: live.size]
+    i = int(0.05 * sample_rate)
+    residual_db = 10 * np.log10(np.mean((live[i:] - offline[i:]) ** 2) / np.mean(offline[i:] ** 2))
+    print(f"{sample_rate} Hz: residual {residual_db:.1f} dB")
+    assert residual_db < -70.0, residual_db
+    p.engine.stop()
 
 
 class _Playing:
@@ -565,6 +591,7 @@ class _Playing:
         import time
 
         for _ in range(n):
+            self.engine.retake(self.writer)  # (as RingWriter.run: after the commands)
             self.engine.frame_started = time.perf_counter()
             self.engine.start_ready(self.writer)
             while self.writer.write - self.mixer.block_start < self.lead:  # (as RingWriter.run)
@@ -715,6 +742,46 @@ def test_a_chord_of_more_notes_than_voices_starts_only_its_last_notes(gen):
     assert p.engine.starts_skipped == 12
     assert np.max(np.abs(np.concatenate(p.out[-4:]))) > 0.01  # and the chord sounds
     p.engine.stop()
+
+
+@pytest.mark.parametrize("command", [("bend", 300.0), ("nbend", 64, -500.0), ("pressure", 0.8)])
+def test_a_bend_or_pressure_goes_into_the_frame_written_last(gen, command, monkeypatch):
+    """The frame written last starts a block or more past the callback's reading position: a
+    bend or pressure for a few voices renders it again (a retake) instead of waiting for the next
+    frame. What plays is then, sample for sample, what the engine plays when the control comes
+    just before that frame."""
+    from osc_server import voices
+    from osc_server.voices import C_RETAKES
+
+    # (Work that may wait a frame waits by the clock: here it never does, so that both engines
+    # decode the same blocks at the same frames.)
+    monkeypatch.setattr(voices, "OPTIONAL_WORK_S", 60.0)
+
+    notes = [SUSTAIN.replace(pitch=p) for p in (60, 64)]
+    # (A lead of a frame and two blocks: between blocks here the writer is a block behind where
+    # the voice process keeps it, and a retake needs the frame to start a block past the reading.)
+    taken, reference = _Playing(gen, 48000, lead=384 + 512), _Playing(gen, 48000, lead=384 + 512)
+    reference.engine.ring_clock = None  # (no retakes)
+    for p in (taken, reference):
+        p.warm(notes)
+    for p in (taken, reference):  # the same clock for both
+        p.blocks(max(len(taken.out), len(reference.out)) - len(p.out))
+        for n in notes:
+            p.engine.note_on(n.pitch, n, 0.3)
+    taken.blocks(30)
+    j = taken.engine.bank.frame_index - 1  # the frame written last
+    taken.engine.command(command)
+    taken.blocks(30)
+    while reference.engine.bank.frame_index < j:  # (a block writes a frame or none)
+        reference.blocks(1)
+    reference.engine.command(command)  # just before frame j
+    reference.blocks(len(taken.out) - len(reference.out))
+    assert int(taken.control[C_RETAKES]) == 1 and int(reference.control[C_RETAKES]) == 0
+    a, b = taken.audio(), reference.audio()
+    assert np.max(np.abs(a)) > 0.05
+    assert np.max(np.abs(a - b)) < 1e-6
+    for p in (taken, reference):
+        p.engine.stop()
 
 
 def test_playing_leaves_no_reference_cycles(gen):

@@ -285,6 +285,90 @@ def test_noise_level_matches_the_offline_renderer(sample_rate):
     assert p_stream[f > 8300].sum() < 1e-4 * p_stream.sum()
 
 
+@pytest.mark.parametrize("sample_rate", RATES)
+def test_a_retake_renders_the_last_chunk_again_as_if_its_controls_had_been_those(sample_rate):
+    """`retake` from the state saved before the last chunk, with other controls for some voices:
+    those voices' samples, and every later chunk, are what a bank given those controls in the
+    first place renders (noise draws included); the other voices go on untouched."""
+    notes = [note_controls(30, seed=s, f0_hz=f) for s, f in ((1, 110.0), (2, 330.0), (3, 1000.0))]
+    bent = {key: value.copy() for key, value in notes[1].items()}
+    bent["f0_hz"][20:] *= 2 ** (200 / 1200)
+    bent["amplitude"][20:] *= 1.5
+    taken, reference = (streaming.StreamingSynthBank(5, sample_rate, seeds=[11, 12, 13, 14, 15]) for _ in range(2))
+    slots = [4, 0, 2]
+    for start, stop in ((0, 7), (7, 19)):
+        taken.render_chunk(*stack(notes, slice(start, stop)), voices=slots)
+        reference.render_chunk(*stack(notes, slice(start, stop)), voices=slots)
+    state = taken.save_state()
+    first = taken.render_chunk(*stack(notes, slice(19, 21)), voices=slots)
+    again = taken.retake(state, [0], *stack([bent], slice(19, 21)))
+    expected = reference.render_chunk(*stack([notes[0], bent, notes[2]], slice(19, 21)), voices=slots)
+    assert np.max(np.abs(again[0] - expected[1])) < 1e-6
+    assert np.max(np.abs(first[1] - expected[1])) > 0.01  # (the retake changed something)
+    later = taken.render_chunk(*stack([notes[0], bent, notes[2]], slice(21, 30)), voices=slots)
+    assert np.max(np.abs(later - reference.render_chunk(*stack([notes[0], bent, notes[2]], slice(21, 30)),
+                                                       voices=slots))) < 1e-6
+    with pytest.raises(ValueError, match="retake"):  # not from before the last chunk any more
+        taken.retake(state, [0], *stack([bent], slice(19, 21)))
+    state = taken.save_state()
+    taken.render_chunk(*stack(notes, slice(29, 30)), voices=slots)
+    with pytest.raises(ValueError, match="voices"):  # slot 1 played no part in it
+        taken.retake(state, [1], *stack([bent], slice(29, 30)))
+
+
+@pytest.mark.parametrize("sample_rate,pieces", [(48000, (384,) * 6), (44100, (353, 353, 352, 353, 353, 352))])
+def test_the_reverb_processes_a_piece_again_from_its_checkpoint(sample_rate, pieces):
+    """checkpoint, process, restore, process other input: as if the other input had come first,
+    at frame-sized pieces (at 44.1 kHz, across partition blocks)."""
+    ir = impulse_response(n=16000)
+    taken, reference = (streaming.StreamingReverb(ir, sample_rate) for _ in range(2))
+    rng = np.random.default_rng(1)
+    x = [rng.normal(size=n).astype(np.float32) for n in pieces]
+    other = rng.normal(size=pieces[3]).astype(np.float32)
+    saved = taken.checkpoint()
+    for i, piece in enumerate(x):
+        if i == 3:
+            taken.checkpoint(saved)
+            taken.process(piece)
+            taken.restore(saved)
+            piece = other
+        out = taken.process(piece)
+        assert np.max(np.abs(out - reference.process(other if i == 3 else piece))) < 1e-6
+    tail = np.zeros(4000, np.float32)
+    assert np.max(np.abs(taken.process(tail) - reference.process(tail))) < 1e-6
+
+
+@pytest.mark.parametrize("sample_rate,pieces,late", [(48000, (384,) * 8, 2 * 384 + 100),
+                                                      (44100, (353, 353, 352, 353, 353, 352, 353, 353), 900),
+                                                      (48000, (384,) * 8, 50)])
+def test_input_added_to_the_past_reverberates_as_if_it_had_come_in_its_time(sample_rate, pieces, late):
+    """add_past: a note that joins frames already processed (a live voice's first frames). The
+    wet part over those samples, plus what the reverb put out for them, plus everything after, is
+    the reverb of the note given in its time: the whole response, across partition blocks."""
+    ir = impulse_response(n=16000)
+    taken, reference = (streaming.StreamingReverb(ir, sample_rate, n_channels=2) for _ in range(2))
+    rng = np.random.default_rng(2)
+    total = sum(pieces)
+    base = rng.normal(size=(2, total)).astype(np.float32) * 0.1
+    note = np.zeros((2, total), np.float32)
+    joined = sum(pieces[:5])  # the note is added when 5 pieces are processed, `late` samples into its time
+    note[:, joined - late :] = rng.normal(size=(2, total - joined + late))
+    expected = np.concatenate([reference.process((base + note)[:, a : a + n])
+                               for a, n in zip(np.cumsum((0,) + pieces[:-1]), pieces)], axis=-1)
+    out = [taken.process(base[:, :a]) for a in (pieces[0],)] + \
+        [taken.process(base[:, a : a + n]) for a, n in zip(np.cumsum(pieces[:4]), pieces[1:5])]
+    out = np.concatenate(out, axis=-1)
+    past = taken.add_past(note[:, joined - late : joined])
+    out[:, joined - late :] += past + note[:, joined - late : joined]
+    rest = [taken.process((base + note)[:, a : a + n]) for a, n in zip(np.cumsum((joined,) + pieces[5:-1]), pieces[5:])]
+    out = np.concatenate([out] + rest, axis=-1)
+    assert np.max(np.abs(out - expected)) < 1e-5
+    tail = np.zeros((2, 20000), np.float32)
+    assert np.max(np.abs(taken.process(tail) - reference.process(tail))) < 1e-5
+    # (Without the delay line's share, the response's taps past a few blocks would be missing.)
+    assert np.max(np.abs(expected[:, -1000:])) > 0.01
+
+
 # ---------------------------------------------------------------------------------------------
 # The reverb alone.
 
