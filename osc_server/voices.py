@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from osc_server.audio import SWITCH_INTERVAL_S, normal_priority, try_realtime
+from osc_server.audio import RT_PRIORITY_HELPERS, SWITCH_INTERVAL_S, normal_priority, try_realtime
 from osc_server.render_pool import WORKER_THREADS, load_factory
 from synth.fast_render import limit_compute_threads
 from synth.models import DECODER_FRAME_RATE as FRAME_RATE
@@ -119,6 +119,12 @@ START_WORK_S = 0.004
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
 PLAN_BUDGET_FRAMES = 64  # frames planned a frame, all voices together (about 2 ms)
 POLL_S = 0.0005
+# `/prerender` in the voice process: its notes go to the networks this many at a time, the next
+# once the last came back. All at once (440 notes for `/prerender 36 96`), the answer was 34 MB,
+# and unpickling it held the GIL from the playing thread for 20-90 ms (slow frames, late blocks,
+# under fast chords); and a note-on's own job waited behind all of them (2 s).
+WARM_JOB_NOTES = 8
+WARM_JOB_TIMEOUT_S = 5.0  # a chunk whose answer never came (an error) stops holding the next
 # Retakes (`VoiceEngine.retake`): a bend or pressure that reaches at most RETAKE_MAX_VOICES
 # voices renders the frame written last again, when that frame starts RETAKE_MARGIN_S or a block
 # (the larger) past what the callback reads, at most RETAKES_PER_FRAME times a frame.
@@ -127,7 +133,11 @@ RETAKE_MARGIN_S = 0.003
 RETAKES_PER_FRAME = 2
 GC_EVERY_S = 0.05  # the voice process collects its young objects this often, between frames
 SLOW_FRAME_S = 0.012  # a frame's work past this is reported (LiveVoices.errors, the server's log)
-RT_PRIORITY_VOICES = 55  # between the OSC thread (60) and the other helpers (50)
+# The voice process's threads: SCHED_FIFO below the audio process's helpers (RT_PRIORITY_HELPERS,
+# 50), above every ordinary process. At 55, above the helpers, it preempted a helper that held
+# the audio process's GIL, and the callback waited for it (under-runs under fast chords: 26 in a
+# minute against 7 of the one-shot server).
+RT_PRIORITY_VOICES = 45
 START_TIMEOUT_S = 120.0
 # Heads: a known note's first HEAD_FRAMES frames (dry, gain 1), kept in shared memory, which the
 # audio process's mixer plays itself at a note-on, in the next block, while the voice process
@@ -204,6 +214,7 @@ class LiveVoices:
         self.errors: deque = deque(maxlen=64)
         self.restarts = 0
         self._closing = False
+        self._realtime = bool(realtime)
         try:
             self._start_process()
         except VoiceProcessError:
@@ -238,6 +249,8 @@ class LiveVoices:
     def _read(self) -> None:
         """Replies of the voice process; if it dies, a new one is started (its sounding notes are
         lost; the ring is silent meanwhile, and every block counts as late)."""
+        if self._realtime:  # (it takes the GIL: as the audio process's other helpers, audio.RT_PRIORITY_HELPERS)
+            try_realtime(RT_PRIORITY_HELPERS)
         while True:
             try:
                 msg = self._conn.recv()
@@ -384,7 +397,7 @@ def _voice_main(conn, shm_name: str, factory: str, sample_rate: int, max_voices:
     head_shm = shared_memory.SharedMemory(name=head_shm_name)
     try:
         generator = load_factory(factory)()
-        networks = NetworksProcess(factory, threads)
+        networks = NetworksProcess(factory, threads, realtime_priority=RT_PRIORITY_VOICES if realtime else None)
         engine = VoiceEngine(generator, sample_rate, max_voices, networks=networks)
         engine.head_table = np.ndarray((HEAD_SLOTS, *head_geometry(sample_rate)[:2]), np.float32,
                                        buffer=head_shm.buf)
@@ -625,8 +638,11 @@ class NetworksProcess:
     """`NetworksThread`'s interface, with the networks in a process of their own: the voice
     process's playing thread never waits for the GIL while they run."""
 
-    def __init__(self, factory: str, threads: int = WORKER_THREADS, report=None):
+    def __init__(self, factory: str, threads: int = WORKER_THREADS, report=None, realtime_priority: int | None = None):
         ctx = mp.get_context("spawn")
+        # Its threads take the voice process's GIL: at the playing thread's priority, so that no
+        # ordinary process preempts one of them while the playing thread waits for the GIL.
+        self._priority = realtime_priority
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_networks_main, args=(child, factory, threads), daemon=True,
                                    name="sound-generator-networks")
@@ -664,6 +680,8 @@ class NetworksProcess:
             return len(self._done)
 
     def _send_jobs(self) -> None:
+        if self._priority is not None:
+            try_realtime(self._priority)
         while True:
             job = self._outbox.get()
             try:
@@ -674,6 +692,8 @@ class NetworksProcess:
                 return
 
     def _read(self) -> None:
+        if self._priority is not None:
+            try_realtime(self._priority)
         while True:
             try:
                 job_id, starts, error = self._conn.recv()
@@ -796,6 +816,10 @@ class VoiceEngine:
         # otherwise take the GIL from the thread that renders the frames).
         self.networks = networks if networks is not None else NetworksThread(generator)
         self._ready: list = []  # (request, NoteStart) to start at the next frame
+        # `/prerender` (warm): notes waiting for the networks, sent WARM_JOB_NOTES at a time, and
+        # when the chunk out was sent (None: none out).
+        self._warm: deque = deque()
+        self._warming: float | None = None
         self._offs: list = []  # (sample, pitch): timetagged note-offs
         self._timbre_ready: list = []  # (epoch, slot, note, HeldNote.prepare_timbre's result) to apply
         # Timbre changes run the networks one at a time: while one runs, later ones only mark that
@@ -843,6 +867,24 @@ class VoiceEngine:
     def _started(self, starts: list) -> None:
         for start in starts:
             self._done.put(("start", start))
+
+    def _warmed(self, starts: list) -> None:
+        self._started(starts)
+        self._done.put(("warmed",))
+
+    def _warm_next(self) -> None:
+        """The next WARM_JOB_NOTES notes of a `/prerender` to the networks, once the last have
+        come back (or WARM_JOB_TIMEOUT_S passed: an error)."""
+        if not self._warm or (self._warming is not None and time.monotonic() - self._warming < WARM_JOB_TIMEOUT_S):
+            return
+        chunk = []
+        while self._warm and len(chunk) < WARM_JOB_NOTES:
+            params = self._warm.popleft()
+            if params.key not in self._starts:
+                chunk.append(params)
+        if chunk:
+            self._warming = time.monotonic()
+            self.networks.submit(chunk, True, self._warmed)
 
     def _prefetch(self, notes: list) -> None:
         """Decode the next blocks of at most PREFETCH_PER_FRAME voices, the most urgent first,
@@ -1019,9 +1061,7 @@ class VoiceEngine:
         elif kind == "timbre":
             self.set_timbre(msg[1])
         elif kind == "warm":
-            missing = [p for p in msg[1] if p.key not in self._starts]
-            if missing:
-                self.networks.submit(missing, True, self._started)
+            self._warm.extend(p for p in msg[1] if p.key not in self._starts)
         elif kind == "panic":
             self.panic()
         else:
@@ -1235,6 +1275,8 @@ class VoiceEngine:
                         prepared = v.note.prepare_timbre(request.params, start.timbre,
                                                          gain_db=20.0 * math.log10(start.peak_gain))
                         self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, prepared))
+            elif done[0] == "warmed":
+                self._warming = None
             elif done[0] == "timbre":
                 _, epoch, targets, starts, comps = done
                 self._timbre_sent = None
@@ -1248,6 +1290,7 @@ class VoiceEngine:
                     self._submit_timbre()
         if self._timbre_again and time.monotonic() - (self._timbre_sent or 0.0) >= TIMBRE_JOB_TIMEOUT_S:
             self._submit_timbre()  # (the change before never came back)
+        self._warm_next()
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0

@@ -784,6 +784,43 @@ def test_a_bend_or_pressure_goes_into_the_frame_written_last(gen, command, monke
         p.engine.stop()
 
 
+def test_a_prerender_goes_to_the_networks_a_few_notes_at_a_time(gen):
+    """`/prerender` in the voice process (warm): WARM_JOB_NOTES notes a job, the next once the
+    last came back. A note-on's own job goes out at once, not behind the rest. (All at once, a
+    440-note answer held the GIL from the playing thread for 20-90 ms while it was unpickled.)"""
+    from osc_server.voices import WARM_JOB_NOTES, RingWriter, VoiceEngine, N_CONTROL, RING_SAMPLES
+    from synth.hold import prepare_notes
+
+    class Networks:  # (records the jobs; the test answers them)
+        def __init__(self):
+            self.jobs = []
+
+        def submit(self, notes, peak_gain, done, levels=None):
+            self.jobs.append((list(notes), done))
+
+        def close(self):
+            pass
+
+    networks = Networks()
+    engine = VoiceEngine(gen, 48000, 8, networks=networks)
+    writer = RingWriter(engine, np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64), 640, 256)
+    writer.start()
+    notes = [SUSTAIN.replace(pitch=40 + k) for k in range(3 * WARM_JOB_NOTES + 2)]
+    engine.command(("warm", notes))
+    engine.start_ready(writer)
+    engine.start_ready(writer)
+    assert [n for n, _ in networks.jobs] == [notes[:WARM_JOB_NOTES]]
+    engine.note_on(90, SUSTAIN.replace(pitch=90), 0.5)  # its own job, now
+    assert networks.jobs[-1][0] == [SUSTAIN.replace(pitch=90)]
+    for k in range(1, 4):
+        chunk, done = networks.jobs[0 if k == 1 else -1]
+        done(prepare_notes(gen, chunk))
+        engine.start_ready(writer)
+        assert networks.jobs[-1][0] == notes[k * WARM_JOB_NOTES : (k + 1) * WARM_JOB_NOTES]
+    assert len(networks.jobs) == 5
+    assert all(n.key in engine._starts for n in notes[: 3 * WARM_JOB_NOTES])
+
+
 def test_playing_leaves_no_reference_cycles(gen):
     """A note's objects go by reference counting alone, as soon as the note is over: notes
     started, moved to a new timbre, bent, released and rung out leave no cyclic garbage for the
