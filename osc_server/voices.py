@@ -114,6 +114,8 @@ URGENT_PER_FRAME = 4
 OPTIONAL_WORK_S = 0.003
 # Voices started in one frame: more wait for the next once the frame's work has taken this long.
 START_WORK_S = 0.004
+# Commands handled before a frame that is due: the rest wait until it is written.
+COMMAND_WORK_S = 0.0015
 # Plan each voice's decoder inputs this far ahead, a frame at a time: what a prefetch decodes
 # (PREFETCH_FRAMES + a block + the decoder's context) is then planned already.
 PLAN_AHEAD_FRAMES = PREFETCH_FRAMES + LIVE_DECODE_BLOCK + 8
@@ -478,9 +480,16 @@ class RingWriter:
         engine = self.engine
         self.start()
         while True:
-            # Commands first: a note-on may start in the part of the ring not yet read.
+            # Commands first: a note-on may start in the part of the ring not yet read. But past
+            # COMMAND_WORK_S of them with a frame due, the frame first (a 32-note chord's note-ons
+            # and note-offs took 3-9 ms on a slow host): the rest wait for the next turn.
             t_commands = time.perf_counter()
+            handled = 0
             while conn.poll():
+                if handled and time.perf_counter() - t_commands > COMMAND_WORK_S \
+                        and self.write - int(control[C_READ]) < self.lead:
+                    break
+                handled += 1
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError):

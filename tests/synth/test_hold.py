@@ -821,6 +821,48 @@ def test_a_prerender_goes_to_the_networks_a_few_notes_at_a_time(gen):
     assert all(n.key in engine._starts for n in notes[: 3 * WARM_JOB_NOTES])
 
 
+def test_a_burst_of_commands_waits_for_a_frame_that_is_due(gen, monkeypatch):
+    """A 32-note chord's note-ons and note-offs arrive at once: past COMMAND_WORK_S of them, a
+    frame that is due is written first and the rest are handled after it (they took 3-9 ms on a
+    slow host, all before the frame). Here the budget is nil: a frame comes between commands."""
+    import multiprocessing as mp
+    import threading
+    import time
+
+    from osc_server import voices
+    from osc_server.voices import C_READ, N_CONTROL, RING_SAMPLES, RingWriter, VoiceEngine
+
+    monkeypatch.setattr(voices, "COMMAND_WORK_S", 0.0)
+    engine = VoiceEngine(gen, 48000, 8)
+    control = np.zeros(N_CONTROL, np.int64)
+    writer = RingWriter(engine, np.zeros(RING_SAMPLES, np.float32), control, 640, 256)
+    events = []
+    command, write_frame = engine.command, writer.write_frame
+    engine.command = lambda msg: (events.append("command"), time.sleep(0.0005), command(msg))  # (as a slow host's)
+    writer.write_frame = lambda: (events.append("frame"), write_frame())
+    ours, theirs = mp.Pipe()
+    for _ in range(50):
+        ours.send(("bend", 10.0))
+    ours.send(None)
+    stop = threading.Event()
+
+    def callback():  # (reads a block every 2 ms: a frame is always due soon)
+        while not stop.wait(0.002):
+            control[C_READ] += 256
+
+    clock = threading.Thread(target=callback)
+    clock.start()
+    try:
+        writer.run(theirs)
+    finally:
+        stop.set()
+        clock.join()
+        engine.stop()
+    assert events.count("command") == 50
+    first, last = events.index("command"), len(events) - 1 - events[::-1].index("command")
+    assert "frame" in events[first:last], events
+
+
 def test_playing_leaves_no_reference_cycles(gen):
     """A note's objects go by reference counting alone, as soon as the note is over: notes
     started, moved to a new timbre, bent, released and rung out leave no cyclic garbage for the
