@@ -106,6 +106,11 @@ LIVE_DECODE_BLOCK = 16
 # note on the slow host; four, 143 ms.
 TIMBRE_APPLY_PER_FRAME = 4
 TIMBRE_EXTRA_S = 1.0  # (the re-decoding of the notes a timbre change moved, after it is applied)
+# Fast playing: more than BUSY_STARTS voices started within BUSY_WINDOW_S keep the extra lead for
+# BUSY_WINDOW_S more (a chord of 12-32 notes every 100 ms: frames of 12-28 ms of starts, commands
+# and rendering, one after another; a frame of control latency is the better price than a gap).
+BUSY_STARTS = 12
+BUSY_WINDOW_S = 0.5
 TIMBRE_JOB_TIMEOUT_S = 5.0  # a timbre change whose networks never answered (an error) stops holding later ones
 URGENT_PER_FRAME = 4
 # Work that can wait a frame (timbre changes, planning and decoding ahead) is done only while the
@@ -838,6 +843,7 @@ class VoiceEngine:
         self._timbre_again = False  # the timbre changed since
         self._timbre_result_epoch = 0  # the newest change whose result came back
         self.heavy_until = 0.0  # (monotonic) until then, `heavy` (the writer keeps more ahead)
+        self._recent_starts: deque = deque()  # when the voices of the last BUSY_WINDOW_S started
         self.frame_started = time.perf_counter()  # set by the writer before each frame's work
         self.hurry = False  # the writer is short of its lead: no optional work
         self.starts_skipped = 0  # notes not started: more started in the same frame than voices
@@ -1232,7 +1238,8 @@ class VoiceEngine:
 
     def heavy(self) -> bool:
         """True while a timbre change is worked on (its networks, then applying it to the notes,
-        then their re-decoding, TIMBRE_EXTRA_S), or the writer was late lately."""
+        then their re-decoding, TIMBRE_EXTRA_S), while many notes start (BUSY_STARTS), or the
+        writer was late lately."""
         now = time.monotonic()
         running = self._timbre_sent is not None and now - self._timbre_sent < TIMBRE_JOB_TIMEOUT_S
         if running or self._timbre_ready:
@@ -1364,6 +1371,13 @@ class VoiceEngine:
         if len(sounding) >= self.max_voices:
             min(sounding, key=lambda v: v.order).fade = STEAL_FRAMES
         slot = self._free_slot()
+        now = time.monotonic()
+        recent = self._recent_starts
+        recent.append(now)
+        while recent[0] < now - BUSY_WINDOW_S:
+            recent.popleft()
+        if len(recent) > BUSY_STARTS:
+            self.heavy_until = max(self.heavy_until, now + BUSY_WINDOW_S)
         note = HeldNote(self.generator, start.params, self.sample_rate, start=start, synth=False,
                         decode_block=LIVE_DECODE_BLOCK)
         self._order += 1

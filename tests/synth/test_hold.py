@@ -821,6 +821,29 @@ def test_a_prerender_goes_to_the_networks_a_few_notes_at_a_time(gen):
     assert all(n.key in engine._starts for n in notes[: 3 * WARM_JOB_NOTES])
 
 
+def test_fast_playing_keeps_a_frame_more_written_ahead(gen):
+    """More than BUSY_STARTS voices started within BUSY_WINDOW_S: the writer keeps its extra lead
+    (`VoiceEngine.heavy`) while that lasts; a few notes do not."""
+    import threading
+
+    from osc_server.voices import BUSY_STARTS
+
+    p = _Playing(gen)
+    p.engine.max_voices = 32
+    notes = [SUSTAIN.replace(pitch=40 + k) for k in range(BUSY_STARTS + 4)]
+    p.warm(notes)
+    threading.Event().wait(1.1)  # (past the busy window and the warm-up's timbre work)
+    for n in notes[:4]:
+        p.engine.note_on(n.pitch, n, 0.1)
+    p.blocks(20)
+    assert p.engine.n_sounding == 4 and not p.engine.heavy()
+    for n in notes[4:]:
+        p.engine.note_on(n.pitch, n, 0.1)
+    p.blocks(20)
+    assert p.engine.n_sounding == BUSY_STARTS + 4 and p.engine.heavy()
+    p.engine.stop()
+
+
 def test_a_burst_of_commands_waits_for_a_frame_that_is_due(gen, monkeypatch):
     """A 32-note chord's note-ons and note-offs arrive at once: past COMMAND_WORK_S of them, a
     frame that is due is written first and the rest are handled after it (they took 3-9 ms on a
