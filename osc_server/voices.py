@@ -577,9 +577,9 @@ class RingWriter:
         control[C_VOICES] = self.engine.n_sounding
         control[C_FRAMES] += 1
 
-    def catch_up(self, audio_from: int, audio: np.ndarray) -> None:
-        """A new voice's first frames, rendered at once: `audio` from absolute sample
-        `audio_from` up to `self.write`."""
+    def add(self, audio_from: int, audio: np.ndarray) -> None:
+        """Add `audio` into the frames written already, from absolute sample `audio_from` (a new
+        voice's first frames, rendered at once; a retake's difference)."""
         self._put(audio_from, audio, add=True)
 
 
@@ -756,14 +756,14 @@ class _Voice:
 
 
 class _LastFrame:
-    """The frame `VoiceEngine.render_frame` rendered last, for a retake: its index, first sample
-    (from the writer's origin) and length, its voices (and slot -> row), their controls and dry
+    """The frame `VoiceEngine.render_frame` rendered last, for a retake: its first sample (from
+    the writer's origin) and length, its voices (and slot -> row), their controls and dry
     samples, and what it handed the writer."""
 
-    __slots__ = ("j", "begin", "n", "active", "rows", "f0", "amp", "dist", "noise", "dry", "out", "retakes")
+    __slots__ = ("begin", "n", "active", "rows", "f0", "amp", "dist", "noise", "dry", "out", "retakes")
 
-    def __init__(self, j, begin, n, active, rows, f0, amp, dist, noise, dry, out):
-        self.j, self.begin, self.n, self.active, self.rows = j, begin, n, active, rows
+    def __init__(self, begin, n, active, rows, f0, amp, dist, noise, dry, out):
+        self.begin, self.n, self.active, self.rows = begin, n, active, rows
         self.f0, self.amp, self.dist, self.noise, self.dry, self.out = f0, amp, dist, noise, dry, out
         self.retakes = 0
 
@@ -1104,8 +1104,7 @@ class VoiceEngine:
         """slot -> the note frame to retake, for each of `voices` (all of them or none) whose
         bend or pressure can go into the frame written last."""
         last = self._last
-        if last is None or not voices or last.retakes >= RETAKES_PER_FRAME \
-                or self.bank.frame_index != last.j + 1 or self.ring_clock is None:
+        if last is None or not voices or last.retakes >= RETAKES_PER_FRAME or self.ring_clock is None:
             return {}
         wanted = {v.slot: v for v in self._retake_voices}
         for v in voices:
@@ -1128,7 +1127,7 @@ class VoiceEngine:
         into it (`_retakable`), and add the difference into the ring."""
         voices, self._retake_voices = self._retake_voices, []
         last = self._last
-        if not voices or last is None or self.bank.frame_index != last.j + 1 or not self._retake_safe(last):
+        if not voices or last is None or not self._retake_safe(last):
             return  # (their notes' changes then start at the next frame, the one they would have anyway)
         rows = sorted(last.rows[v.slot] for v in voices)
         for i in rows:
@@ -1142,7 +1141,7 @@ class VoiceEngine:
         self.reverb.restore(self._reverb_saved)
         out = self._mix(last.active, last.dry, last.begin, last.n)
         at = writer.origin + last.begin
-        writer._put(at, out - last.out, add=True)
+        writer.add(at, out - last.out)
         last.out = out
         last.retakes += 1
         writer.control[C_RETAKES] += 1
@@ -1450,7 +1449,7 @@ class VoiceEngine:
             if lead_in > onset:  # the callback is past the head's start: its reverb from here
                 self._fade_in(wet, lead_in, WET_FADE_S)
             wet += dry * self._head_gain(voice, at - writer.origin, dry.size)
-        writer.catch_up(at, wet)
+        writer.add(at, wet)
         if head_start is not None and begin > writer.origin + voice.head_end - self.head_xfade:
             control[C_TORN] += 1  # (too late for the cross-fade: a gap after the head)
         if int(control[C_READ]) > begin:  # a block started while we wrote: its start may be torn
@@ -1564,8 +1563,8 @@ class VoiceEngine:
         dry = self.bank.render_chunk(f0, amp, dist, noise, voices=[v.slot for v in active])
         begin = self.frame_start(j)
         out = self._mix(active, dry, begin, n)
-        self._last = _LastFrame(j, begin, n, active, {v.slot: i for i, v in enumerate(active)}, f0, amp, dist,
-                                noise, dry, out.copy())
+        self._last = _LastFrame(begin, n, active, {v.slot: i for i, v in enumerate(active)}, f0, amp, dist,
+                                noise, dry, out)
         for v in active:  # over: a finished fade, or a note whose controls ended for good
             if v.note.ended or v.fade == 0:
                 self._retire(v.slot)

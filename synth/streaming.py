@@ -261,7 +261,7 @@ class StreamingSynthBank:
         self._rngs: list[np.random.Generator] = [None] * v  # type: ignore[list-item]
         self._offsets: dict[tuple[int, int, int], np.ndarray] = {}
         # The last chunk's noise draws: (its first frame, voices sorted, their angles, their
-        # fresh voices' first-grain angles), for `retake`.
+        # fresh voices' first-grain angles, or None), for `retake`.
         self._last_draws: tuple | None = None
         self.reset(seeds=seeds)
 
@@ -331,7 +331,8 @@ class StreamingSynthBank:
             getattr(self, name)[index] = state[name][index]
         self.frame_index = state["frame_index"]
         return self.render_chunk(f0_hz, amplitude, harmonic_distribution, noise_magnitudes, voices=index,
-                                 others_idle=False, _draws=(angles[rows], fresh_angles[rows]))
+                                 others_idle=False,
+                                 _draws=(angles[rows], None if fresh_angles is None else fresh_angles[rows]))
 
     def chunk_samples(self, n_frames: int) -> int:
         """Samples the next `n_frames` frames will render (bank clock; 384 per frame at 48 kHz)."""
@@ -434,22 +435,21 @@ class StreamingSynthBank:
             angles, fresh_angles = _draws
         else:
             angles = np.empty((v, k, n_bins), np.float32)
-            fresh_angles = np.empty((v if any_fresh else 0, 1, n_bins), np.float32)  # (rows of fresh voices)
+            fresh_angles = np.empty((v, 1, n_bins), np.float32) if any_fresh else None  # (rows of fresh voices)
             for row, voice in enumerate(index):
                 rng = self._rngs[voice]
                 if fresh[row]:
                     rng.random(dtype=np.float32, out=fresh_angles[row])
                 rng.random(dtype=np.float32, out=angles[row])
-            # Kept for a retake of this chunk (by voice, sorted).
+            # Kept for a retake of this chunk, by voice (copies: `_noise_grains` scales its input).
             order = np.argsort(index, kind="stable")
             self._last_draws = (self.frame_index - k, index[order], angles[order],
-                                fresh_angles[order] if any_fresh else np.empty((v, 1, n_bins), np.float32))
-        # (The angles are scaled in place below: a retake's copies must not be the kept ones.)
-        grains[:, 1:] = self._noise_grains(mags, angles.copy() if _draws is None else angles)
+                                None if fresh_angles is None else fresh_angles[order])
+        grains[:, 1:] = self._noise_grains(mags, angles)
         grains[:, 0] = self._grains[index]
         if any_fresh:
             # (3-D operands: a 2-D matmul this small goes to threaded BLAS, 20x slower.)
-            grains[fresh, 0] = self._noise_grains(mags[fresh, :1], fresh_angles[fresh].copy())[:, 0]
+            grains[fresh, 0] = self._noise_grains(mags[fresh, :1], fresh_angles[fresh])[:, 0]
 
         # Oscillator phase: f0 ramps from the carried frame to each frame, integrated per sample.
         f0_frames = np.empty((v, k + 1), np.float64)
