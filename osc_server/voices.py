@@ -455,8 +455,8 @@ class RingWriter:
         self.ring = ring
         self.control = control
         self.lead = int(lead)
-        # While the voices' heavy work runs (a timbre change: the networks in the other process,
-        # then a replan and re-decoding of every note it moves), and for a while after a late
+        # While the voices' heavy work runs (a timbre change: a replan and re-decoding of every
+        # note it moves), and for a while after a late
         # block, a frame more is kept written ahead: a stall then costs a frame of control
         # latency instead of a gap in the sound.
         self.extra = int(extra)
@@ -1122,6 +1122,17 @@ class VoiceEngine:
         margin = max(blocksize, int(RETAKE_MARGIN_S * self.sample_rate))
         return origin + last.begin >= int(control[C_READ]) + margin
 
+    def _timbre_retakable(self, v: _Voice, taken: int) -> bool:
+        """True if a timbre change of v can go into the frame written last, with `taken` voices
+        retaken there already (`start_ready`): as a bend's (`_retakable`), and the note's last
+        frame is as it was rendered (no note-off or replan since)."""
+        last = self._last
+        if last is None or self.ring_clock is None or last.retakes >= RETAKES_PER_FRAME \
+                or taken >= RETAKE_MAX_VOICES or v.fade is not None:
+            return False
+        i = last.rows.get(v.slot)
+        return i is not None and last.active[i] is v and v.note.last_frame_retakable and self._retake_safe(last)
+
     def retake(self, writer: RingWriter) -> None:
         """Render the frame written last again for the voices whose bend or pressure was moved
         into it (`_retakable`), and add the difference into the ring."""
@@ -1129,9 +1140,20 @@ class VoiceEngine:
         last = self._last
         if not voices or last is None or not self._retake_safe(last):
             return  # (their notes' changes then start at the next frame, the one they would have anyway)
-        rows = sorted(last.rows[v.slot] for v in voices)
+        self._retake_rows(writer, sorted(last.rows[v.slot] for v in voices))
+
+    def _retake_rows(self, writer: RingWriter, rows: list, rerender: bool = False) -> None:
+        """Render rows `rows` of the frame written last again and add the difference into the
+        ring: with their live factors now (a bend, a pressure), or (`rerender`: a timbre change
+        applied from that frame, `HeldNote.apply_timbre(frame=...)`) with their controls
+        rendered again."""
+        last = self._last
         for i in rows:
-            gain, f0_factor = last.active[i].note.retake_factors()
+            v = last.active[i]
+            if rerender:
+                v.note.controls_frame_into(last.f0, last.amp, last.dist, last.noise, i, v.gain)
+                continue
+            gain, f0_factor = v.note.retake_factors()
             last.f0[i] *= f0_factor
             last.amp[i] *= gain
             last.noise[i] *= gain
@@ -1236,12 +1258,14 @@ class VoiceEngine:
         self._submit_timbre()
 
     def heavy(self) -> bool:
-        """True while a timbre change is worked on (its networks, then applying it to the notes,
-        then their re-decoding, TIMBRE_EXTRA_S), while many notes start (BUSY_STARTS), or the
-        writer was late lately."""
+        """True while a timbre change is applied to the notes (and their re-decoding,
+        TIMBRE_EXTRA_S), while many notes start (BUSY_STARTS), or the writer was late lately.
+
+        Not while its networks run: they run in the networks process, below the playing
+        thread's priority, and a frame written ahead then would only delay the change (it is
+        applied from the next frame not written yet: 8 ms later at the sound card)."""
         now = time.monotonic()
-        running = self._timbre_sent is not None and now - self._timbre_sent < TIMBRE_JOB_TIMEOUT_S
-        if running or self._timbre_ready:
+        if self._timbre_ready:
             self.heavy_until = max(self.heavy_until, now + TIMBRE_EXTRA_S)
             return True
         return now < self.heavy_until
@@ -1309,12 +1333,20 @@ class VoiceEngine:
         # A timbre change replans and re-decodes a note: at most TIMBRE_APPLY_PER_FRAME notes a
         # frame, so that moving many notes cannot overrun one frame's time.
         applied = 0
+        retaken: list[_Voice] = []
         while self._timbre_ready and applied < TIMBRE_APPLY_PER_FRAME and not self._busy():
             epoch, slot, note, prepared = self._timbre_ready.pop(0)
             v = self.voices[slot]
             if epoch >= self._timbre_result_epoch and v is not None and v.note is note:
-                note.apply_timbre(prepared)
+                if self._timbre_retakable(v, len(retaken)):  # into the frame written last
+                    note.apply_timbre(prepared, frame=note.frame - 1)
+                    retaken.append(v)
+                else:
+                    note.apply_timbre(prepared)
                 applied += 1
+                self.heavy_until = max(self.heavy_until, time.monotonic() + TIMBRE_EXTRA_S)
+        if retaken:
+            self._retake_rows(writer, sorted(self._last.rows[v.slot] for v in retaken), rerender=True)
         ready, self._ready = self._ready, []
         due = []
         for request, start in ready:

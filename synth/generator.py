@@ -232,19 +232,22 @@ class Generator:
         pitch = np.asarray([p.pitch for p in notes], np.float32)
         return cond, latent, pitch
 
-    def run_neural(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
+    def run_neural(self, notes: Sequence[NoteParams], decode_from: int = 0) -> dict[str, Any]:
         """The neural half for up to BATCH_CHUNK notes, in numpy (`synth.numpy_nets`).
 
         Returns, for n notes: `controls` (the synthesizer controls as `render_controls` takes
         them, batched: amplitude [n, 500, 1], harmonic_distribution [n, 500, n_harmonics],
         noise_magnitudes [n, 500, n_noise_bands], f0_hz [n, 500, 1] at the decoder's 125
         frames/s), `z` [n, 1000, 16], `f0_hz`, `loudness_db` and `cents` [n, 1000] (250 frames/s).
+        decode_from: the controls of the decoder frames from this one on only ([n, 500 -
+        decode_from, ...]; the decoder runs over them and its context, not the whole note: what
+        a timbre change of a held note needs, `synth.hold.Timbre`).
         Raises ValueError for none or more than BATCH_CHUNK notes.
         """
         n = len(notes)
         if not 1 <= n <= BATCH_CHUNK:
             raise ValueError(f"notes: 1..{BATCH_CHUNK} notes per network call, got {n}")
-        return self.networks(*self._inputs(notes))
+        return self.networks(*self._inputs(notes), decode_from=decode_from)
 
     def run_neural_tf(self, notes: Sequence[NoteParams]) -> dict[str, Any]:
         """`run_neural` through the TensorFlow graph of `synth.models` (the reference the numpy
@@ -292,13 +295,14 @@ class Generator:
             raise ValueError(f"sample_rate: expected 8000..192000 Hz, got {sample_rate!r}")
         return int(sample_rate)
 
-    def controls(self, params: NoteParams) -> dict[str, np.ndarray]:
+    def controls(self, params: NoteParams, decode_from: int = 0) -> dict[str, np.ndarray]:
         """Intermediate curves of one note: z [1000, 16], f0_hz [1000], loudness_db [1000],
         cents [1000] (250 frames/s, as the data set) and the synthesizer controls `synth_*`
         (amplitude, harmonic_distribution, noise_magnitudes, f0_hz; each [500, ...] at the
-        decoder's 125 frames/s)."""
-        out = self.run_neural([params])
+        decoder's 125 frames/s; from decoder frame `decode_from` on, `controls_from`)."""
+        out = self.run_neural([params], decode_from)
         result = {k: out[k][0] for k in ("z", "f0_hz", "loudness_db", "cents")}
+        result["controls_from"] = int(decode_from)
         result.update({f"synth_{k}": v[0] for k, v in out["controls"].items()})
         return result
 

@@ -31,9 +31,9 @@ like any note. Never an audio loop: nothing repeats, so nothing can have a seam.
 * Bend: f0 times 2 ** (cents / 1200), reached linearly over BEND_EASE_S (the synthesizer ramps
   within each frame as well: no zipper, no step); the decoder hears the bent pitch.
 * Latent changes: the networks run again for the new latent; z and the cents cross-fade to the
-  new timbre's over LATENT_CROSSFADE_S (raised cosine), the loudness input continues from where
-  it is with the new timbre's increments, and the new timbre's sustain mode and release take
-  over. The decoder also maps z to level (13 dB quieter for one change measured), so the level
+  new timbre's over LATENT_CROSSFADE_S (fast at first: `_ease_out`), the loudness input
+  continues from where it is with the new timbre's increments, and the new timbre's sustain
+  mode and release take over. The decoder also maps z to level (13 dB quieter for one change measured), so the level
   difference of the two z at the note's current f0 and loudness is compensated by a gain,
   cross-faded with the timbre: the timbre moves, the level neither dips nor jumps.
 * Envelope rules (`synth.envelope`, `synth.models.shape_envelope`): the released loudness never
@@ -162,6 +162,10 @@ MAX_BEND_CENTS = 4800.0  # MPE's default per-note range, +-48 semitones
 # Level used to start a cap: the loudest of the last frames played (dB), so a cap never bites
 # into the level it starts from.
 LEVEL_MEMORY_FRAMES = 5
+# A Timbre reads the level of its controls from its release on (the level mean's edge before
+# it): a timbre change of a held note decodes these frames only (`Generator.run_neural`'s
+# decode_from), about a third of the 4 s note, rather than the whole note.
+TIMBRE_CONTROLS_FROM = int(round(RELEASE_FROM_S * FRAME_RATE)) - LEVEL_MEMORY_FRAMES
 IR_FADE_S = 0.25
 IR_FADE_DB = 80.0
 DECODE_BLOCK = 32  # frames per decoder call (+ context on both sides)
@@ -185,6 +189,14 @@ def _raised_cosine(x):
         return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else 0.5 - 0.5 * math.cos(math.pi * x)
     x = np.clip(x, 0.0, 1.0)
     return 0.5 - 0.5 * np.cos(np.pi * x)
+
+
+def _ease_out(x: float) -> float:
+    """0 for x <= 0, 1 for x >= 1, 1 - (1 - x) ** 2 in between: a timbre change moves fastest
+    at once and lands with no slope. (A raised cosine, the first shape, moved 6.7 % in its first
+    frame and 25 % in its second: a knob turn was heard 16 ms later than it reached the note. The
+    synthesizer ramps every control within a frame, so the fast start is no step.)"""
+    return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else 1.0 - (1.0 - x) * (1.0 - x)
 
 
 def control_level_db(amplitude, harmonic_distribution, noise_magnitudes, f0_hz=None,
@@ -390,12 +402,17 @@ class Timbre:
         self.cents = 1200.0 * np.log2(f0 / midi_to_hz(params.pitch))
         self.loudness_db = _pairs(curves["loudness_db"])
         self.z = _pairs(curves["z"])
+        # The level of the sound, read for the release only: the synthesizer controls may start
+        # at TIMBRE_CONTROLS_FROM (`controls_from`; a timbre change decodes no more).
+        first = int(curves.get("controls_from", 0))
+        if not 0 <= first <= TIMBRE_CONTROLS_FROM:
+            raise ValueError(f"curves: controls_from must be in 0..{TIMBRE_CONTROLS_FROM}, got {first}")
         power = 10.0 ** (control_level_db(curves["synth_amplitude"], curves["synth_harmonic_distribution"],
                                           curves["synth_noise_magnitudes"], curves["synth_f0_hz"], meter) / 10.0)
         # Centred power mean over LEVEL_MEMORY_FRAMES: robust to the single-frame dips that the
         # decoder makes at very low loudness.
         kernel = np.ones(LEVEL_MEMORY_FRAMES) / LEVEL_MEMORY_FRAMES
-        self.level_db = 10.0 * np.log10(np.convolve(power, kernel, mode="same") + 1e-30)
+        level_db = 10.0 * np.log10(np.convolve(power, kernel, mode="same") + 1e-30)
 
         self.sustain_from = _frames(SUSTAIN_FROM_S)
         self.sustain_at = _frames(SUSTAIN_AT_S)
@@ -416,7 +433,7 @@ class Timbre:
         r0 = self.release_from
         # Released curves never rise (shape_envelope's rule 1, here from the release origin on).
         self.release_loudness_db = np.minimum.accumulate(self.loudness_db[r0:] - self.loudness_db[r0])
-        self.release_level_db = np.minimum.accumulate(self.level_db[r0:] - self.level_db[r0])
+        self.release_level_db = np.minimum.accumulate(level_db[r0 - first:] - level_db[r0 - first])
         n = len(self.release_level_db)
         drop_rate = -self.release_level_db[-1] * FRAME_RATE / n
         half = np.arange(n // 2, n) / FRAME_RATE
@@ -528,7 +545,7 @@ def _weights(timbres: tuple, j: int) -> list[float]:
     n = max(1, _frames(LATENT_CROSSFADE_S))
     weights = [1.0]
     for _, start, _ in timbres[1:]:
-        r = float(_raised_cosine((j - start + 1) / n))
+        r = _ease_out((j - start + 1) / n)
         weights = [w * (1.0 - r) for w in weights] + [r]
     return weights
 
@@ -641,6 +658,14 @@ class _Vca:
         self.late = meter.late_energy[::-1].copy()  # oldest lag first, as the power history
         self.powers = np.zeros(len(self.late))  # dry power of the last frames, oldest first
 
+    def copy(self) -> "_Vca":
+        """Its state now (a live engine keeps the one before each frame, to render it again)."""
+        other = object.__new__(_Vca)
+        other.__dict__.update(self.__dict__)
+        other.recent = self.recent.copy()
+        other.powers = self.powers.copy()
+        return other
+
     def gain_db(self, j: int, level_db: float, planned: _PlannedFrame) -> float | None:
         """The gain (dB) for frame j whose controls have `level_db`; None once the note is over."""
         if self.ended:
@@ -718,18 +743,20 @@ def _peak_gain(generator, params: NoteParams, curves: Mapping[str, np.ndarray]) 
 def prepare_notes(generator, notes: Sequence[NoteParams], peak_gain: bool = True) -> list[NoteStart]:
     """`NoteStart`s for `notes`, the networks run in batches (`Generator.run_neural`). With
     peak_gain False the peak gain is 1 (for a timbre change of a sounding note, which keeps its
-    own)."""
+    own; the decoder then runs over the frames a `Timbre` reads only, TIMBRE_CONTROLS_FROM)."""
     from synth.generator import BATCH_CHUNK
 
     meter = model_constants(generator)["meter"]
     out: list[NoteStart] = []
     notes = list(notes)
+    decode_from = 0 if peak_gain else TIMBRE_CONTROLS_FROM
     for i in range(0, len(notes), BATCH_CHUNK):
         chunk = notes[i : i + BATCH_CHUNK]
-        neural = generator.run_neural(chunk)
+        neural = generator.run_neural(chunk, decode_from)
         for j, params in enumerate(chunk):
             curves = {k: neural[k][j] for k in ("z", "f0_hz", "loudness_db", "cents")}
             curves.update({f"synth_{k}": v[j] for k, v in neural["controls"].items()})
+            curves["controls_from"] = decode_from
             gain = _peak_gain(generator, params, curves) if peak_gain else 1.0
             out.append(NoteStart(params, Timbre(curves, params, meter), gain))
     return out
@@ -832,6 +859,9 @@ class HeldNote:
         self._last_row: tuple | None = None  # the last frame's controls (controls_frame_into)
         self._rendered_live = (1.0, 1.0)  # the last frame's live factors (gain, f0), for retake_factors
         self._holding = 0  # frames they have been held for
+        # (frame, its state before it was rendered) for the last frame controls_frame_into gave:
+        # `apply_timbre(frame=...)` renders it again.
+        self._before_last: tuple | None = None
         self._forgot_at = 0
         if start is not None:
             timbre = start.timbre
@@ -856,7 +886,7 @@ class HeldNote:
         self._silent_from: int | None = None
 
     def _timbre(self, params: NoteParams) -> Timbre:
-        return Timbre(self.generator.controls(params), params, self._meter)
+        return Timbre(self.generator.controls(params, TIMBRE_CONTROLS_FROM), params, self._meter)
 
     # Events ---------------------------------------------------------------------------------
 
@@ -887,6 +917,7 @@ class HeldNote:
     def _rewind(self) -> _PlanState:
         """Forget the plan from the next frame on; the state before planning it."""
         n = self.frame
+        self._before_last = None  # (a changed plan: the last frame is not rendered again)
         self._plan = {f: p for f, p in self._plan.items() if f < n}
         self._snapshots = {f: s for f, s in self._snapshots.items() if f <= n}
         self._plan_end = n
@@ -1042,8 +1073,27 @@ class HeldNote:
         return TimbreChangeInputs(replace(state, timbres=()), old.f0_hz, old.loudness_db,
                                   np.array(old.z), old.gain_db, self._base_hz, self._ld_range)
 
-    def apply_timbre(self, prepared: tuple) -> None:
+    @property
+    def last_frame_retakable(self) -> bool:
+        """True if `apply_timbre(frame=self.frame - 1)` can take the last frame back."""
+        before = self._before_last
+        return before is not None and before[0] == self.frame - 1
+
+    def apply_timbre(self, prepared: tuple, frame: int | None = None) -> None:
+        """Take the prepared change from the next frame on; `frame`: from the last frame
+        `controls_frame_into` gave (`note.frame - 1`), which the caller must then render again
+        with `controls_frame_into` (a live engine's retake: the change reaches the sound card a
+        frame sooner, and the note is what it would have been with the change before that
+        frame)."""
         params, timbre, comp, own_level = prepared
+        if frame is not None:
+            before = self._before_last
+            if not self.last_frame_retakable or frame != self.frame - 1 or frame not in self._snapshots:
+                raise ValueError(f"frame: expected the last frame rendered by controls_frame_into "
+                                 f"({self.frame - 1}) or None, got {frame!r}")
+            (self.frame, vca, self._last_row, self._holding, self._rendered_live, self._silent_from) = before
+            self._vca = vca.copy()
+            self._before_last = None
         state = self._rewind()
         self.params = params
         state = replace(state, timbres=state.timbres + ((timbre, self.frame, comp),))
@@ -1231,6 +1281,8 @@ class HeldNote:
         over a few frames."""
         n = self.frame
         self._plan_until(n + 1)
+        self._before_last = (n, self._vca.copy(), self._last_row, self._holding, self._rendered_live,
+                             self._silent_from)
         if hold_ok and self.urgent() and not self.must_decode():
             f0, amp, dist, noise, level = self._last_row
             self._holding += 1
@@ -1259,7 +1311,7 @@ class HeldNote:
         keep = (n // self.decode_block) * self.decode_block - self._context
         for f in [f for f in self._plan if f < keep]:
             del self._plan[f]
-        for f in [f for f in self._snapshots if f < n]:
+        for f in [f for f in self._snapshots if f < n - 1]:  # (n - 1: a retake of the last frame)
             del self._snapshots[f]
         for b in [b for b in self._decoded if (b + 1) * self.decode_block <= n]:
             del self._decoded[b]

@@ -170,6 +170,7 @@ class NumpyDecoder:
             dw_kernel, dw_bias = w[f"dec_dw{i}"]
             self.blocks.append((int(d), dw_kernel, dw_bias, tuple(w[f"dec_pw{i}"])))
         self.dense_out = tuple(w["dec_out"])
+        self.context = sum(d for d, *_ in self.blocks)  # frames each output sees on either side
         self.n_harmonics = int(cfg.n_harmonics)
         self.noise_bias = np.float32(noise_bias)
         self.max_frequency_hz = np.float32(max_frequency_hz)
@@ -369,27 +370,37 @@ class NumpyNetworks:
         ld = shape_envelope(ld, cond[:, self.fd_col], long_release)
         return z_norm, ld, cents_raw
 
-    def __call__(self, cond: np.ndarray, knobs: np.ndarray, pitch: np.ndarray) -> dict[str, Any]:
+    def __call__(self, cond: np.ndarray, knobs: np.ndarray, pitch: np.ndarray, decode_from: int = 0) -> dict[str, Any]:
         """cond [B, COND_DIM], knobs [B, 16], pitch [B] -> what `Generator.run_neural` returns.
-        Runs NOTES_PER_PASS notes at a time."""
+        Runs NOTES_PER_PASS notes at a time. decode_from: the synthesizer controls of the
+        decoder frames from this one on only (`Generator.run_neural`)."""
         cond = np.asarray(cond, np.float32)
         pitch = np.asarray(pitch, np.float32)
         knobs = np.asarray(knobs, np.float32)
+        if isinstance(decode_from, bool) or not isinstance(decode_from, (int, np.integer)) \
+                or not 0 <= decode_from < M.N_DECODER_FRAMES:
+            raise ValueError(f"decode_from: expected a decoder frame in 0..{M.N_DECODER_FRAMES - 1}, got {decode_from!r}")
         if len(cond) <= NOTES_PER_PASS:
-            return self._run(cond, knobs, pitch)
-        parts = [self._run(cond[i : i + NOTES_PER_PASS], knobs[i : i + NOTES_PER_PASS], pitch[i : i + NOTES_PER_PASS])
+            return self._run(cond, knobs, pitch, int(decode_from))
+        parts = [self._run(cond[i : i + NOTES_PER_PASS], knobs[i : i + NOTES_PER_PASS], pitch[i : i + NOTES_PER_PASS],
+                           int(decode_from))
                  for i in range(0, len(cond), NOTES_PER_PASS)]
         return {"controls": {k: np.concatenate([p["controls"][k] for p in parts]) for k in parts[0]["controls"]},
                 **{k: np.concatenate([p[k] for p in parts]) for k in ("z", "f0_hz", "loudness_db", "cents")}}
 
-    def _run(self, cond: np.ndarray, knobs: np.ndarray, pitch: np.ndarray) -> dict[str, Any]:
+    def _run(self, cond: np.ndarray, knobs: np.ndarray, pitch: np.ndarray, decode_from: int = 0) -> dict[str, Any]:
         z_norm, ld, cents_raw = self.curves(self.latent(knobs), cond)
         cents = cents_from_raw(cents_raw)
         f0 = midi_to_hz(pitch[:, None] + cents / np.float32(100.0)).astype(np.float32)
         z_enc = z_norm * self.z_std + self.z_mean
         f0d, ldd = _pairs(f0), _pairs(ld)
-        c = self.decoder(f0d, ldd, _upsample(z_enc, M.N_DECODER_FRAMES))
-        controls = {"amplitude": c["amplitude"][..., None], "harmonic_distribution": c["harmonic_distribution"],
-                    "noise_magnitudes": c["noise_magnitudes"], "f0_hz": f0d[..., None]}
+        zd = _upsample(z_enc, M.N_DECODER_FRAMES)
+        # From decode_from on, with the decoder's context before it (frame-wise but for its
+        # depthwise convolutions): those frames come out as the whole window's, to rounding.
+        lo = max(0, decode_from - self.decoder.context)
+        c = self.decoder(f0d[:, lo:], ldd[:, lo:], zd[:, lo:])
+        k = decode_from - lo
+        controls = {"amplitude": c["amplitude"][:, k:, None], "harmonic_distribution": c["harmonic_distribution"][:, k:],
+                    "noise_magnitudes": c["noise_magnitudes"][:, k:], "f0_hz": f0d[:, decode_from:, None]}
         return {"controls": controls, "z": _upsample(z_enc, M.N_FRAMES), "f0_hz": f0, "loudness_db": ld,
                 "cents": cents}

@@ -445,6 +445,24 @@ def test_a_note_gets_the_same_floats_alone_and_in_any_batch(gen):
         gen.run_neural([])
 
 
+def test_the_networks_can_decode_a_note_from_a_frame_on(gen):
+    """`run_neural(decode_from=k)`: what a held note's timbre change needs (its release) costs
+    the decoder that part and its context only; those frames are the whole note's, and the
+    curves before the decoder are all there."""
+    notes = _network_notes(3, seed=8)
+    whole = gen.run_neural(notes)
+    for k in (1, 200, 367, 499):
+        part = gen.run_neural(notes, decode_from=k)
+        for key, value in part["controls"].items():
+            assert value.shape[1] == 500 - k, key
+            np.testing.assert_allclose(value, whole["controls"][key][:, k:], atol=1e-6, rtol=0, err_msg=key)
+        for key in ("z", "f0_hz", "loudness_db", "cents"):
+            np.testing.assert_array_equal(part[key], whole[key])
+    for bad in (-1, 500, 2.0, True):
+        with pytest.raises(ValueError, match="decode_from"):
+            gen.run_neural(notes, decode_from=bad)
+
+
 def test_the_numpy_decoder_decodes_what_the_tensorflow_decoder_does(gen):
     """The held notes' and live voices' decoder (numpy) against the graph's, on a note's
     curves and on a window of them."""

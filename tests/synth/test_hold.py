@@ -471,6 +471,36 @@ def test_level_compensations_of_many_notes_at_once_are_each_notes_own(gen):
         level_compensations(gen, inputs, [s.timbre for s in starts[:2]])
 
 
+def test_a_timbre_change_decodes_only_the_release_and_gets_the_whole_notes_timbre(gen):
+    """A timbre change of a sounding note (`prepare_notes(peak_gain=False)`, as the live engine's
+    networks process runs it) decodes from TIMBRE_CONTROLS_FROM on, not the whole 4 s note, and
+    gives the Timbre the whole note gives: the same curves, sustain and release."""
+    from synth.hold import TIMBRE_CONTROLS_FROM, Timbre, model_constants, prepare_notes
+
+    meter = model_constants(gen)["meter"]
+    calls = []
+    real = gen.run_neural
+
+    def counting(notes, decode_from=0):
+        calls.append(decode_from)
+        return real(notes, decode_from)
+
+    gen.run_neural = counting
+    try:
+        for params in (SUSTAIN.replace(latent_sample=BRIGHTER), FAST_RELEASE, LONG_RELEASE):
+            quick = prepare_notes(gen, [params], peak_gain=False)[0].timbre
+            whole = Timbre(gen.controls(params), params, meter)
+            assert calls[-2:] == [TIMBRE_CONTROLS_FROM, 0]
+            for name in ("z", "loudness_db", "cents", "release_loudness_db", "release_level_db"):
+                np.testing.assert_allclose(getattr(quick, name), getattr(whole, name), atol=1e-5, err_msg=name)
+            for name in ("sustain_db_per_s", "tail_db_per_s", "decaying"):
+                assert getattr(quick, name) == pytest.approx(getattr(whole, name), abs=1e-4), name
+    finally:
+        del gen.run_neural
+    with pytest.raises(ValueError, match="controls_from"):
+        Timbre(gen.controls(SUSTAIN, TIMBRE_CONTROLS_FROM + 1), SUSTAIN, meter)
+
+
 def test_a_live_timbre_change_runs_no_decoder_in_the_playing_thread(gen, monkeypatch):
     """`/latent` on sounding live voices: the level compensation (a decoder call per note, 2-5 ms
     on the 2-core machine) runs with the networks, and the playing thread only applies it."""
@@ -711,16 +741,23 @@ def test_a_swept_knob_runs_the_networks_a_few_times_and_lands_on_where_it_stoppe
     sweep = [[0.0] * 4 + [7.0 * (i + 1) / 40] + [0.0] * 11 for i in range(40)]
     for i, latent in enumerate(sweep):
         engine.set_timbre(SUSTAIN.replace(latent_sample=latent))
-        assert engine.heavy()  # (the networks run: the writer keeps a frame more ahead)
         if i % 2:
             frame()
+    # (While the networks ran, the writer kept its usual lead: a frame more would only have
+    # delayed the change. From its first note moved, a frame more while they are re-decoded.)
     final = tuple(sweep[-1])
+    moved = False
     for _ in range(800):
         frame()
+        if not moved and any(v.note.params.latent_sample != tuple(SUSTAIN.latent_sample)
+                             for v in engine.voices if v is not None):
+            moved = True
+            assert engine.heavy()
         if all(v.note.params.latent_sample == final for v in engine.voices if v is not None):
             break
         threading.Event().wait(0.002)
     engine.stop()
+    assert moved
     assert all(v.note.params.latent_sample == final for v in engine.voices if v is not None)
     assert 1 <= len(jobs) <= 8, jobs
     engine.heavy_until = 0.0  # (TIMBRE_EXTRA_S after the last change: its re-decoding)
@@ -777,6 +814,59 @@ def test_a_bend_or_pressure_goes_into_the_frame_written_last(gen, command, monke
     reference.engine.command(command)  # just before frame j
     reference.blocks(len(taken.out) - len(reference.out))
     assert int(taken.control[C_RETAKES]) == 1 and int(reference.control[C_RETAKES]) == 0
+    a, b = taken.audio(), reference.audio()
+    assert np.max(np.abs(a)) > 0.05
+    assert np.max(np.abs(a - b)) < 1e-6
+    for p in (taken, reference):
+        p.engine.stop()
+
+
+def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch):
+    """`/latent` on sounding voices: when the networks answer, the change goes into the frame
+    written last (rendered again: a retake) if the callback has not reached it. What plays is
+    then, sample for sample, what plays when the answer comes just before that frame; and the
+    note goes on from there as it would have."""
+    from osc_server import voices
+    from osc_server.voices import C_RETAKES, _networks_job
+
+    monkeypatch.setattr(voices, "OPTIONAL_WORK_S", 60.0)  # (as in the bend's retake test)
+
+    class Networks:  # the networks on this thread; their answer is handed over when the test says
+        def __init__(self):
+            self.answers = []
+
+        def submit(self, notes, peak_gain, done, levels=None):
+            out = _networks_job(gen, notes, peak_gain, levels)
+            self.answers.append(lambda: done(out))
+
+        def close(self):
+            pass
+
+    notes = [SUSTAIN.replace(pitch=p) for p in (57, 64)]
+    taken, reference = _Playing(gen, 48000, lead=384 + 512), _Playing(gen, 48000, lead=384 + 512)
+    reference.engine.ring_clock = None  # (no retakes)
+    for p in (taken, reference):
+        p.warm(notes)
+        p.engine.networks.close()
+        p.engine.networks = Networks()
+    for p in (taken, reference):  # the same clock for both
+        p.blocks(max(len(taken.out), len(reference.out)) - len(p.out))
+        for n in notes:
+            p.engine.note_on(n.pitch, n, 0.3)
+    for p in (taken, reference):
+        p.blocks(30)
+        p.engine.command(("timbre", SUSTAIN.replace(latent_sample=BRIGHTER)))
+    assert len(taken.engine.networks.answers) == len(reference.engine.networks.answers) == 1
+    taken.blocks(3)
+    j = taken.engine.bank.frame_index - 1  # the frame written last
+    taken.engine.networks.answers.pop()()
+    taken.blocks(60)
+    while reference.engine.bank.frame_index < j:  # (a block writes a frame or none)
+        reference.blocks(1)
+    reference.engine.networks.answers.pop()()  # just before frame j
+    reference.blocks(len(taken.out) - len(reference.out))
+    assert int(taken.control[C_RETAKES]) == 1 and int(reference.control[C_RETAKES]) == 0
+    assert all(v.note.params.latent_sample == tuple(BRIGHTER) for v in taken.engine.voices if v is not None)
     a, b = taken.audio(), reference.audio()
     assert np.max(np.abs(a)) > 0.05
     assert np.max(np.abs(a - b)) < 1e-6
