@@ -1308,7 +1308,8 @@ class HeldNote:
         if n - self._forgot_at < FORGET_EVERY:
             return
         self._forgot_at = n
-        keep = (n // self.decode_block) * self.decode_block - self._context
+        # (From the block of the last frame: a retake of it decodes that block again.)
+        keep = ((n - 1) // self.decode_block) * self.decode_block - self._context
         for f in [f for f in self._plan if f < keep]:
             del self._plan[f]
         for f in [f for f in self._snapshots if f < n - 1]:  # (n - 1: a retake of the last frame)

@@ -821,11 +821,14 @@ def test_a_bend_or_pressure_goes_into_the_frame_written_last(gen, command, monke
         p.engine.stop()
 
 
-def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch):
+@pytest.mark.parametrize("in_block", [4, 15])
+def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch, in_block):
     """`/latent` on sounding voices: when the networks answer, the change goes into the frame
     written last (rendered again: a retake) if the callback has not reached it. What plays is
     then, sample for sample, what plays when the answer comes just before that frame; and the
-    note goes on from there as it would have."""
+    note goes on from there as it would have. The retaken frame anywhere in its decoder block:
+    the block's last frame, after the note forgot what it no longer needed, too."""
+    from osc_server.voices import LIVE_DECODE_BLOCK
     from osc_server import voices
     from osc_server.voices import C_RETAKES, _networks_job
 
@@ -858,6 +861,12 @@ def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch):
         p.engine.command(("timbre", SUSTAIN.replace(latent_sample=BRIGHTER)))
     assert len(taken.engine.networks.answers) == len(reference.engine.networks.answers) == 1
     taken.blocks(3)
+    sounding = [v for v in taken.engine.voices if v is not None]
+    for _ in range(100):
+        if (sounding[0].note.frame - 1) % LIVE_DECODE_BLOCK == in_block:
+            break
+        taken.blocks(1)
+    assert (sounding[0].note.frame - 1) % LIVE_DECODE_BLOCK == in_block
     j = taken.engine.bank.frame_index - 1  # the frame written last
     taken.engine.networks.answers.pop()()
     taken.blocks(60)
