@@ -28,7 +28,10 @@
                                     before the render processes. `_busy` figures repeat both while
                                     another process keeps one core busy. `zero_blocks_playing`:
                                     256-sample runs of exact zeros inside sounding notes in the
-                                    capture. Target: playing <= idle.
+                                    capture. Target: playing <= idle. These are one-shot figures
+                                    (`--voice-mode oneshot`); `_live` figures are the same with
+                                    `serve --voice-mode live` (its voice process streams every
+                                    note; a chord's notes past `--live-voices` are not started).
     callback_cpu_pct_32_voices_mean / _p99
                                     the mixer callback's time per 256-frame block with 32 voices
                                     sounding, as % of the block's 5.33 ms. Target < 20 %.
@@ -222,14 +225,15 @@ class _Served:
     """`sound-generator serve` (shipped weights) in a process of its own on the JACK server
     `jack_name`, with its HTTP API; its figures come back over OSC (`/status`)."""
 
-    def __init__(self, jack_name: str, workers: int, gain_db: float = -12.0):
+    def __init__(self, jack_name: str, workers: int, gain_db: float = -12.0, voice_mode: str = "oneshot"):
         self.port, self.http_port = _free_port(), _free_port(socket.SOCK_STREAM)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "JACK_DEFAULT_SERVER": jack_name, "JACK_NO_START_SERVER": "1",
                "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), "--render-workers", str(workers),
-             "--gain-db", str(gain_db), "--http-port", str(self.http_port), "--no-jack-fallback"],
+             "--gain-db", str(gain_db), "--http-port", str(self.http_port), "--no-jack-fallback",
+             "--voice-mode", voice_mode],
             cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -285,10 +289,11 @@ def _http_underruns(underruns, port: int, requests: int) -> int:
     return underruns() - u0
 
 
-def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), http: bool = True,
+def playing_figures(quick: bool, modes=("", "_live", "_inprocess"), loads=("", "_busy"), http: bool = True,
                     workers: int = 2) -> dict[str, float]:
-    """Under-runs per minute idle and playing: `serve` in its own process ("") and the server in
-    the bench's process with the generator in the audio process ("_inprocess")."""
+    """Under-runs per minute idle and playing: `serve --voice-mode oneshot` in its own process
+    (""), `serve --voice-mode live` ("_live"), and the server in the bench's process with the
+    generator in the audio process ("_inprocess")."""
     from bench.jack import Capture, JackDummy, portaudio_jack_device
 
     seconds = 10.0 if quick else PLAYING_S
@@ -301,7 +306,7 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
         try:
             cap = Capture(name, seconds=CAPTURE_S, name="bench-capture")
             before = {p.name for p in cap.client.get_ports(is_audio=True, is_output=True)}
-            if mode:
+            if mode == "_inprocess":
                 from osc_server.server import LiveServer, ServerConfig
                 from synth.generator import get_generator
 
@@ -316,7 +321,7 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
                 def panic() -> None:
                     server.engine.panic()
             else:
-                served = _Served(name, workers)
+                served = _Served(name, workers, voice_mode="live" if mode == "_live" else "oneshot")
                 osc_port = served.port
                 underruns = served.underruns
 
@@ -349,13 +354,15 @@ def playing_figures(quick: bool, modes=("", "_inprocess"), loads=("", "_busy"), 
                 figures[f"underruns_per_min_idle{mode}{busy}"] = 60.0 * idle / seconds
                 figures[f"underruns_per_min_playing{mode}{busy}"] = 60.0 * playing / seconds
                 figures[f"zero_blocks_playing{mode}{busy}"] = float(zeros)
-                print(f"  {'renders in the audio process' if mode else f'serve, {workers} render processes'}"
+                what = {"_inprocess": "renders in the audio process",
+                        "_live": "serve --voice-mode live"}.get(mode, f"serve, {workers} render processes")
+                print(f"  {what}"
                       f"{', one core busy' if busy else ''}: idle {idle}, playing {playing} under-runs in "
                       f"{seconds:g} s; {zeros} zero blocks inside sound (last 9 s; {cap.glitches - glitches} "
                       f"capture glitches, whose missed cycles read as zeros)", flush=True)
                 panic()
                 time.sleep(0.5)
-            if served is not None and http:
+            if served is not None and http and not mode:
                 figures["http_underruns_20_requests"] = float(_http_underruns(underruns, served.http_port, 20))
                 print(f"  20 sequential POST /sound: {figures['http_underruns_20_requests']:.0f} under-runs",
                       flush=True)

@@ -427,7 +427,7 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/note", "pitch velocity", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity int 0..127 (ints or integral floats)",
             "Note on with the current timbre; velocity 0 is a note off. A cached note sounds in the next audio block; "
             "a missing one is rendered and sounds as soon as it lands (it is played from the nearest of the five NSynth "
-            "velocity layers, scaled to the velocity). Live voices (`--voice-mode live`): the note sounds until its "
+            "velocity layers, scaled to the velocity). Live voices (`serve`'s default): the note sounds until its "
             "note-off, from the next block when its timbre's controls are known, else once the networks ran (tens of ms).", "`/ready` when a missing note lands; `/error` if refused", _note),
     Address("/note/off", "pitch [velocity]", f"pitch int {PITCH_MIN}..{PITCH_MAX}; velocity ignored",
             "Note off: every voice of that pitch fades out (20 ms raised cosine); live voices play their timbre's release "
@@ -445,7 +445,8 @@ ADDRESSES: tuple[Address, ...] = (
             "`/error` if refused", _quality_one),
     Address("/bend", "cents", f"[-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",
             "Global pitch bend of every sounding and later note (added to its own `/note/bend`), reached over 8 ms (a frame). "
-            "Live voices only (`--voice-mode live`), as the addresses below; a one-shot server answers `/error`.",
+            "Live voices only (`serve`'s default), as the addresses below; a `--voice-mode oneshot` server answers "
+            "`/error`.",
             "`/error` if refused", _bend),
     Address("/note/bend", "pitch cents", f"pitch int {PITCH_MIN}..{PITCH_MAX}; cents in [-{BEND_CENTS_MAX:g}, {BEND_CENTS_MAX:g}]",
             "Per-note bend (MPE): the sounding voice of that key.", "`/error` if refused", _note_bend),

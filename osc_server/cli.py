@@ -35,10 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="size limit of --cache-dir in MB; the least recently used notes go first "
                              "(default 2048, about 2 800 notes at 48 kHz)")
     parser.add_argument("--voices", type=int, default=32, help="polyphony; the oldest voice is stolen beyond it")
-    parser.add_argument("--voice-mode", choices=("live", "oneshot"), default="oneshot",
+    parser.add_argument("--voice-mode", choices=("live", "oneshot"), default="live",
                         help="live: a note sounds while its key is held, releases as its timbre does and follows "
                              "/bend, /pressure, /sustain, /mode and the timbre knobs (a voice process streams "
-                             "them); oneshot: 4 s notes from the cache (default: %(default)s)")
+                             "them); oneshot: 4 s notes from the cache, as the seed played them "
+                             "(default: %(default)s)")
     parser.add_argument("--live-voices", type=int, default=12,
                         help="with --voice-mode live: voices at most; the oldest is stolen past it (default "
                              "%(default)s: what the voice process keeps up with on a 2-core laptop, BENCHMARKS.md)")

@@ -167,7 +167,7 @@ class Engine:
     def _live(self, address: str) -> Any:
         if self.voices is None:
             raise A.CommandError(address, "voice_mode: live control of sounding notes needs live voices "
-                                          "(serve --voice-mode live); this server plays one-shots")
+                                          "(`serve`'s default); this server plays one-shots (--voice-mode oneshot)")
         return self.voices
 
     # ---- commands -----------------------------------------------------------------------

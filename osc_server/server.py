@@ -174,7 +174,8 @@ class ServerConfig:
     allow: tuple = ()  # ip networks whose senders are served (OSC, HTTP); empty: everyone
     presets_dir: str | None = None  # the user's presets (/preset/...); None: platformdirs' user data dir
     # "live": notes sound while held (osc_server.voices, a voice process with the generator);
-    # "oneshot": 4 s notes from the cache.
+    # "oneshot": 4 s notes from the cache. `serve` plays live (its --voice-mode); the library's
+    # default stays the one-shots, which any generator can play (the tests' tone generators too).
     voice_mode: str = "oneshot"
     voice_factory: str | None = None  # the live voices' generator ('module:function'); None: the default
     live_voices: int = 12  # live voices at most (the voice process's cost grows with each; BENCHMARKS.md)

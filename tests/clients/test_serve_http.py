@@ -52,7 +52,8 @@ def test_serve_answers_the_seed_readme_call_from_the_shared_cache(tmp_path: Path
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     server = subprocess.Popen(
         [sys.executable, "-m", "synth.cli", "serve", "--port", "0", "--http-port", str(http_port),
-         "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine"],
+         "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine",
+         "--voice-mode", "oneshot"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
@@ -119,7 +120,8 @@ def test_a_taken_http_port_is_a_startup_error(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         done = subprocess.run(
             [sys.executable, "-m", "synth.cli", "serve", "--port", "0", "--http-port", str(http_port),
-             "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine"],
+             "--record", str(tmp_path / "stream.wav"), "--generator-factory", "bench.tone:make_sine",
+             "--voice-mode", "oneshot"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
         )
     assert done.returncode == 2, done.stdout

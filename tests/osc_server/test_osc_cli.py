@@ -35,14 +35,17 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
 class Serve:
     """`python -m synth.cli serve ...` with the test tone generator and no sound card in sight."""
 
-    def __init__(self, *args: str, jack_server: str | None = None):
+    def __init__(self, *args: str, jack_server: str | None = None, tone: bool = True):
+        """tone False: the shipped weights and `serve`'s own defaults (live voices)."""
         self.port = free_port()
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}",
                "JACK_DEFAULT_SERVER": jack_server or f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1",
                "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # The test tone plays one-shots (live voices need the shipped weights' networks).
+        generator = ["--generator-factory", "tone:make", "--voice-mode", "oneshot"] if tone else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), "--generator-factory", "tone:make",
-             *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-m", "synth.cli", "serve", "--port", str(self.port), *generator, *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -88,6 +91,41 @@ def test_without_a_sound_card_serve_starts_a_jack_dummy_server_and_plays():
     assert "Traceback" not in s.log and "PortAudioError" not in s.log
     name = jackd[0].split("JACK_DEFAULT_SERVER=")[1].split(" ")[0].rstrip(")")
     assert subprocess.run(["pgrep", "-f", f"jackd -n {name} "], capture_output=True).returncode == 1  # gone
+
+
+def test_serve_plays_live_voices_by_default(tmp_path):
+    """`sound-generator serve` as the README starts it (the shipped weights, no options but a
+    recording): an instrument's notes, not 4 s one-shots. A key held 6 s sounds until its
+    note-off, as loud at 5.5 s as at 2.5 s (a one-shot ends at 4 s), then releases into silence."""
+    from synth.cli import build_parser
+
+    assert build_parser(load="serve").parse_args(["serve"]).voice_mode == "live"
+    path = tmp_path / "live.wav"
+    s = Serve("--record", str(path), tone=False)
+    s.wait_for("ready", timeout=120)
+    c = Client(("127.0.0.1", s.port))
+    c.send_msg("/source", "synthetic")
+    c.send_msg("/note", 60, 100)
+    time.sleep(6.0)
+    c.send_msg("/note/off", 60)
+    c.sync()
+    time.sleep(2.5)
+    c.close()
+    assert s.stop() == 0, s.log
+    assert "Traceback" not in s.log
+    audio, sr = sf.read(path)
+    mono = audio[:, 0]
+    start = int(np.flatnonzero(np.abs(mono) > 1e-3)[0])
+
+    def level_db(t: float) -> float:
+        x = mono[start + int(t * sr) : start + int((t + 0.2) * sr)]
+        return 10 * np.log10(np.mean(x**2) + 1e-30)
+
+    print(f"\nheld note: {level_db(2.5):.1f} dB at 2.5 s, {level_db(5.5):.1f} dB at 5.5 s, "
+          f"{level_db(7.5):.1f} dB at 7.5 s")
+    assert level_db(2.5) > -50.0
+    assert abs(level_db(5.5) - level_db(2.5)) < 6.0
+    assert np.max(np.abs(mono[start + int(7.8 * sr) :])) < 1e-4  # released into silence
 
 
 def test_record_writes_the_stream_to_a_wav_file(tmp_path):
@@ -302,7 +340,8 @@ def test_a_taken_osc_port_is_a_startup_error_and_stops_the_fallback_jackd():
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}",
                "JACK_DEFAULT_SERVER": f"sg-none-{uuid.uuid4().hex[:8]}", "JACK_NO_START_SERVER": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "synth.cli", "serve", "--port", str(port), "--generator-factory", "tone:make"],
+            [sys.executable, "-m", "synth.cli", "serve", "--port", str(port), "--generator-factory", "tone:make",
+             "--voice-mode", "oneshot"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 2, out

@@ -276,7 +276,7 @@ def test_a_stderr_nobody_reads_never_stalls_the_osc_thread():
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "synth.cli", "serve", "--port", str(port), "--generator-factory", "tone:make",
-         "--no-jack-fallback"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "--voice-mode", "oneshot", "--no-jack-fallback"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while osc_request(port, "/status", 0.5) is None:
