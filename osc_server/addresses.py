@@ -463,7 +463,9 @@ ADDRESSES: tuple[Address, ...] = (
             "`/error` if refused", _glide),
     Address("/prerender", "[lo hi]", f"pitches {PITCH_MIN}..{PITCH_MAX}; default {PRERENDER_LO}..{PRERENDER_HI}",
             "Render the keyboard (every pitch x the five velocity layers) for the current timbre in the background; "
-            "a later timbre change or `/prerender` supersedes it.", "`/prerender/progress`, then `/prerender/done`",
+            "a later timbre change or `/prerender` supersedes it. Live voices: each note's controls, computed in the "
+            "voice process (no one-shots are rendered); a note of them then starts without the networks.",
+            "`/prerender/progress`, then `/prerender/done`",
             _prerender),
     Address("/panic", "", "", "Silence everything at once (5 ms fade), drop scheduled events and waiting notes.",
             "", _no_args(Panic)),
@@ -500,7 +502,8 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/ready", "pitch velocity", "ints", "A requested (or pre-rendered) note landed in the cache; velocity "
             "is the layer it was rendered at.", "(reply)", None),
     Address("/prerender/progress", "done total", "ints", "Progress of `/prerender` (about every 5%).", "(reply)", None),
-    Address("/prerender/done", "total", "int", "`/prerender` finished: that many notes are cached.", "(reply)", None),
+    Address("/prerender/done", "total", "int", "`/prerender` finished: that many notes are cached (live voices: computed).",
+            "(reply)", None),
     Address("/preset/saved", "name", "string", "`/preset/save` wrote the preset.", "(reply)", None),
     Address("/preset/loaded", "name", "string", "The timbre is now that preset's (`/preset/load`), or the label "
             "`a~b@t` of a `/preset/morph`.", "(reply)", None),

@@ -99,6 +99,11 @@ class Engine:
         # Live voices (osc_server.voices.LiveVoices): notes sound while held and follow bend,
         # pressure, the pedal and the timbre. None: 4 s one-shots from the cache.
         self.voices = voices
+        # Live voices' pre-renders, by id: (reply, progress step, last done, last ok).
+        self._warms: dict[int, list] = {}
+        if voices is not None:
+            voices.on_warm = self._warm_progress
+            voices.on_restart = self._warms_lost
         self.mixer = mixer
         self.output = output  # has sample_at(t_wall) -> sample index
         self.sample_rate = mixer.sample_rate
@@ -387,8 +392,16 @@ class Engine:
             self._finish(job, None, SUPERSEDED)
         notes = [self._note(p, layer, timbre) for p in range(lo, hi + 1) for layer in VELOCITY_LAYERS]
         total = len(notes)
-        if self.voices is not None:  # live voices keep each note's controls: computed in their process
-            self.voices.warm([params for _, params in notes])
+        if self.voices is not None:
+            # Live voices play no one-shots: a pre-render is each note's controls, computed in the
+            # voice process (its networks), which reports the progress. (The one-shots rendered
+            # too, before: 440 notes of 4 s for nobody, two cores' worth for seconds.)
+            with self._lock:
+                warm_id = next(self._seq)  # (a newer one supersedes it: the voice process ends it)
+                self._warms[warm_id] = [reply, max(1, total // 20), -1, 0]
+            render_log.info("pre-rendering %d notes for the live voices", total)
+            self.voices.warm([params for _, params in notes], warm_id)
+            return
         state = {"done": 0, "failed": 0}
         step = max(1, total // 20)
         state_lock = threading.Lock()
@@ -418,6 +431,31 @@ class Engine:
         for key, params in todo:
             self._submit(key, params, self.sample_rate, PRERENDER, callback=landed, epoch=epoch,
                          ready_reply=reply)
+
+    def _warm_progress(self, warm_id: int, done: int, total: int, ok: int) -> None:
+        """A live pre-render's progress (the voice process's reader thread): /prerender/progress
+        about every 5 %, and /prerender/done with the notes it computed."""
+        with self._lock:
+            entry = self._warms.get(warm_id)
+            if entry is None:
+                return
+            reply, step, last, _ = entry
+            entry[2], entry[3] = done, ok
+            finished = done >= total
+            if finished:
+                del self._warms[warm_id]
+        if finished:
+            _safe_reply(reply, "/prerender/progress", total, total)
+            _safe_reply(reply, "/prerender/done", ok)
+        elif last < 0 or done // step != last // step:
+            _safe_reply(reply, "/prerender/progress", done, total)
+
+    def _warms_lost(self) -> None:
+        """The voice process died: its pre-renders end with what they had computed."""
+        with self._lock:
+            lost, self._warms = self._warms, {}
+        for reply, _, _, ok in lost.values():
+            _safe_reply(reply, "/prerender/done", ok)
 
     def _take_superseded_locked(self) -> list[_Job]:
         """The queued pre-render jobs of older epochs that nobody waits for, marked started so

@@ -220,6 +220,8 @@ class LiveVoices:
                       bool(realtime), int(threads), self._head_shm.name, self.lead_extra)
         self.errors: deque = deque(maxlen=64)
         self.restarts = 0
+        self.on_warm = None  # (warm_id, done, total, ok): a pre-render's progress (on the reader thread)
+        self.on_restart = None  # a new voice process replaced one that died (on the reader thread)
         self._closing = False
         self._realtime = bool(realtime)
         try:
@@ -272,11 +274,16 @@ class LiveVoices:
                     log.error("%s; live voices are silent", e)
                     return
                 self.restarts += 1
+                if self.on_restart is not None:
+                    self.on_restart()
                 continue
             if msg[0] == "head":
                 self.heads[msg[1]] = msg[2]
             elif msg[0] == "head_drop":
                 self.heads.pop(msg[1], None)
+            elif msg[0] == "warm":
+                if self.on_warm is not None:
+                    self.on_warm(*msg[1:])
             elif msg[0] == "error":
                 log.warning("voice process: %s", msg[1])
                 self.errors.append(msg[1])
@@ -341,9 +348,11 @@ class LiveVoices:
         """The timbre for later notes, and for every sounding note (cross-faded)."""
         self.send("timbre", params)
 
-    def warm(self, notes: list) -> None:
-        """Compute and keep the NoteStarts of these notes (pre-rendering for live voices)."""
-        self.send("warm", list(notes))
+    def warm(self, notes: list, warm_id=None) -> None:
+        """Compute and keep the NoteStarts of these notes (pre-rendering for live voices); with
+        `warm_id`, its progress comes back to `on_warm(warm_id, done, total, ok)`. A newer one
+        supersedes the rest of this one."""
+        self.send("warm", list(notes), warm_id)
 
     def panic(self) -> None:
         self.send("panic")
@@ -834,6 +843,11 @@ class VoiceEngine:
         # when the chunk out was sent (None: none out).
         self._warm: deque = deque()
         self._warming: float | None = None
+        # The pre-render being worked on (`warm`): its id, notes in all, notes done, ok, and the
+        # size of the chunk at the networks. Its progress goes to the server (notify "warm").
+        self._warm_id = None
+        self._warm_counts = [0, 0, 0]  # total, done, ok
+        self._warm_chunk = (None, 0)  # (its pre-render's id, notes)
         self._offs: list = []  # (sample, pitch): timetagged note-offs
         self._timbre_ready: list = []  # (epoch, slot, note, HeldNote.prepare_timbre's result) to apply
         # Timbre changes run the networks one at a time: while one runs, later ones only mark that
@@ -885,21 +899,67 @@ class VoiceEngine:
 
     def _warmed(self, starts: list) -> None:
         self._started(starts)
-        self._done.put(("warmed",))
+        self._done.put(("warmed", len(starts)))
+
+    def warm(self, notes: list, warm_id=None) -> None:
+        """Compute and keep the NoteStarts of `notes` (a `/prerender`), WARM_JOB_NOTES at a time.
+        A newer one supersedes what is left of this one: the server hears of it as done (`notify`
+        "warm": id, done, total, ok)."""
+        self._warm_finish()
+        self._warm.clear()
+        total = len(notes)
+        todo = [p for p in notes if p.key not in self._starts]
+        self._warm.extend(todo)
+        self._warm_id = warm_id
+        self._warm_counts = [total, total - len(todo), total - len(todo)]
+        self._warm_progress()
+
+    def _warm_progress(self, count: int = 0, ok: int = 0) -> None:
+        counts = self._warm_counts
+        counts[1] = min(counts[0], counts[1] + count)
+        counts[2] = min(counts[1], counts[2] + ok)
+        if self._warm_id is not None:
+            self.notify("warm", self._warm_id, counts[1], counts[0], counts[2])
+            if counts[1] >= counts[0]:
+                self._warm_id = None
+
+    def _warm_finish(self) -> None:
+        """The pre-render being worked on ends here (superseded): the rest counts as done, not ok."""
+        if self._warm_id is not None:
+            self._warm_progress(self._warm_counts[0])
 
     def _warm_next(self) -> None:
         """The next WARM_JOB_NOTES notes of a `/prerender` to the networks, once the last have
-        come back (or WARM_JOB_TIMEOUT_S passed: an error)."""
-        if not self._warm or (self._warming is not None and time.monotonic() - self._warming < WARM_JOB_TIMEOUT_S):
+        come back (or WARM_JOB_TIMEOUT_S passed: an error, its notes done but not ok)."""
+        if self._warming is not None:
+            if time.monotonic() - self._warming < WARM_JOB_TIMEOUT_S:
+                return
+            self._warming = None
+            self._warm_chunk_done(0)
+        if not self._warm:
             return
         chunk = []
+        known = 0
         while self._warm and len(chunk) < WARM_JOB_NOTES:
             params = self._warm.popleft()
             if params.key not in self._starts:
                 chunk.append(params)
+            else:
+                known += 1
+        if known:
+            self._warm_progress(known, known)
         if chunk:
             self._warming = time.monotonic()
+            self._warm_chunk = (self._warm_id, len(chunk))
             self.networks.submit(chunk, True, self._warmed)
+
+    def _warm_chunk_done(self, ok: int) -> None:
+        """The chunk at the networks came back with `ok` notes computed (or timed out: 0); it
+        counts if its pre-render is still the one worked on."""
+        warm_id, n = self._warm_chunk
+        self._warm_chunk = (None, 0)
+        if warm_id is not None and warm_id == self._warm_id:
+            self._warm_progress(n, ok)
 
     def _prefetch(self, notes: list) -> None:
         """Decode the next blocks of at most PREFETCH_PER_FRAME voices, the most urgent first,
@@ -1076,7 +1136,7 @@ class VoiceEngine:
         elif kind == "timbre":
             self.set_timbre(msg[1])
         elif kind == "warm":
-            self._warm.extend(p for p in msg[1] if p.key not in self._starts)
+            self.warm(msg[1], msg[2] if len(msg) > 2 else None)
         elif kind == "panic":
             self.panic()
         else:
@@ -1315,7 +1375,9 @@ class VoiceEngine:
                                                          gain_db=20.0 * math.log10(start.peak_gain))
                         self._timbre_ready.insert(0, (self.timbre_epoch, v.slot, v.note, prepared))
             elif done[0] == "warmed":
-                self._warming = None
+                if self._warming is not None:  # (not timed out meanwhile: counted then)
+                    self._warming = None
+                    self._warm_chunk_done(done[1])
             elif done[0] == "timbre":
                 _, epoch, targets, starts, comps = done
                 self._timbre_sent = None

@@ -271,3 +271,45 @@ def test_live_voices_get_the_current_timbres_params_made_once_per_key_and_layer(
         assert not ons(e.mixer)  # nothing for the one-shot mixer
     finally:
         e.close()
+
+
+def test_a_live_prerender_answers_from_the_voice_process_and_ends_if_it_dies():
+    """With live voices the engine renders no one-shots for `/prerender`: it asks the voices to
+    compute the notes (`warm` with an id) and answers /prerender/progress and /prerender/done
+    from what they report; a voice process that dies ends the pre-renders it had."""
+
+    class Voices:  # the voice process's side, reported by hand (tests/synth/test_hold.py has its own)
+        on_warm = on_restart = None
+        sounding = 0
+
+        def __init__(self):
+            self.warms = []
+
+        def warm(self, notes, warm_id=None):
+            self.warms.append((list(notes), warm_id))
+
+        def timbre(self, params):
+            pass
+
+    voices = Voices()
+    e = Engine(ToneGenerator(delay_s=0.05), Mixer(SR), NoClock(), NoteCache(64 * 2**20), workers=2, voices=voices)
+    try:
+        r = Replies()
+        e.prerender(60, 61, r)
+        (notes, warm_id), = voices.warms
+        assert len(notes) == 10 and warm_id is not None and e.queued == 0  # no render job
+        voices.on_warm(warm_id, 0, 10, 0)
+        voices.on_warm(warm_id, 8, 10, 8)
+        voices.on_warm(warm_id, 10, 10, 9)
+        assert r.got == [("/prerender/progress", [0, 10]), ("/prerender/progress", [8, 10]),
+                         ("/prerender/progress", [10, 10]), ("/prerender/done", [9])]
+        voices.on_warm(warm_id, 10, 10, 10)  # (an id that ended: nothing more)
+        assert len(r.got) == 4
+        r2 = Replies()
+        e.prerender(62, 62, r2)
+        voices.on_warm(voices.warms[-1][1], 2, 5, 2)
+        voices.on_restart()
+        assert r2.got[-1] == ("/prerender/done", [2])
+        assert e.cache.n_notes == 0
+    finally:
+        e.close()

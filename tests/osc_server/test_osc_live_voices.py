@@ -364,6 +364,24 @@ def test_a_known_note_starts_at_once(voices):
     assert int(voices.server.voices.control[C_HEADS]) - heads == 6
 
 
+def test_a_prerender_computes_the_live_voices_controls_and_renders_no_one_shots(voices):
+    """`/prerender` with live voices: each note's controls are computed in the voice process (a
+    note of them then starts without the networks); its progress and done come from there; the
+    render processes render no 4 s one-shots, which live voices never play."""
+    voices.reset("electronic")
+    c = voices.client
+    c.send_msg("/latent", *([0.0] * 15 + [2.5]))  # a timbre nobody played yet
+    before = voices.server.engine.status_values()
+    c.send_msg("/prerender", 60, 62)
+    done = c.wait_for("/prerender/done", timeout=30)
+    assert done == [15]
+    progress = [args for a, args in c.replies if a == "/prerender/progress"]
+    assert progress[-1] == [15, 15] and all(total == 15 for _, total in progress)
+    after = voices.server.engine.status_values()
+    assert after[1] == before[1] and after[5] == 0, (before, after)  # no one-shot cached or queued
+    assert voices.server.voices.process.is_alive()
+
+
 def test_live_controls_check_their_values(voices):
     c = voices.client
     for address, args, field in (("/bend", (5000.0,), "cents"), ("/pressure", (1.5,), "value"),

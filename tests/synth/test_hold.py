@@ -883,6 +883,59 @@ def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch, in_b
         p.engine.stop()
 
 
+def test_a_prerender_reports_its_progress_and_a_newer_one_ends_it(gen):
+    """`/prerender` with live voices (`warm` with an id): the voice process tells the server how
+    many notes are done (and computed) after each job, and a newer pre-render ends the one before
+    (its notes left done, not computed): the server can answer /prerender/progress and
+    /prerender/done for each."""
+    from osc_server.voices import WARM_JOB_NOTES, RingWriter, VoiceEngine, N_CONTROL, RING_SAMPLES
+    from synth.hold import prepare_notes
+
+    class Networks:
+        def __init__(self):
+            self.jobs = []
+
+        def submit(self, notes, peak_gain, done, levels=None):
+            self.jobs.append((list(notes), done))
+
+        def close(self):
+            pass
+
+    networks = Networks()
+    engine = VoiceEngine(gen, 48000, 8, networks=networks)
+    said = []
+    engine.notify = lambda *m: said.append(m[1:]) if m[0] == "warm" else None
+    writer = RingWriter(engine, np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64), 640, 256)
+    writer.start()
+    known = SUSTAIN.replace(pitch=30)
+    done_known = prepare_notes(gen, [known])
+    engine._started(done_known)
+    engine.start_ready(writer)
+    notes = [known] + [SUSTAIN.replace(pitch=40 + k) for k in range(2 * WARM_JOB_NOTES + 2)]
+    total = len(notes)
+    engine.command(("warm", notes, 5))
+    assert said == [(5, 1, total, 1)]  # the known note is done at once
+    engine.start_ready(writer)
+    chunk, done = networks.jobs[-1]
+    assert chunk == notes[1 : 1 + WARM_JOB_NOTES]
+    done(prepare_notes(gen, chunk))
+    engine.start_ready(writer)
+    assert said[-1] == (5, 1 + WARM_JOB_NOTES, total, 1 + WARM_JOB_NOTES)
+    assert networks.jobs[-1][0] == notes[1 + WARM_JOB_NOTES : 1 + 2 * WARM_JOB_NOTES]
+    # A newer pre-render: the one before ends (all done, the computed ones ok), the new one starts.
+    newer = [SUSTAIN.replace(pitch=80 + k, source="electronic") for k in range(3)]
+    engine.command(("warm", newer, 6))
+    assert said[-2:] == [(5, total, total, 1 + WARM_JOB_NOTES), (6, 0, 3, 0)]
+    networks.jobs[-1][1](prepare_notes(gen, networks.jobs[-1][0]))  # (the old job's answer comes)
+    engine.start_ready(writer)
+    assert said[-1] == (6, 0, 3, 0)  # (it does not count for the new one)
+    assert networks.jobs[-1][0] == newer
+    networks.jobs[-1][1](prepare_notes(gen, newer))
+    engine.start_ready(writer)
+    assert said[-1] == (6, 3, 3, 3)
+    assert all(n.key in engine._starts for n in newer)
+
+
 def test_a_prerender_goes_to_the_networks_a_few_notes_at_a_time(gen):
     """`/prerender` in the voice process (warm): WARM_JOB_NOTES notes a job, the next once the
     last came back. A note-on's own job goes out at once, not behind the rest. (All at once, a
