@@ -883,6 +883,19 @@ def test_a_timbre_change_goes_into_the_frame_written_last(gen, monkeypatch, in_b
         p.engine.stop()
 
 
+class _RecordedNetworks:
+    """A voice engine's networks that record the jobs; the test answers them (`done`)."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, notes, peak_gain, done, levels=None):
+        self.jobs.append((list(notes), done))
+
+    def close(self):
+        pass
+
+
 def test_a_prerender_reports_its_progress_and_a_newer_one_ends_it(gen):
     """`/prerender` with live voices (`warm` with an id): the voice process tells the server how
     many notes are done (and computed) after each job, and a newer pre-render ends the one before
@@ -891,17 +904,7 @@ def test_a_prerender_reports_its_progress_and_a_newer_one_ends_it(gen):
     from osc_server.voices import WARM_JOB_NOTES, RingWriter, VoiceEngine, N_CONTROL, RING_SAMPLES
     from synth.hold import prepare_notes
 
-    class Networks:
-        def __init__(self):
-            self.jobs = []
-
-        def submit(self, notes, peak_gain, done, levels=None):
-            self.jobs.append((list(notes), done))
-
-        def close(self):
-            pass
-
-    networks = Networks()
+    networks = _RecordedNetworks()
     engine = VoiceEngine(gen, 48000, 8, networks=networks)
     said = []
     engine.notify = lambda *m: said.append(m[1:]) if m[0] == "warm" else None
@@ -943,17 +946,7 @@ def test_a_prerender_goes_to_the_networks_a_few_notes_at_a_time(gen):
     from osc_server.voices import WARM_JOB_NOTES, RingWriter, VoiceEngine, N_CONTROL, RING_SAMPLES
     from synth.hold import prepare_notes
 
-    class Networks:  # (records the jobs; the test answers them)
-        def __init__(self):
-            self.jobs = []
-
-        def submit(self, notes, peak_gain, done, levels=None):
-            self.jobs.append((list(notes), done))
-
-        def close(self):
-            pass
-
-    networks = Networks()
+    networks = _RecordedNetworks()
     engine = VoiceEngine(gen, 48000, 8, networks=networks)
     writer = RingWriter(engine, np.zeros(RING_SAMPLES, np.float32), np.zeros(N_CONTROL, np.int64), 640, 256)
     writer.start()
