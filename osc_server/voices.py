@@ -465,9 +465,8 @@ class RingWriter:
         self.control = control
         self.lead = int(lead)
         # While the voices' heavy work runs (a timbre change: a replan and re-decoding of every
-        # note it moves), and for a while after a late
-        # block, a frame more is kept written ahead: a stall then costs a frame of control
-        # latency instead of a gap in the sound.
+        # note it moves), and for a while after a late block, a frame more is kept written
+        # ahead: a stall then costs a frame of control latency instead of a gap in the sound.
         self.extra = int(extra)
         self.blocksize = int(blocksize)
         self.write = 0  # absolute sample the next frame starts at

@@ -33,9 +33,11 @@ like any note. Never an audio loop: nothing repeats, so nothing can have a seam.
 * Latent changes: the networks run again for the new latent; z and the cents cross-fade to the
   new timbre's over LATENT_CROSSFADE_S (fast at first: `_ease_out`), the loudness input
   continues from where it is with the new timbre's increments, and the new timbre's sustain
-  mode and release take over. The decoder also maps z to level (13 dB quieter for one change measured), so the level
-  difference of the two z at the note's current f0 and loudness is compensated by a gain,
-  cross-faded with the timbre: the timbre moves, the level neither dips nor jumps.
+  mode and release take over. The decoder also maps z to level (13 dB quieter for one change
+  measured), so the level difference of the two z at the note's current f0 and loudness is
+  compensated by a gain, cross-faded with the timbre: the timbre moves, the level neither dips
+  nor jumps. A live engine may apply the change from the frame it rendered last
+  (`apply_timbre(frame=...)`), which it then renders again.
 * Envelope rules (`synth.envelope`, `synth.models.shape_envelope`): the released loudness never
   rises; fast_decay falls at least FAST_DECAY_DB within FAST_DECAY_S of its attack peak and then
   keeps falling at FAST_DECAY_DB / FAST_DECAY_S while held; long_release holds within
