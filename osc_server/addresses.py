@@ -500,7 +500,8 @@ ADDRESSES: tuple[Address, ...] = (
     Address("/synced", "id", "the id of `/sync`", "All renders requested before the `/sync` have landed.",
             "(reply)", None),
     Address("/ready", "pitch velocity", "ints", "A requested (or pre-rendered) note landed in the cache; velocity "
-            "is the layer it was rendered at.", "(reply)", None),
+            "is the layer it was rendered at. Live voices: a note-on's own controls were computed (it sounded at "
+            "once with a neighbour's); none for a note known already.", "(reply)", None),
     Address("/prerender/progress", "done total", "ints", "Progress of `/prerender` (about every 5%).", "(reply)", None),
     Address("/prerender/done", "total", "int", "`/prerender` finished: that many notes are cached (live voices: computed).",
             "(reply)", None),

@@ -33,6 +33,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -56,6 +57,7 @@ SYNC_TIMEOUT_S = 30.0  # /sync is answered with /error when earlier renders take
 RENDER_WAIT_S = 90.0  # render_blocking (HTTP) gives up after this long: TimeoutError
 CONTROL_TICK_S = 0.1  # the control thread's wake-up period when idle
 SUPERSEDED = "superseded by a timbre change or a newer pre-render"
+LIVE_READY_KEPT = 1024  # live note-ons remembered for their /ready
 
 
 class Generator(Protocol):
@@ -101,9 +103,14 @@ class Engine:
         self.voices = voices
         # Live voices' pre-renders, by id: (reply, progress step, last done, last ok).
         self._warms: dict[int, list] = {}
+        # Live note-ons by key, for /ready when the voice process computed a note's controls
+        # (the newest LIVE_READY_KEPT; a note it knew already sends none, and its entry ages out).
+        self._live_asked: OrderedDict[str, tuple] = OrderedDict()
+        self._live_lock = threading.Lock()  # (its own: not the render threads' lock, in a note-on's path)
         if voices is not None:
             voices.on_warm = self._warm_progress
             voices.on_restart = self._warms_lost
+            voices.on_ready = self._live_ready
         self.mixer = mixer
         self.output = output  # has sample_at(t_wall) -> sample index
         self.sample_rate = mixer.sample_rate
@@ -279,6 +286,12 @@ class Engine:
                 t = self.timbre
                 params = known[(pitch, layer)] = NoteParams(pitch, layer, t.source, t.qualities, t.latent_sample)
                 params.key  # noqa: B018 - computed now, kept with it
+            with self._live_lock:
+                asked = self._live_asked
+                asked[params.key] = (pitch, layer, reply)
+                asked.move_to_end(params.key)
+                if len(asked) > LIVE_READY_KEPT:
+                    asked.popitem(last=False)
             self.voices.note_on(pitch, params, gain, target)
             return
         key = self._keys.get((pitch, layer))
@@ -449,6 +462,13 @@ class Engine:
             _safe_reply(reply, "/prerender/done", ok)
         elif last < 0 or done // step != last // step:
             _safe_reply(reply, "/prerender/progress", done, total)
+
+    def _live_ready(self, key: str) -> None:
+        """The voice process computed the controls of a note played with this key: /ready."""
+        with self._live_lock:
+            asked = self._live_asked.pop(key, None)
+        if asked is not None and asked[2] is not None:
+            _safe_reply(asked[2], "/ready", asked[0], asked[1])
 
     def _warms_lost(self) -> None:
         """The voice process died: its pre-renders end with what they had computed."""

@@ -222,6 +222,7 @@ class LiveVoices:
         self.restarts = 0
         self.on_warm = None  # (warm_id, done, total, ok): a pre-render's progress (on the reader thread)
         self.on_restart = None  # a new voice process replaced one that died (on the reader thread)
+        self.on_ready = None  # (key): a note-on's own controls were computed (on the reader thread)
         self._closing = False
         self._realtime = bool(realtime)
         try:
@@ -284,6 +285,9 @@ class LiveVoices:
             elif msg[0] == "warm":
                 if self.on_warm is not None:
                     self.on_warm(*msg[1:])
+            elif msg[0] == "ready":
+                if self.on_ready is not None:
+                    self.on_ready(msg[1])
             elif msg[0] == "error":
                 log.warning("voice process: %s", msg[1])
                 self.errors.append(msg[1])
@@ -1362,7 +1366,10 @@ class VoiceEngine:
                 start = done[1]
                 self._remember(start)
                 self._want_head(start)
-                for request in self._waiting.pop(start.params.key, []):
+                waiting = self._waiting.pop(start.params.key, [])
+                if waiting:  # a note-on's own controls came: the server answers /ready
+                    self.notify("ready", start.params.key)
+                for request in waiting:
                     if not request.proxy:
                         self._ready.append((request, start))
                         continue

@@ -382,6 +382,26 @@ def test_a_prerender_computes_the_live_voices_controls_and_renders_no_one_shots(
     assert voices.server.voices.process.is_alive()
 
 
+def test_a_note_whose_controls_were_computed_is_answered_with_ready(voices):
+    """Live voices: a note-on of a note the voice process did not know sounds at once, and /ready
+    comes when its own controls were computed (as a one-shot's comes when it landed); a note it
+    knows sends none."""
+    voices.reset("synthetic")
+    c = voices.client
+    c.send_msg("/latent", *([0.0] * 14 + [-2.5, 0.0]))  # a timbre nobody played yet
+    c.send_msg("/note", 64, 90)
+    assert c.wait_for("/ready", timeout=10) == [64, 100]  # (the velocity layer it was computed at)
+    c.send_msg("/note", 64, 0)
+    voices.wait_silence()
+    with c._cond:
+        c.replies.clear()
+    c.send_msg("/note", 64, 90)  # known now
+    time.sleep(0.5)
+    c.send_msg("/note", 64, 0)
+    c.sync()
+    assert [args for a, args in c.replies if a == "/ready"] == []
+
+
 def test_live_controls_check_their_values(voices):
     c = voices.client
     for address, args, field in (("/bend", (5000.0,), "cents"), ("/pressure", (1.5,), "value"),
