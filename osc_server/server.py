@@ -209,7 +209,8 @@ class LiveServer:
                     self.voices = LiveVoices(config.voice_factory or DEFAULT_FACTORY, config.sample_rate,
                                              config.live_voices, config.blocksize, realtime=config.realtime)
                 except (VoiceProcessError, ValueError) as e:
-                    raise SetupError(f"--voice-mode live: {e}") from None
+                    raise SetupError(f"--voice-mode live (serve's default): {e}; a generator that live voices "
+                                     f"cannot play plays one-shots with --voice-mode oneshot") from None
                 self.voices.attach(self.mixer)
             elif config.voice_mode != "oneshot":
                 raise SetupError(f"--voice-mode: expected live or oneshot, got {config.voice_mode!r}")

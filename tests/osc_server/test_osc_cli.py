@@ -128,6 +128,17 @@ def test_serve_plays_live_voices_by_default(tmp_path):
     assert np.max(np.abs(mono[start + int(7.8 * sr) :])) < 1e-4  # released into silence
 
 
+def test_a_generator_live_voices_cannot_play_is_refused_naming_the_way_out(tmp_path):
+    """`serve --generator-factory` with a generator that has no networks for live voices (the
+    test tone): a startup error that names --voice-mode and the one-shots, not a traceback."""
+    s = Serve("--record", str(tmp_path / "x.wav"), "--generator-factory", "tone:make", tone=False)
+    rc = s.proc.wait(timeout=120)
+    s._reader.join(timeout=5)
+    assert rc == 2, s.log
+    assert "--voice-mode live" in s.log and "--voice-mode oneshot" in s.log, s.log
+    assert "Traceback" not in s.log
+
+
 def test_record_writes_the_stream_to_a_wav_file(tmp_path):
     path = tmp_path / "live.wav"
     s = Serve("--record", str(path))
