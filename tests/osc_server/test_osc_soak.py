@@ -217,6 +217,10 @@ def test_soak_mixed_load_then_the_server_still_answers_and_plays_at_pitch(full_d
             warm.join()
             time.sleep(2.0)
             rss_before = _rss_mb(pid)
+            probe = Client(("127.0.0.1", s.port))
+            probe.send_msg("/status")
+            underruns_before = probe.wait_for("/status", timeout=5)[6]
+            probe.close()
             f_start = cap.end_frame
 
             # The flood, sent from a process of its own: a Python capture client shares its
@@ -294,10 +298,13 @@ def test_soak_mixed_load_then_the_server_still_answers_and_plays_at_pitch(full_d
             zero_blocks = zero_blocks_inside_sound(cap.read(max(f_start, f_end - cap.size + SR), f_end))
             print(f"soak ({mode}) {SOAK_S:g} s: rss {rss_before:.0f} -> {rss_during} -> {rss_after:.0f} MB, http {counts}, "
                   f"syncs {result['syncs']}, prerenders {result['prerenders']}, zero blocks inside sound {zero_blocks}, "
-                  f"capture glitches {cap.glitches}, status {status}")
-            # A dropped block inside a sounding note would show as exact zeros (the capture's own
-            # missed cycles are zero-filled too, so those are allowed for).
-            assert zero_blocks <= cap.gaps, (zero_blocks, cap.gaps)
+                  f"capture glitches {cap.glitches} (missed cycles {cap.gaps}), status {status}")
+            # A dropped block inside a sounding note shows as exact zeros. Under this load on two
+            # cores the server does under-run now and then (it counts each: /status), and the
+            # capture's own missed cycles are zero-filled too: every zero block must be one of
+            # those, none a block dropped without a count.
+            underruns = status[6] - underruns_before
+            assert zero_blocks <= cap.gaps + underruns, (zero_blocks, cap.gaps, underruns)
             c.close()
         finally:
             rc = s.stop()
