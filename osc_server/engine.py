@@ -106,7 +106,8 @@ class Engine:
         # Live note-ons by key, for /ready when the voice process computed a note's controls
         # (the newest LIVE_READY_KEPT; a note it knew already sends none, and its entry ages out).
         self._live_asked: OrderedDict[str, tuple] = OrderedDict()
-        self._live_lock = threading.Lock()  # (its own: not the render threads' lock, in a note-on's path)
+        # (Their own lock, for both: not the render threads', which a note-on must not wait for.)
+        self._live_lock = threading.Lock()
         if voices is not None:
             voices.on_warm = self._warm_progress
             voices.on_restart = self._warms_lost
@@ -409,7 +410,7 @@ class Engine:
             # Live voices play no one-shots: a pre-render is each note's controls, computed in the
             # voice process (its networks), which reports the progress. (The one-shots rendered
             # too, before: 440 notes of 4 s for nobody, two cores' worth for seconds.)
-            with self._lock:
+            with self._live_lock:
                 warm_id = next(self._seq)  # (a newer one supersedes it: the voice process ends it)
                 self._warms[warm_id] = [reply, max(1, total // 20), -1, 0]
             render_log.info("pre-rendering %d notes for the live voices", total)
@@ -448,7 +449,7 @@ class Engine:
     def _warm_progress(self, warm_id: int, done: int, total: int, ok: int) -> None:
         """A live pre-render's progress (the voice process's reader thread): /prerender/progress
         about every 5 %, and /prerender/done with the notes it computed."""
-        with self._lock:
+        with self._live_lock:
             entry = self._warms.get(warm_id)
             if entry is None:
                 return
@@ -472,7 +473,7 @@ class Engine:
 
     def _warms_lost(self) -> None:
         """The voice process died: its pre-renders end with what they had computed."""
-        with self._lock:
+        with self._live_lock:
             lost, self._warms = self._warms, {}
         for reply, _, _, ok in lost.values():
             _safe_reply(reply, "/prerender/done", ok)

@@ -1166,19 +1166,28 @@ class VoiceEngine:
     def _retakable(self, voices: list) -> dict[int, int]:
         """slot -> the note frame to retake, for each of `voices` (all of them or none) whose
         bend or pressure can go into the frame written last."""
-        last = self._last
-        if last is None or not voices or last.retakes >= RETAKES_PER_FRAME or self.ring_clock is None:
+        if not voices or not self._last_frame_open():
             return {}
         wanted = {v.slot: v for v in self._retake_voices}
         for v in voices:
-            i = last.rows.get(v.slot)
-            if i is None or last.active[i] is not v:
+            if not self._in_last_frame(v):
                 return {}
             wanted[v.slot] = v
-        if len(wanted) > RETAKE_MAX_VOICES or not self._retake_safe(last):
+        if len(wanted) > RETAKE_MAX_VOICES or not self._retake_safe(self._last):
             return {}
         self._retake_voices = list(wanted.values())
         return {v.slot: v.note.frame - 1 for v in voices}
+
+    def _last_frame_open(self) -> bool:
+        """True if the frame written last may be rendered again once more (a ring clock to
+        check it against, fewer than RETAKES_PER_FRAME retakes of it so far)."""
+        last = self._last
+        return last is not None and self.ring_clock is not None and last.retakes < RETAKES_PER_FRAME
+
+    def _in_last_frame(self, v: _Voice) -> bool:
+        """True if v is the voice one of the frame written last's rows was rendered for."""
+        i = self._last.rows.get(v.slot)
+        return i is not None and self._last.active[i] is v
 
     def _retake_safe(self, last: "_LastFrame") -> bool:
         control, origin, blocksize = self.ring_clock
@@ -1189,12 +1198,9 @@ class VoiceEngine:
         """True if a timbre change of v can go into the frame written last, with `taken` voices
         retaken there already (`start_ready`): as a bend's (`_retakable`), and the note's last
         frame is as it was rendered (no note-off or replan since)."""
-        last = self._last
-        if last is None or self.ring_clock is None or last.retakes >= RETAKES_PER_FRAME \
-                or taken >= RETAKE_MAX_VOICES or v.fade is not None:
+        if taken >= RETAKE_MAX_VOICES or v.fade is not None or not self._last_frame_open():
             return False
-        i = last.rows.get(v.slot)
-        return i is not None and last.active[i] is v and v.note.last_frame_retakable and self._retake_safe(last)
+        return self._in_last_frame(v) and v.note.last_frame_retakable and self._retake_safe(self._last)
 
     def retake(self, writer: RingWriter) -> None:
         """Render the frame written last again for the voices whose bend or pressure was moved
